@@ -1,0 +1,128 @@
+"""What users do to jobs once built: queue, kill, clear. CryoSPARC's rules apply: only a
+building job without build errors can be queued, only a final job can be cleared."""
+
+from __future__ import annotations
+
+import shutil
+
+from .builder import build_errors, declared_outputs, job_dir_abs
+from .errors import BuildError, UserError
+from .instance import Instance
+from .jobtypes import get_jobtype
+from .model import Job, Resources, set_status
+from .status import JobStatus, QueueStatus
+
+
+def _fits_lane(job: Job, need: Resources, cap: Resources, lane: str, gpu_ids: list[int] | None) -> None:
+    if need.gpus > cap.gpus:
+        raise BuildError(f"{job.ref} needs {need.gpus} GPU(s); lane {lane!r} has {cap.gpus} ({cap.gpu_ids})")
+    if gpu_ids is not None:
+        unknown = [g for g in gpu_ids if g not in cap.gpu_ids]
+        if unknown:
+            raise BuildError(f"{job.ref}: GPU(s) {unknown} are not in lane {lane!r} (GPUs: {cap.gpu_ids})")
+        if len(gpu_ids) != need.gpus:
+            raise BuildError(f"{job.ref} uses {need.gpus} GPU(s) but {len(gpu_ids)} were given: {gpu_ids}")
+
+
+def queue_job(
+    inst: Instance,
+    project_uid: str,
+    job_uid: str,
+    lane: str | None = None,
+    priority: int | None = None,
+    gpu_ids: list[int] | None = None,
+) -> Job:
+    """Queue a building job to a lane.
+
+    Raises:
+        BuildError: the job has build errors, is not building, or cannot fit the lane.
+        NotFoundError: unknown project, job or lane.
+    """
+    lanes = inst.build_lanes()
+    lane = lane or "local"
+    if lane not in lanes:
+        raise UserError(f"no lane {lane!r} (lanes: {', '.join(sorted(lanes))})")
+    cap = lanes[lane].capacity()
+    with inst.store.write() as tx:
+        job = tx.get_job(project_uid, job_uid)
+        if job.status != JobStatus.BUILDING:
+            raise BuildError(f"{job.ref} is {job.status.value}; only building jobs can be queued")
+        errors = build_errors(tx, job)
+        if errors:
+            job.build_errors = errors
+            raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
+        spec = get_jobtype(job.type)
+        _fits_lane(job, spec.resources, cap, lane, gpu_ids)
+        job.resources_needed = spec.resources
+        job.queued_lane = lane
+        job.queued_gpu_ids = gpu_ids
+        if priority is not None:
+            job.priority = priority
+        job.build_errors = []
+        set_status(job, JobStatus.QUEUED)
+        job.queue_status = QueueStatus.ACTIVELY_QUEUED
+        tx.put_job(job)
+    return job
+
+
+def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
+    """Kill a queued or running job; its worker and every process it started are stopped.
+
+    Raises:
+        UserError: the job is not queued or running.
+    """
+    with inst.store.read() as tx:
+        job = tx.get_job(project_uid, job_uid)
+    if job.status.active:
+        lane = inst.build_lanes().get(job.queued_lane or "local")
+        if lane is not None:
+            lane.kill(job)
+    with inst.store.write() as tx:
+        job = tx.get_job(project_uid, job_uid)
+        if job.status not in (JobStatus.QUEUED, *[s for s in JobStatus if s.active]):
+            raise UserError(f"{job.ref} is {job.status.value}; only queued or running jobs can be killed")
+        job.pending_outputs = []
+        set_status(job, JobStatus.KILLED)
+        tx.put_job(job)
+    return job
+
+
+def clear_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
+    """Return a final job to building: outputs and its directory's contents are removed.
+
+    Raises:
+        UserError: the job is not final, or a child of it is queued or running.
+    """
+    with inst.store.write() as tx:
+        job = tx.get_job(project_uid, job_uid)
+        if not job.status.final:
+            raise UserError(f"{job.ref} is {job.status.value}; only completed, killed or failed jobs can be cleared")
+        for child_uid in job.children:
+            child = tx.get_job(project_uid, child_uid, include_deleted=True)
+            if child.status == JobStatus.QUEUED or child.status.active:
+                raise UserError(f"{job.ref}: child {child_uid} is {child.status.value}; kill it first")
+        project = tx.get_project(project_uid)
+        path = job_dir_abs(project, job)
+        spec = get_jobtype(job.type)
+        set_status(job, JobStatus.BUILDING)
+        job.outputs = declared_outputs(spec)
+        job.queue_status = None
+        job.resources_allocated = None
+        job.run_pid = job.run_pid_start = job.run_host = None
+        job.events_offset = 0
+        job.pending_outputs = []
+        job.progress = {}
+        job.heartbeat_at = None
+        job.exit_code = None
+        job.job_dir_size = 0
+        job.cluster_job_id = None
+        job.build_errors = build_errors(tx, job)
+        tx.put_job(job)
+        if path.is_dir():
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    return job
+

@@ -1,0 +1,248 @@
+"""The Python API: ``Instance`` -> ``ProjectHandle`` -> ``JobHandle``, in the manner of
+cryosparc-tools. The CLI is a thin layer over this module.
+
+Handles hold uids, not state: every property reads the database afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import actions, builder
+from .dataset import Dataset
+from .errors import BuildError, NotFoundError, UserError
+from .events import FAILED, format_event, read_events
+from .instance import Instance
+from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
+from .model import Job, Project, SlotRef, Workspace
+from .status import JobStatus
+
+PROJECT_MARKER = "cryohpc-project.json"
+
+
+def _owner() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return os.environ.get("USER", "")
+
+
+class Api:
+    """Entry point: ``Api(home)`` opens an instance (``Api.init`` creates one)."""
+
+    def __init__(self, home: str | os.PathLike | None = None):
+        self.instance = Instance(home)
+
+    @classmethod
+    def init(cls, home: str | os.PathLike | None = None, projects_root: str | os.PathLike | None = None,
+             **settings: Any) -> Api:
+        Instance.create(home, Path(projects_root) if projects_root else None, **settings)
+        return cls(home)
+
+    @property
+    def store(self):
+        return self.instance.store
+
+    # -- projects ---------------------------------------------------------------------
+    def create_project(self, title: str, project_dir: str | os.PathLike | None = None,
+                       description: str = "") -> ProjectHandle:
+        """Create a project; its directory must be new or empty.
+
+        Raises:
+            UserError: the directory holds files (another project's, most likely).
+        """
+        with self.store.write() as tx:
+            uid = f"P{tx.next_number('project')}"
+            path = Path(project_dir) if project_dir else Path(self.instance.config.projects_root) / uid
+            path = path.expanduser().resolve()
+            if path.exists() and any(path.iterdir()):
+                raise UserError(f"project directory {path} is not empty; choose a new or empty directory")
+            project = Project(uid=uid, title=title, description=description, project_dir=str(path), owner=_owner())
+            path.mkdir(parents=True, exist_ok=True)
+            (path / PROJECT_MARKER).write_text(
+                json.dumps({"instance_uid": self.instance.config.instance_uid, "project_uid": uid,
+                            "instance_home": str(self.instance.home)})
+            )
+            tx.put_project(project)
+        return ProjectHandle(self, uid)
+
+    def find_project(self, uid: str) -> ProjectHandle:
+        with self.store.read() as tx:
+            tx.get_project(uid)
+        return ProjectHandle(self, uid)
+
+    def projects(self) -> list[Project]:
+        with self.store.read() as tx:
+            return tx.list_projects()
+
+    def jobtypes(self) -> list[JobTypeSpec]:
+        return all_jobtypes()
+
+    def jobtype(self, name: str) -> JobTypeSpec:
+        return get_jobtype(name)
+
+
+class ProjectHandle:
+    def __init__(self, api: Api, uid: str):
+        self.api, self.uid = api, uid
+
+    @property
+    def model(self) -> Project:
+        with self.api.store.read() as tx:
+            return tx.get_project(self.uid)
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.model.project_dir)
+
+    def create_workspace(self, title: str, description: str = "") -> Workspace:
+        with self.api.store.write() as tx:
+            tx.get_project(self.uid)
+            ws = Workspace(uid=f"W{tx.next_number(f'{self.uid}/workspace')}", project_uid=self.uid,
+                           title=title, description=description)
+            tx.put_workspace(ws)
+        return ws
+
+    def workspaces(self) -> list[Workspace]:
+        with self.api.store.read() as tx:
+            tx.get_project(self.uid)
+            return tx.list_workspaces(self.uid)
+
+    def create_job(self, type: str, workspace: str | None = None, title: str = "",
+                   params: dict[str, Any] | None = None) -> JobHandle:
+        with self.api.store.write() as tx:
+            job = builder.create_job(tx, self.uid, type, workspace, title, params, created_by=_owner())
+        return JobHandle(self.api, self.uid, job.uid)
+
+    def find_job(self, uid: str) -> JobHandle:
+        with self.api.store.read() as tx:
+            tx.get_job(self.uid, uid)
+        return JobHandle(self.api, self.uid, uid)
+
+    def jobs(self, statuses: list[JobStatus] | None = None) -> list[Job]:
+        with self.api.store.read() as tx:
+            tx.get_project(self.uid)
+            return tx.list_jobs(self.uid, statuses=statuses)
+
+
+class JobHandle:
+    def __init__(self, api: Api, project_uid: str, uid: str):
+        self.api, self.project_uid, self.uid = api, project_uid, uid
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.project_uid} {self.uid})"
+
+    @property
+    def model(self) -> Job:
+        with self.api.store.read() as tx:
+            return tx.get_job(self.project_uid, self.uid)
+
+    @property
+    def status(self) -> JobStatus:
+        return self.model.status
+
+    @property
+    def dir(self) -> Path:
+        with self.api.store.read() as tx:
+            project = tx.get_project(self.project_uid)
+            return builder.job_dir_abs(project, tx.get_job(self.project_uid, self.uid))
+
+    # -- building ---------------------------------------------------------------------
+    def connect(self, input_name: str, source_job: str, source_group: str) -> Job:
+        with self.api.store.write() as tx:
+            return builder.connect(tx, self.project_uid, self.uid, input_name, source_job, source_group)
+
+    def disconnect(self, input_name: str, index: int | None = None) -> Job:
+        with self.api.store.write() as tx:
+            return builder.disconnect(tx, self.project_uid, self.uid, input_name, index)
+
+    def connect_slot(self, input_name: str, slot: str, source_job: str, source_group: str,
+                     source_result: str, index: int = 0, version: int = -1) -> Job:
+        ref = SlotRef(job_uid=source_job, group_name=source_group, result_name=source_result, version=version)
+        with self.api.store.write() as tx:
+            return builder.override_slot(tx, self.project_uid, self.uid, input_name, index, slot, ref)
+
+    def set_params(self, **params: Any) -> Job:
+        with self.api.store.write() as tx:
+            return builder.set_params(tx, self.project_uid, self.uid, params)
+
+    # -- actions ----------------------------------------------------------------------
+    def queue(self, lane: str | None = None, priority: int | None = None, gpus: list[int] | None = None) -> Job:
+        return actions.queue_job(self.api.instance, self.project_uid, self.uid, lane, priority, gpus)
+
+    def kill(self) -> Job:
+        return actions.kill_job(self.api.instance, self.project_uid, self.uid)
+
+    def clear(self) -> Job:
+        return actions.clear_job(self.api.instance, self.project_uid, self.uid)
+
+    def wait(self, timeout_s: float | None = None, poll_s: float = 0.25) -> JobStatus:
+        """Block until the job is completed, killed or failed; returns that status.
+
+        Raises:
+            TimeoutError: still not final after ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            status = self.status
+            if status.final:
+                return status
+            if status == JobStatus.BUILDING:
+                raise UserError(f"{self.project_uid} {self.uid} is building; queue it before waiting")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.project_uid} {self.uid} still {status.value} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    # -- results ----------------------------------------------------------------------
+    def events(self) -> list[dict[str, Any]]:
+        return read_events(self.dir)[0]
+
+    def log_lines(self, follow: bool = False, poll_s: float = 0.5) -> Iterator[str]:
+        """The event log for people; with ``follow`` keeps reading until the job is final."""
+        offset = 0
+        job_dir = self.dir
+        while True:
+            final = self.status.final  # read before the events, so none are missed at the end
+            events, offset = read_events(job_dir, offset)
+            for ev in events:
+                line = format_event(ev)
+                if line is not None:
+                    yield line
+            if not follow or final:
+                if not events and self.status.final:
+                    last = self.model.errors_run
+                    if last and not any(e.get("type") == FAILED for e in self.events()):
+                        yield f"FAILED: {last[-1].message}"
+                return
+            time.sleep(poll_s)
+
+    def output_path(self, group: str, result: str | None = None, version: int = -1) -> Path:
+        """Absolute path of an output result's ``.cs`` file (the group's first result by default)."""
+        job = self.model
+        g = job.output(group)
+        if g is None:
+            raise NotFoundError(f"{job.ref} has no output {group!r} (outputs: {', '.join(o.name for o in job.outputs)})")
+        res = g.result(result) if result else next((r for r in g.results if r.metafiles), None)
+        if res is None or not res.metafiles:
+            raise BuildError(f"{job.ref}: output {group!r} has no results yet (job is {job.status.value})")
+        with self.api.store.read() as tx:
+            root = Path(tx.get_project(self.project_uid).project_dir)
+        return root / res.metafiles[version]
+
+    def load_output(self, group: str) -> Dataset:
+        """The output group's items with all its results joined (passthroughs included)."""
+        job = self.model
+        g = job.output(group)
+        if g is None or not any(r.metafiles for r in g.results):
+            raise BuildError(f"{job.ref}: output {group!r} has no results yet (job is {job.status.value})")
+        with self.api.store.read() as tx:
+            root = Path(tx.get_project(self.project_uid).project_dir)
+        files = list(dict.fromkeys(root / r.metafiles[-1] for r in g.results if r.metafiles))
+        return Dataset.innerjoin_many([Dataset.load(f) for f in files])

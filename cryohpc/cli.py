@@ -1,0 +1,509 @@
+"""``cryohpc``: the command line, a thin layer over :mod:`cryohpc.api`.
+
+Tables for people, ``--json`` for scripts. Errors print one line (``error: ...``) and
+exit with status 2; ``job wait`` exits 0 only when the job completed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from .errors import CryohpcError
+
+EXIT_ERROR = 2
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) if r.get(c) is not None else "" for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+class Ctx:
+    def __init__(self, home: str | None, as_json: bool):
+        self.home, self.as_json = home, as_json
+        self._api = None
+
+    @property
+    def api(self):
+        if self._api is None:
+            from .api import Api
+
+            self._api = Api(self.home)
+        return self._api
+
+    def emit(self, data: Any, text: str | None = None) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        elif text is not None:
+            click.echo(text)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _dump(model) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not of the form name=value")
+        out[key.strip()] = value
+    return out
+
+
+def _parse_source(text: str, parts: int) -> list[str]:
+    bits = text.split(".")
+    if len(bits) != parts or not all(bits):
+        shape = "J1.group" if parts == 2 else "J1.group.result"
+        raise click.BadParameter(f"{text!r} is not of the form {shape}")
+    return bits
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="CRYOHPC_HOME", type=click.Path(file_okay=False),
+              help="instance directory (default $CRYOHPC_HOME or ~/.cryohpc)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.version_option(package_name="cryohpc")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, as_json: bool) -> None:
+    """cryohpc: cryo-EM processing on HPC clusters."""
+    ctx.obj = Ctx(home, as_json)
+
+
+@cli.command()
+@click.option("--projects-root", type=click.Path(file_okay=False), help="default parent of project directories")
+@click.option("--poll-interval-s", type=float, help="master loop period")
+@click.option("--heartbeat-interval-s", type=float, help="worker heartbeat period")
+@click.option("--heartbeat-timeout-s", type=float, help="silence after which a job is failed")
+@pass_ctx
+def init(c: Ctx, projects_root, poll_interval_s, heartbeat_interval_s, heartbeat_timeout_s) -> None:
+    """Create an instance (database, config) at --home."""
+    from .api import Api
+
+    settings = {k: v for k, v in dict(poll_interval_s=poll_interval_s, heartbeat_interval_s=heartbeat_interval_s,
+                                      heartbeat_timeout_s=heartbeat_timeout_s).items() if v is not None}
+    api = Api.init(c.home, projects_root, **settings)
+    c._api = api
+    cfg = api.instance.config
+    c.emit({"home": str(api.instance.home), **cfg.model_dump()},
+           f"instance at {api.instance.home} (projects under {cfg.projects_root})")
+
+
+# -- projects and workspaces ------------------------------------------------------------
+@cli.group()
+def project() -> None:
+    """Create and list projects."""
+
+
+@project.command("create")
+@click.option("--title", required=True)
+@click.option("--dir", "project_dir", type=click.Path(file_okay=False), help="project directory (new or empty)")
+@click.option("--description", default="")
+@pass_ctx
+def project_create(c: Ctx, title, project_dir, description) -> None:
+    p = c.api.create_project(title, project_dir, description).model
+    c.emit(_dump(p), f"{p.uid}  {p.project_dir}")
+
+
+@project.command("list")
+@pass_ctx
+def project_list(c: Ctx) -> None:
+    ps = c.api.projects()
+    c.emit([_dump(p) for p in ps], _table([_dump(p) for p in ps], ["uid", "title", "project_dir"]))
+
+
+@cli.group()
+def workspace() -> None:
+    """Create and list workspaces of a project."""
+
+
+@workspace.command("create")
+@click.argument("project_uid")
+@click.option("--title", required=True)
+@pass_ctx
+def workspace_create(c: Ctx, project_uid, title) -> None:
+    w = c.api.find_project(project_uid).create_workspace(title)
+    c.emit(_dump(w), f"{w.project_uid} {w.uid}")
+
+
+@workspace.command("list")
+@click.argument("project_uid")
+@pass_ctx
+def workspace_list(c: Ctx, project_uid) -> None:
+    ws = c.api.find_project(project_uid).workspaces()
+    c.emit([_dump(w) for w in ws], _table([_dump(w) for w in ws], ["uid", "title"]))
+
+
+# -- jobs -------------------------------------------------------------------------------
+@cli.group()
+def job() -> None:
+    """Build, queue and follow jobs."""
+
+
+@job.command("create")
+@click.argument("project_uid")
+@click.argument("job_type")
+@click.option("-w", "--workspace", help="workspace uid, e.g. W1")
+@click.option("--title", default="")
+@click.option("-p", "--param", "params", multiple=True, help="name=value (repeatable)")
+@pass_ctx
+def job_create(c: Ctx, project_uid, job_type, workspace, title, params) -> None:
+    """Create a job of JOB_TYPE in building state."""
+    j = c.api.find_project(project_uid).create_job(job_type, workspace, title, _parse_assignments(params)).model
+    text = f"{j.project_uid} {j.uid}"
+    if j.build_errors:
+        text += "\nbuild errors:\n  " + "\n  ".join(j.build_errors)
+    c.emit(_dump(j), text)
+
+
+@job.command("connect")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("input_name")
+@click.argument("source", metavar="J.GROUP")
+@pass_ctx
+def job_connect(c: Ctx, project_uid, job_uid, input_name, source) -> None:
+    """Connect output group J.GROUP to input INPUT_NAME."""
+    src_job, group = _parse_source(source, 2)
+    j = c.api.find_project(project_uid).find_job(job_uid).connect(input_name, src_job, group)
+    _show_build_state(c, j)
+
+
+@job.command("connect-slot")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("input_name")
+@click.argument("slot")
+@click.argument("source", metavar="J.GROUP.RESULT")
+@click.option("--index", default=0, show_default=True, help="which connection of the input")
+@click.option("--version", default=-1, show_default=True, help="result version (-1 = latest)")
+@pass_ctx
+def job_connect_slot(c: Ctx, project_uid, job_uid, input_name, slot, source, index, version) -> None:
+    """Override one SLOT of a connection with a single result of another job."""
+    src_job, group, result = _parse_source(source, 3)
+    h = c.api.find_project(project_uid).find_job(job_uid)
+    _show_build_state(c, h.connect_slot(input_name, slot, src_job, group, result, index, version))
+
+
+@job.command("disconnect")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("input_name")
+@click.option("--index", type=int, help="which connection (default: all)")
+@pass_ctx
+def job_disconnect(c: Ctx, project_uid, job_uid, input_name, index) -> None:
+    _show_build_state(c, c.api.find_project(project_uid).find_job(job_uid).disconnect(input_name, index))
+
+
+@job.command("set")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
+@pass_ctx
+def job_set(c: Ctx, project_uid, job_uid, assignments) -> None:
+    """Set params (an empty value restores the default)."""
+    _show_build_state(c, c.api.find_project(project_uid).find_job(job_uid).set_params(**_parse_assignments(assignments)))
+
+
+def _show_build_state(c: Ctx, j) -> None:
+    text = f"{j.project_uid} {j.uid}: " + ("ready to queue" if not j.build_errors else
+                                            "build errors:\n  " + "\n  ".join(j.build_errors))
+    c.emit(_dump(j), text)
+
+
+@job.command("queue")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("--lane", help="lane name (default: local)")
+@click.option("--priority", type=int, help="higher launches first")
+@click.option("--gpus", help="run on these GPU ids, e.g. 0,1")
+@pass_ctx
+def job_queue(c: Ctx, project_uid, job_uid, lane, priority, gpus) -> None:
+    """Queue a job; the master launches it when its inputs are ready."""
+    try:
+        gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
+    except ValueError:
+        raise click.BadParameter(f"{gpus!r} is not a comma-separated list of GPU ids") from None
+    j = c.api.find_project(project_uid).find_job(job_uid).queue(lane, priority, gpu_ids)
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued to lane {j.queued_lane}")
+
+
+@job.command("kill")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@pass_ctx
+def job_kill(c: Ctx, project_uid, job_uid) -> None:
+    j = c.api.find_project(project_uid).find_job(job_uid).kill()
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} killed")
+
+
+@job.command("clear")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@pass_ctx
+def job_clear(c: Ctx, project_uid, job_uid) -> None:
+    """Return a completed/killed/failed job to building, deleting its outputs."""
+    j = c.api.find_project(project_uid).find_job(job_uid).clear()
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} cleared")
+
+
+def _job_row(j) -> dict[str, Any]:
+    return {"uid": j.uid, "type": j.type, "status": j.status.value, "queue": j.queue_status.value if j.queue_status else "",
+            "lane": j.queued_lane or "", "title": j.title, "parents": ",".join(j.parents)}
+
+
+@job.command("list")
+@click.argument("project_uid")
+@click.option("--status", "statuses", multiple=True, help="only jobs in this status (repeatable)")
+@pass_ctx
+def job_list(c: Ctx, project_uid, statuses) -> None:
+    from .status import JobStatus
+
+    try:
+        wanted = [JobStatus(s) for s in statuses] or None
+    except ValueError:
+        raise click.BadParameter(f"status must be one of {', '.join(s.value for s in JobStatus)}") from None
+    jobs = c.api.find_project(project_uid).jobs(wanted)
+    c.emit([_dump(j) for j in jobs], _table([_job_row(j) for j in jobs],
+                                             ["uid", "type", "status", "queue", "lane", "parents", "title"]))
+
+
+@job.command("show")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@pass_ctx
+def job_show(c: Ctx, project_uid, job_uid) -> None:
+    j = c.api.find_project(project_uid).find_job(job_uid).model
+    lines = [f"{j.project_uid} {j.uid}  {j.type}  \"{j.title}\"", f"status: {j.status.value}"
+             + (f" ({j.queue_status.value})" if j.queue_status and j.status.value == "queued" else "")]
+    if j.queued_lane:
+        lines.append(f"lane: {j.queued_lane}  priority: {j.priority}")
+    if j.params:
+        lines.append("params: " + ", ".join(f"{k}={v}" for k, v in j.params.items()))
+    for name, conns in j.inputs.items():
+        for i, conn in enumerate(conns):
+            over = "".join(f" [{s}<-{r.job_uid}.{r.group_name}.{r.result_name}]" for s, r in conn.overrides.items())
+            lines.append(f"input {name} #{i}: {conn.job_uid}.{conn.group_name}{over}")
+    for g in j.outputs:
+        res = ", ".join(r.name + (" (passthrough)" if r.passthrough else "") for r in g.results)
+        lines.append(f"output {g.name} ({g.type}, {g.num_items} items): {res}")
+    if j.progress:
+        lines.append(f"progress: {j.progress.get('done')}/{j.progress.get('total')} {j.progress.get('what', '')}")
+    for e in j.build_errors:
+        lines.append(f"build error: {e}")
+    if j.status.value == "failed" and j.errors_run:
+        lines.append(f"error: {j.errors_run[-1].message}")
+    c.emit(_dump(j), "\n".join(lines))
+
+
+@job.command("wait")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("--timeout-s", type=float, help="give up after this many seconds (exit 3)")
+@pass_ctx
+def job_wait(c: Ctx, project_uid, job_uid, timeout_s) -> None:
+    """Wait until the job is done; exit 0 only if it completed."""
+    h = c.api.find_project(project_uid).find_job(job_uid)
+    try:
+        status = h.wait(timeout_s)
+    except TimeoutError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(3)
+    j = h.model
+    c.emit({"uid": j.uid, "status": status.value, "errors": [e.message for e in j.errors_run]},
+           f"{j.project_uid} {j.uid} {status.value}" + (f": {j.errors_run[-1].message}"
+                                                         if status.value == "failed" and j.errors_run else ""))
+    sys.exit(0 if status.value == "completed" else 1)
+
+
+@job.command("log")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the job is done")
+@pass_ctx
+def job_log(c: Ctx, project_uid, job_uid, follow) -> None:
+    h = c.api.find_project(project_uid).find_job(job_uid)
+    if c.as_json:
+        c.emit(h.events())
+        return
+    for line in h.log_lines(follow=follow):
+        click.echo(line)
+
+
+# -- job types, datasets, lanes ---------------------------------------------------------------
+@cli.group()
+def jobtypes() -> None:
+    """The job types this instance can run."""
+
+
+@jobtypes.command("list")
+@pass_ctx
+def jobtypes_list(c: Ctx) -> None:
+    from .jobtypes import all_jobtypes
+
+    specs = all_jobtypes()
+    c.emit([s.model_dump(mode="json") for s in specs],
+           _table([{"name": s.name, "category": s.category, "title": s.title} for s in specs],
+                  ["name", "category", "title"]))
+
+
+@jobtypes.command("show")
+@click.argument("name")
+@pass_ctx
+def jobtypes_show(c: Ctx, name) -> None:
+    """Inputs, slots, outputs and params of a job type: the job builder's view."""
+    from .jobtypes import get_jobtype
+
+    s = get_jobtype(name)
+    lines = [f"{s.name}: {s.title} [{s.category}]", s.description, ""]
+    for g in s.inputs:
+        count = f"{g.count_min}..{g.count_max if g.count_max is not None else 'any'}"
+        lines.append(f"input {g.name} ({g.type}, {count} groups{', repeats allowed' if g.repeat_allowed else ''})")
+        for sl in g.slots:
+            lines.append(f"    slot {sl.name}{'' if sl.required else ' (optional)'}  {sl.title}")
+    for g in s.outputs:
+        pt = f", passes through {g.passthrough_input}" if g.passthrough_input else ""
+        lines.append(f"output {g.name} ({g.type}{pt}): {', '.join(g.results)}")
+    lines.append("params:")
+    for p in s.params:
+        default = "required" if p.required else f"default {p.default!r}"
+        choices = f" one of {'|'.join(p.choices)}" if p.choices else ""
+        lines.append(f"    {p.name} ({p.type}{choices}, {default})  {p.help or p.title}")
+    r = s.resources
+    lines.append(f"resources: {r.cpus} CPU, {r.gpus} GPU, {r.ram_gb:g} GB RAM")
+    c.emit(s.model_dump(mode="json"), "\n".join(lines))
+
+
+@cli.group()
+def dataset() -> None:
+    """Inspect .cs files."""
+
+
+@dataset.command("show")
+@click.argument("path", type=click.Path())
+@click.option("--rows", default=5, show_default=True, help="rows to print")
+@pass_ctx
+def dataset_show(c: Ctx, path, rows) -> None:
+    """Fields, dtypes and the first rows of a .cs file (either format)."""
+    from .dataset import Dataset
+
+    ds = Dataset.load(path)
+    descr = [{"field": d[0], "dtype": str(d[1]), "shape": list(d[2]) if len(d) > 2 else []} for d in ds.descr()]
+    head = ds.array[:rows]
+    preview = [{f: (v.decode() if isinstance(v, bytes) else v.tolist() if hasattr(v, "tolist") else v)
+                for f, v in zip(ds.fields(), row, strict=True)} for row in head.tolist()]
+    if c.as_json:
+        c.emit({"path": path, "items": len(ds), "fields": descr, "rows": preview})
+        return
+    click.echo(f"{path}: {len(ds)} items, {len(descr)} fields")
+    click.echo(_table([{**d, "shape": "x".join(map(str, d["shape"]))} for d in descr], ["field", "dtype", "shape"]))
+    if preview:
+        click.echo("")
+        for i, row in enumerate(preview):
+            click.echo(f"[{i}] " + "  ".join(f"{k}={_short(v)}" for k, v in row.items()))
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ",".join(_short(x) for x in v) + "]"
+    return str(v)
+
+
+@cli.group()
+def lane() -> None:
+    """Lanes jobs can be queued to."""
+
+
+@lane.command("list")
+@pass_ctx
+def lane_list(c: Ctx) -> None:
+    lanes = c.api.instance.build_lanes()
+    rows = []
+    for name, ln in lanes.items():
+        cap = ln.capacity()
+        rows.append({"name": name, "type": ln.cfg.type, "cpus": cap.cpus, "ram_gb": round(cap.ram_gb, 1),
+                     "gpus": ",".join(map(str, cap.gpu_ids)) or "-"})
+    c.emit(rows, _table(rows, ["name", "type", "cpus", "ram_gb", "gpus"]))
+
+
+# -- master -----------------------------------------------------------------------------------
+@cli.group()
+def master() -> None:
+    """Start, stop and inspect the master that launches and follows jobs."""
+
+
+@master.command("start")
+@pass_ctx
+def master_start(c: Ctx) -> None:
+    """Start a master in the background (one per instance)."""
+    from .master import start_master
+
+    pid = start_master(c.api.instance)
+    c.emit({"pid": pid}, f"master running (pid {pid}); log: {c.api.instance.paths.master_log}")
+
+
+@master.command("stop")
+@pass_ctx
+def master_stop(c: Ctx) -> None:
+    """Stop the master; running jobs go on and are picked up by the next master."""
+    from .master import stop_master
+
+    pid = stop_master(c.api.instance)
+    c.emit({"stopped": pid}, "no master was running" if pid is None else f"master (pid {pid}) stopped")
+
+
+@master.command("status")
+@pass_ctx
+def master_status(c: Ctx) -> None:
+    from .master import master_pid
+
+    pid = master_pid(c.api.instance)
+    c.emit({"running": pid is not None, "pid": pid}, "master not running" if pid is None else f"master running (pid {pid})")
+    sys.exit(0 if pid is not None else 1)
+
+
+@master.command("run")
+@pass_ctx
+def master_run(c: Ctx) -> None:
+    """Run the master in the foreground (for scripts, tests and service managers)."""
+    from .master import run_master
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_master(c.api.instance)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="cryohpc", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return EXIT_ERROR
+    except CryohpcError as err:
+        click.echo(f"error: {err}", err=True)
+        return EXIT_ERROR
+    except SystemExit as err:
+        return err.code if isinstance(err.code, int) else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Numerics and file formats; knows nothing of jobs."""

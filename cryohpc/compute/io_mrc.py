@@ -1,0 +1,87 @@
+"""MRC stacks and volumes through ``mrcfile``, with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from ..errors import InputFileError
+
+
+@dataclass(frozen=True)
+class MrcInfo:
+    path: Path
+    shape: tuple[int, int, int]  # (z or n, y, x)
+    dtype: np.dtype
+    psize_A: float  # 0 when the header does not say
+    is_stack: bool
+
+
+def read_info(path: str | os.PathLike) -> MrcInfo:
+    """Header facts of an MRC file, checking it is complete.
+
+    Raises:
+        InputFileError: missing, not an MRC file, or shorter than its header says.
+    """
+    path = Path(path)
+    try:
+        with mrcfile.mmap(path, mode="r", permissive=False) as m:
+            shape = m.data.shape
+            dtype = m.data.dtype
+            vs = float(m.voxel_size.x)
+            is_stack = m.is_image_stack() or path.suffix == ".mrcs"
+    except FileNotFoundError as err:
+        raise InputFileError(f"{path}: no such MRC file") from err
+    except (ValueError, OSError, EOFError) as err:
+        raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
+    if len(shape) == 2:
+        shape = (1, *shape)
+    return MrcInfo(path=path, shape=tuple(int(s) for s in shape), dtype=dtype, psize_A=vs, is_stack=is_stack)
+
+
+def read_images(path: str | os.PathLike, indices: np.ndarray | None = None) -> np.ndarray:
+    """Images of a stack (all, or those at ``indices``) as float32, shape (n, y, x)."""
+    path = Path(path)
+    try:
+        with mrcfile.mmap(path, mode="r", permissive=False) as m:
+            data = m.data if m.data.ndim == 3 else m.data[None]
+            out = data[:] if indices is None else data[np.asarray(indices)]
+            return np.asarray(out, dtype=np.float32)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputFileError(f"{path}: cannot read images ({err})") from err
+    except IndexError as err:
+        raise InputFileError(f"{path}: image index out of range ({err})") from err
+
+
+def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    path = Path(path)
+    try:
+        with mrcfile.open(path, mode="r", permissive=False) as m:
+            return np.asarray(m.data, dtype=np.float32), float(m.voxel_size.x)
+    except FileNotFoundError as err:
+        raise InputFileError(f"{path}: no such MRC file") from err
+    except (ValueError, OSError, EOFError) as err:
+        raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
+
+
+def _write(path: Path, data: np.ndarray, psize_A: float, stack: bool) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with mrcfile.new(tmp, overwrite=True) as m:
+        m.set_data(np.ascontiguousarray(data, dtype=np.float32))
+        if stack:
+            m.set_image_stack()
+        m.voxel_size = psize_A
+    os.replace(tmp, path)
+
+
+def write_stack(path: str | os.PathLike, images: np.ndarray, psize_A: float) -> None:
+    """Write (n, y, x) images as an ``.mrcs`` stack, atomically."""
+    _write(Path(path), images, psize_A, stack=True)
+
+
+def write_volume(path: str | os.PathLike, volume: np.ndarray, psize_A: float) -> None:
+    _write(Path(path), volume, psize_A, stack=False)

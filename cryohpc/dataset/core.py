@@ -1,0 +1,324 @@
+"""``Dataset``: a table of items keyed by ``uid``, the unit of data exchanged between jobs.
+
+Columns are named ``prefix/name`` (``blob/path``, ``ctf/df1_A``); the prefix is the
+*result* (slot) a column belongs to. Strings are kept as fixed-width UTF-8 bytes, the
+numpy-format representation, so a memory-mapped file needs no conversion; use
+:meth:`Dataset.strings` for Python ``str`` values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetError
+from .csfile import Compression, read_cs, write_cs
+
+FieldSpec = tuple  # (name, dtype) or (name, dtype, shape)
+
+
+def _descr(dtype: np.dtype, name: str) -> FieldSpec:
+    sub = dtype[name]
+    return (name, sub.base, sub.shape) if sub.shape else (name, sub)
+
+
+def _as_bytes_column(values: Any) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in ("U", "O"):
+        arr = np.array([str(v).encode() for v in arr.reshape(-1)], dtype=bytes).reshape(arr.shape)
+    return arr
+
+
+def new_uids(n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Random unique 64-bit uids, as CryoSPARC makes them."""
+    rng = rng or np.random.default_rng()
+    uids = rng.integers(1, np.iinfo(np.uint64).max, size=n, dtype=np.uint64, endpoint=True)
+    while len(np.unique(uids)) != n:  # astronomically rare, but cheap to rule out
+        uids = rng.integers(1, np.iinfo(np.uint64).max, size=n, dtype=np.uint64, endpoint=True)
+    return uids
+
+
+class Dataset:
+    """A structured array with CryoSPARC ``.cs`` semantics (join on ``uid``, append, split)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: np.ndarray):
+        if data.dtype.names is None or "uid" not in data.dtype.names:
+            raise DatasetError("a dataset needs a structured array with a 'uid' field")
+        self._data = data
+
+    # -- construction and files -------------------------------------------------
+    @classmethod
+    def allocate(cls, size: int, fields: Sequence[FieldSpec] = (), uids: np.ndarray | None = None) -> Dataset:
+        """A zero-filled dataset of ``size`` items with fresh random uids (or the ones given)."""
+        descr: list[FieldSpec] = [("uid", "<u8")]
+        descr += [f for f in fields if f[0] != "uid"]
+        data = np.zeros(size, dtype=descr)
+        data["uid"] = new_uids(size) if uids is None else uids
+        return cls(data)
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Any]) -> Dataset:
+        """Build from ``{field: values}``; uids are generated when ``uid`` is absent."""
+        cols = {k: _as_bytes_column(v) for k, v in columns.items()}
+        if not cols:
+            raise DatasetError("from_columns needs at least one column")
+        n = len(next(iter(cols.values())))
+        for k, v in cols.items():
+            if len(v) != n:
+                raise DatasetError(f"column {k!r} has {len(v)} rows, expected {n}")
+        descr: list[FieldSpec] = [("uid", "<u8")]
+        for k, v in cols.items():
+            if k != "uid":
+                descr.append((k, v.dtype, v.shape[1:]) if v.ndim > 1 else (k, v.dtype))
+        data = np.empty(n, dtype=descr)
+        data["uid"] = cols["uid"] if "uid" in cols else new_uids(n)
+        for k, v in cols.items():
+            if k != "uid":
+                data[k] = v
+        return cls(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool | None = None) -> Dataset:
+        """Load a ``.cs`` file in either format (see :func:`read_cs`).
+
+        Raises:
+            DatasetError: missing, truncated or malformed file (named in the message).
+        """
+        return cls(read_cs(path, mmap=mmap))
+
+    def save(self, path: str | os.PathLike, compression: Compression = None, csdat: bool = False) -> None:
+        """Write as numpy format (default) or CSDAT (``csdat=True`` or ``compression="lz4"``)."""
+        write_cs(path, self._data, compression=compression, csdat=csdat)
+
+    # -- basic access ---------------------------------------------------------------
+    @property
+    def array(self) -> np.ndarray:
+        """The underlying structured array (shared, not copied)."""
+        return self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, field: str) -> bool:
+        return field in self._data.dtype.names
+
+    def __getitem__(self, field: str) -> np.ndarray:
+        try:
+            return self._data[field]
+        except (ValueError, KeyError) as err:
+            raise DatasetError(f"dataset has no field {field!r} (fields: {', '.join(self.fields())})") from err
+
+    def __setitem__(self, field: str, values: Any) -> None:
+        if field not in self:
+            raise DatasetError(f"dataset has no field {field!r}; use add_fields first")
+        if field == "uid":
+            raise DatasetError("uids are the join key and cannot be reassigned in place")
+        self._data[field] = _as_bytes_column(values)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return self.fields() == other.fields() and all(
+            np.array_equal(self._data[f], other._data[f]) for f in self.fields()
+        )
+
+    def __repr__(self) -> str:
+        return f"Dataset({len(self)} items, fields={self.fields()})"
+
+    def fields(self) -> list[str]:
+        return list(self._data.dtype.names)
+
+    def prefixes(self) -> list[str]:
+        """Result names present (``blob``, ``ctf``...), in field order."""
+        seen: dict[str, None] = {}
+        for f in self.fields():
+            if "/" in f:
+                seen.setdefault(f.split("/", 1)[0], None)
+        return list(seen)
+
+    def descr(self) -> list[FieldSpec]:
+        return [_descr(self._data.dtype, n) for n in self.fields()]
+
+    def strings(self, field: str) -> list[str]:
+        """A string column decoded to Python ``str``."""
+        col = self[field]
+        if col.dtype.kind != "S":
+            raise DatasetError(f"field {field!r} is {col.dtype}, not a string field")
+        return [b.decode() for b in col.tolist()]
+
+    def copy(self) -> Dataset:
+        return Dataset(np.array(self._data))
+
+    # -- fields ---------------------------------------------------------------------
+    def add_fields(self, fields: Sequence[FieldSpec], values: Mapping[str, Any] | None = None) -> Dataset:
+        """A new dataset with extra (zero-filled unless given) fields; existing ones are kept."""
+        new = [f for f in fields if f[0] not in self]
+        out = np.zeros(len(self), dtype=self.descr() + list(new))
+        for n in self.fields():
+            out[n] = self._data[n]
+        ds = Dataset(out)
+        for k, v in (values or {}).items():
+            ds[k] = v
+        return ds
+
+    def drop_fields(self, names: Iterable[str] | Callable[[str], bool]) -> Dataset:
+        """A new dataset without the named fields (or those the predicate picks); ``uid`` stays."""
+        drop = set(filter(names, self.fields())) if callable(names) else set(names)
+        unknown = drop - set(self.fields())
+        if unknown:
+            raise DatasetError(f"cannot drop unknown fields: {', '.join(sorted(unknown))}")
+        drop.discard("uid")
+        return self.select([f for f in self.fields() if f not in drop])
+
+    def select(self, names: Sequence[str]) -> Dataset:
+        """A new dataset holding ``uid`` and the named fields, in that order."""
+        keep = ["uid"] + [n for n in names if n != "uid"]
+        missing = [n for n in keep if n not in self]
+        if missing:
+            raise DatasetError(f"dataset has no field(s) {', '.join(missing)}")
+        out = np.empty(len(self), dtype=[_descr(self._data.dtype, n) for n in keep])
+        for n in keep:
+            out[n] = self._data[n]
+        return Dataset(out)
+
+    def select_prefixes(self, prefixes: Iterable[str]) -> Dataset:
+        pre = set(prefixes)
+        return self.select([f for f in self.fields() if f.split("/", 1)[0] in pre])
+
+    def rename_field(self, old: str, new: str) -> Dataset:
+        return self.rename_fields({old: new})
+
+    def rename_fields(self, mapping: Mapping[str, str] | Callable[[str], str]) -> Dataset:
+        """A new dataset (sharing memory) with fields renamed; ``uid`` cannot be renamed."""
+        names = list(self.fields())
+        rename = (lambda n: mapping(n)) if callable(mapping) else (lambda n: mapping.get(n, n))
+        new_names = [n if n == "uid" else rename(n) for n in names]
+        if len(set(new_names)) != len(new_names):
+            raise DatasetError(f"renaming would create duplicate fields: {new_names}")
+        if not callable(mapping):
+            unknown = set(mapping) - set(names)
+            if unknown:
+                raise DatasetError(f"cannot rename unknown fields: {', '.join(sorted(unknown))}")
+        data = self._data.view()
+        data.dtype.names = tuple(new_names)
+        return Dataset(data)
+
+    def rename_prefix(self, old: str, new: str) -> Dataset:
+        return self.rename_fields(lambda n: new + n[len(old) :] if n.startswith(old + "/") else n)
+
+    # -- rows -----------------------------------------------------------------------
+    def take(self, indices: Sequence[int] | np.ndarray) -> Dataset:
+        return Dataset(self._data[np.asarray(indices, dtype=np.intp)])
+
+    def mask(self, mask: np.ndarray) -> Dataset:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self),):
+            raise DatasetError(f"mask has shape {mask.shape}, expected ({len(self)},)")
+        return Dataset(self._data[mask])
+
+    def subset_uids(self, uids: np.ndarray) -> Dataset:
+        """The items whose uid is in ``uids``, in this dataset's order."""
+        return self.mask(np.isin(self._data["uid"], uids))
+
+    def query(self, where: Mapping[str, Any] | Callable[[Dataset], np.ndarray]) -> Dataset:
+        """Items matching every ``field: value`` (a value may be a list of accepted values),
+        or for which a predicate returns True."""
+        if callable(where):
+            return self.mask(where(self))
+        keep = np.ones(len(self), dtype=bool)
+        for field, value in where.items():
+            col = self[field]
+            accepted = value if isinstance(value, (list, tuple, set, np.ndarray)) else [value]
+            accepted = [v.encode() if isinstance(v, str) else v for v in accepted]
+            keep &= np.isin(col, np.asarray(accepted, dtype=col.dtype if col.dtype.kind == "S" else None))
+        return self.mask(keep)
+
+    def split_by(self, field: str) -> dict[Any, Dataset]:
+        """One dataset per distinct value of ``field`` (strings decoded), in order of first sight."""
+        col = self[field]
+        if col.ndim != 1:
+            raise DatasetError(f"cannot split by {field!r}: it is an array field")
+        uniq, first, inverse = np.unique(col, return_index=True, return_inverse=True)
+        out: dict[Any, Dataset] = {}
+        for i in np.argsort(first, kind="stable"):
+            key = uniq[i].item()
+            out[key.decode() if isinstance(key, bytes) else key] = Dataset(self._data[inverse == i])
+        return out
+
+    # -- combining ------------------------------------------------------------------
+    def innerjoin(self, *others: Dataset) -> Dataset:
+        """Items present in every dataset, in this dataset's order.
+
+        Fields are the union; a field present in several datasets takes its values from
+        the first one that has it.
+        """
+        result = self
+        for other in others:
+            result = result._join_one(other)
+        return result
+
+    def _join_one(self, other: Dataset) -> Dataset:
+        a, b = self._data["uid"], other._data["uid"]
+        _, ia, ib = np.intersect1d(a, b, assume_unique=True, return_indices=True)
+        order = np.argsort(ia, kind="stable")
+        ia, ib = ia[order], ib[order]
+        extra = [f for f in other.fields() if f not in self]
+        out = np.empty(len(ia), dtype=self.descr() + [_descr(other._data.dtype, n) for n in extra])
+        for n in self.fields():
+            out[n] = self._data[n][ia]
+        for n in extra:
+            out[n] = other._data[n][ib]
+        return Dataset(out)
+
+    @staticmethod
+    def innerjoin_many(datasets: Sequence[Dataset]) -> Dataset:
+        if not datasets:
+            raise DatasetError("innerjoin needs at least one dataset")
+        return datasets[0].innerjoin(*datasets[1:])
+
+    def append(self, *others: Dataset, allow_duplicate_uids: bool = False) -> Dataset:
+        return Dataset.append_many([self, *others], allow_duplicate_uids=allow_duplicate_uids)
+
+    @staticmethod
+    def append_many(datasets: Sequence[Dataset], allow_duplicate_uids: bool = False) -> Dataset:
+        """Concatenate items; only fields common to all are kept (first dataset's order).
+
+        Raises:
+            DatasetError: a uid occurs twice and ``allow_duplicate_uids`` is False, or a
+                common field has incompatible dtypes.
+        """
+        if not datasets:
+            raise DatasetError("append needs at least one dataset")
+        common = [f for f in datasets[0].fields() if all(f in d for d in datasets[1:])]
+        descr = []
+        for name in common:
+            subs = [d._data.dtype[name] for d in datasets]
+            base = subs[0]
+            if base.kind == "S":
+                width = max(s.itemsize for s in subs)
+                descr.append((name, f"S{width}"))
+                continue
+            if any(s.shape != base.shape for s in subs):
+                raise DatasetError(f"cannot append: field {name!r} has different shapes {[s.shape for s in subs]}")
+            descr.append(_descr(datasets[0]._data.dtype, name))
+        total = sum(len(d) for d in datasets)
+        out = np.empty(total, dtype=descr)
+        pos = 0
+        for d in datasets:
+            for name in common:
+                out[name][pos : pos + len(d)] = d._data[name]
+            pos += len(d)
+        if not allow_duplicate_uids:
+            uids = np.sort(out["uid"])
+            dup = uids[1:][uids[1:] == uids[:-1]]
+            if len(dup):
+                raise DatasetError(
+                    f"cannot append: {len(np.unique(dup))} uid(s) occur more than once "
+                    f"(first: {int(dup[0])}); the same items were connected twice"
+                )
+        return Dataset(out)

@@ -1,0 +1,38 @@
+"""An opened instance: its paths, settings, database and lanes."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from .config import InstanceConfig, InstancePaths, init_instance, load_config, resolve_home
+from .lanes import Lane, build_lanes, load_lane_configs
+from .lanes.siteconfig import LaneConfig
+from .store import Store
+
+
+class Instance:
+    """Everything the master and the CLI share about one ``--home``."""
+
+    def __init__(self, home: str | os.PathLike | None = None):
+        self.home = resolve_home(home)
+        self.paths = InstancePaths(self.home)
+        self.config: InstanceConfig = load_config(self.home)
+
+    @classmethod
+    def create(cls, home: str | os.PathLike | None = None, projects_root: Path | None = None, **settings) -> Instance:
+        init_instance(resolve_home(home), projects_root, **settings)
+        inst = cls(home)
+        _ = inst.store  # creates the database and applies migrations
+        return inst
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.paths.db)
+
+    def lane_configs(self) -> dict[str, LaneConfig]:
+        return load_lane_configs([self.paths.site_configs])
+
+    def build_lanes(self) -> dict[str, Lane]:
+        return build_lanes([self.paths.site_configs])

@@ -1,0 +1,147 @@
+"""What a job type declares: inputs, outputs, params, category, resources, run function.
+
+Specs are data the master and the CLI read without importing any numerical code; the
+worker imports the ``run`` function by its dotted path only when it runs the job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import BuildError
+from ..model import Resources
+
+ParamType = Literal["int", "float", "str", "bool", "path", "enum"]
+Category = Literal["import", "preprocessing", "reconstruction", "refinement", "validation", "utility"]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParamSpec(Spec):
+    name: str
+    type: ParamType
+    title: str = ""
+    help: str = ""
+    default: Any = None
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+    def coerce(self, value: Any, job_type: str) -> Any:
+        """Turn a value (possibly a CLI string) into this param's type.
+
+        Raises:
+            BuildError: naming job type, param and value, and what would be accepted.
+        """
+        where = f"{job_type} param {self.name!r}"
+        if value is None:
+            if self.required:
+                raise BuildError(f"{where} is required")
+            return None
+        try:
+            if self.type == "int":
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                out: Any = int(value)
+            elif self.type == "float":
+                if isinstance(value, bool):
+                    raise ValueError
+                out = float(value)
+            elif self.type == "bool":
+                if isinstance(value, bool):
+                    out = value
+                elif str(value).lower() in ("true", "yes", "on", "1"):
+                    out = True
+                elif str(value).lower() in ("false", "no", "off", "0"):
+                    out = False
+                else:
+                    raise ValueError
+            elif self.type == "path":
+                # absolute now: the worker runs elsewhere (its job directory, another node)
+                out = os.path.abspath(os.path.expanduser(str(value)))
+            else:
+                out = str(value)
+        except (TypeError, ValueError):
+            raise BuildError(f"{where}: {value!r} is not a valid {self.type}") from None
+        if self.type == "enum" and out not in self.choices:
+            raise BuildError(f"{where}: {out!r} is not one of {', '.join(self.choices)}")
+        if self.min is not None and out < self.min:
+            raise BuildError(f"{where}: {out} is below the minimum {self.min}")
+        if self.max is not None and out > self.max:
+            raise BuildError(f"{where}: {out} is above the maximum {self.max}")
+        return out
+
+
+class SlotSpec(Spec):
+    name: str = Field(description="result name, also the field prefix in the .cs file")
+    title: str = ""
+    required: bool = True
+
+
+class InputGroupSpec(Spec):
+    name: str
+    type: str = Field(description="item type accepted: particle, volume, micrograph...")
+    title: str = ""
+    slots: tuple[SlotSpec, ...] = ()
+    count_min: int = 1
+    count_max: int | None = Field(default=1, description="None = any number of connected groups")
+    repeat_allowed: bool = Field(default=False, description="the same item may arrive twice")
+
+    def slot(self, name: str) -> SlotSpec | None:
+        return next((s for s in self.slots if s.name == name), None)
+
+
+class OutputGroupSpec(Spec):
+    name: str
+    type: str
+    title: str = ""
+    results: tuple[str, ...] = Field(default=(), description="results the job may produce")
+    passthrough_input: str | None = Field(
+        default=None, description="input group whose unused results are passed through"
+    )
+
+
+class JobTypeSpec(Spec):
+    name: str
+    title: str
+    category: Category
+    description: str = ""
+    inputs: tuple[InputGroupSpec, ...] = ()
+    outputs: tuple[OutputGroupSpec, ...] = ()
+    params: tuple[ParamSpec, ...] = ()
+    resources: Resources = Field(default_factory=Resources)
+    run: str = Field(description="dotted path 'module:function' taking a RunContext")
+
+    def input(self, name: str) -> InputGroupSpec | None:
+        return next((g for g in self.inputs if g.name == name), None)
+
+    def output(self, name: str) -> OutputGroupSpec | None:
+        return next((g for g in self.outputs if g.name == name), None)
+
+    def param(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def resolve_params(self, *layers: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid by each layer (project defaults, then job values), coerced.
+
+        Raises:
+            BuildError: an unknown param, a value of the wrong type, a missing required one.
+        """
+        values = {p.name: p.default for p in self.params}
+        for layer in layers:
+            for k, v in layer.items():
+                if k in values:
+                    values[k] = v
+        return {p.name: p.coerce(values[p.name], self.name) for p in self.params}
+
+    def load_run(self) -> Callable[[Any], None]:
+        module, _, func = self.run.partition(":")
+        return getattr(importlib.import_module(module), func)

@@ -1,0 +1,132 @@
+"""The master process: one per instance (an exclusive lock on ``master.lock``), running
+scheduler passes every ``poll_interval_s`` until told to stop."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from .errors import CryohpcError, UserError
+from .instance import Instance
+from .scheduler import Scheduler
+
+log = logging.getLogger("cryohpc.master")
+
+
+class MasterLock:
+    """Held for the master's lifetime; the kernel drops it if the process dies."""
+
+    def __init__(self, inst: Instance):
+        self.path = inst.paths.master_lock
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def master_pid(inst: Instance) -> int | None:
+    """PID of the running master, or None when no master holds the lock."""
+    lock = MasterLock(inst)
+    if lock.acquire():
+        lock.release()
+        return None
+    try:
+        return int(inst.paths.master_pid.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return -1  # locked, pid file not written yet
+
+
+def run_master(inst: Instance, stop: threading.Event | None = None, install_signals: bool = True) -> None:
+    """Run in the foreground until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    Raises:
+        UserError: another master already runs for this instance.
+    """
+    lock = MasterLock(inst)
+    if not lock.acquire():
+        raise UserError(f"a master is already running for {inst.home} (pid {master_pid(inst)}); "
+                        "stop it with 'cryohpc master stop'")
+    stop = stop or threading.Event()
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    inst.paths.master_pid.write_text(str(os.getpid()))
+    log.info("master started for %s (pid %d)", inst.home, os.getpid())
+    try:
+        sched = Scheduler(inst)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                sched.step()
+            except CryohpcError as err:
+                log.error("scheduler pass: %s", err)
+            except Exception:
+                log.exception("scheduler pass failed; continuing")
+            stop.wait(max(0.0, inst.config.poll_interval_s - (time.monotonic() - started)))
+    finally:
+        inst.paths.master_pid.unlink(missing_ok=True)
+        lock.release()
+        log.info("master stopped")
+
+
+def start_master(inst: Instance, timeout_s: float = 15.0) -> int:
+    """Start a detached master; returns its PID once it holds the lock.
+
+    Raises:
+        UserError: a master is already running, or the new one exited (log tail shown).
+    """
+    pid = master_pid(inst)
+    if pid is not None:
+        raise UserError(f"a master is already running for {inst.home} (pid {pid})")
+    with open(inst.paths.master_log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cryohpc.cli", "--home", str(inst.home), "master", "run"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = inst.paths.master_log.read_text(errors="replace")[-2000:]
+            raise UserError(f"master exited at start (code {proc.returncode}); {inst.paths.master_log}:\n{tail}")
+        pid = master_pid(inst)
+        if pid == proc.pid:
+            return pid
+        time.sleep(0.05)
+    raise UserError(f"master did not start within {timeout_s:.0f} s; see {inst.paths.master_log}")
+
+
+def stop_master(inst: Instance, timeout_s: float = 30.0) -> int | None:
+    """Stop the running master (SIGTERM, waiting for it to release the lock); returns its
+    PID, or None when none was running. Running jobs keep running."""
+    pid = master_pid(inst)
+    if pid is None:
+        return None
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if master_pid(inst) is None:
+            return pid
+        time.sleep(0.05)
+    raise UserError(f"master (pid {pid}) did not stop within {timeout_s:.0f} s")

@@ -1,0 +1,168 @@
+"""Typed records the master keeps: Project, Workspace, Job (CryoSPARC's fields that we use).
+
+Models hold data only; what happens to them lives in ``builder``, ``actions`` and
+``scheduler``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .status import JobStatus, QueueStatus
+
+MAX_RUN_ERRORS = 10
+
+
+def now() -> float:
+    return time.time()
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Project(Record):
+    uid: str = Field(description="P1, P2...: never reused")
+    title: str
+    description: str = ""
+    project_dir: str = Field(description="absolute directory holding the job directories")
+    owner: str = ""
+    created_at: float = Field(default_factory=now)
+    archived: bool = False
+    default_params: dict[str, Any] = Field(default_factory=dict, description="project-wide param defaults")
+
+
+class Workspace(Record):
+    uid: str = Field(description="W1, W2... within the project")
+    project_uid: str
+    title: str
+    description: str = ""
+    created_at: float = Field(default_factory=now)
+
+
+class SlotRef(Record):
+    """One result of another job's output group, at a version (-1 = latest)."""
+
+    job_uid: str
+    group_name: str
+    result_name: str
+    version: int = -1
+
+
+class Connection(Record):
+    """An output group of a parent job connected to one of this job's input groups."""
+
+    job_uid: str
+    group_name: str
+    overrides: dict[str, SlotRef] = Field(
+        default_factory=dict, description="slot name -> result of another job replacing it"
+    )
+
+
+class OutputResult(Record):
+    """One result (slot) of an output group: a ``.cs`` file per version."""
+
+    name: str
+    type: str = Field(description="the result's prefix in the .cs file, e.g. blob, ctf")
+    metafiles: list[str] = Field(default_factory=list, description="project-relative .cs path per version")
+    num_items: int = 0
+    passthrough: bool = False
+
+
+class OutputGroup(Record):
+    name: str
+    type: str = Field(description="item type: particle, volume, micrograph...")
+    title: str = ""
+    results: list[OutputResult] = Field(default_factory=list)
+    num_items: int = 0
+
+    def result(self, name: str) -> OutputResult | None:
+        return next((r for r in self.results if r.name == name), None)
+
+
+class RunError(Record):
+    at: float
+    message: str
+    traceback: str = ""
+
+
+class Resources(Record):
+    """What a job needs (or was given) on a lane."""
+
+    cpus: int = 1
+    gpus: int = 0
+    ram_gb: float = 1.0
+    mpi_ranks: int = 1
+    gpu_ids: list[int] = Field(default_factory=list, description="set when allocated")
+
+
+class Job(Record):
+    uid: str = Field(description="J1, J2... within the project; never reused")
+    project_uid: str
+    workspace_uids: list[str] = Field(default_factory=list)
+    type: str
+    title: str = ""
+    description: str = ""
+    created_by: str = ""
+    params: dict[str, Any] = Field(default_factory=dict, description="values set by the user")
+    inputs: dict[str, list[Connection]] = Field(default_factory=dict, description="input group -> connections")
+    outputs: list[OutputGroup] = Field(default_factory=list)
+    parents: list[str] = Field(default_factory=list)
+    children: list[str] = Field(default_factory=list)
+    status: JobStatus = JobStatus.BUILDING
+    queue_status: QueueStatus | None = None
+    queued_lane: str | None = None
+    queued_gpu_ids: list[int] | None = Field(default=None, description="GPUs asked for at queue time")
+    priority: int = Field(default=0, description="higher launches first")
+    status_times: dict[str, float] = Field(default_factory=dict, description="status -> last time entered")
+    created_at: float = Field(default_factory=now)
+    errors_run: list[RunError] = Field(default_factory=list, description=f"last {MAX_RUN_ERRORS} runtime errors")
+    build_errors: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    cloned_from: str | None = None
+    is_final_result: bool = False
+    is_ancestor_of_final_result: bool = False
+    job_dir: str = Field(description="project-relative, e.g. J3")
+    job_dir_size: int = 0
+    heartbeat_at: float | None = None
+    progress: dict[str, Any] = Field(default_factory=dict, description="latest progress event")
+    resources_needed: Resources = Field(default_factory=Resources)
+    resources_allocated: Resources | None = None
+    run_pid: int | None = Field(default=None, description="local/ssh lane: worker process group id")
+    run_pid_start: int | None = Field(default=None, description="start time of run_pid, against PID reuse")
+    run_host: str | None = None
+    events_offset: int = Field(default=0, description="bytes of events.jsonl already applied")
+    pending_outputs: list[dict[str, Any]] = Field(
+        default_factory=list, description="outputs reported by a running worker, registered on completion"
+    )
+    exit_code: int | None = None
+    deleted: bool = False
+    cluster_job_id: str | None = None
+    cluster_job_status: str | None = None
+    cluster_job_status_reason: str | None = None
+    cluster_job_submission_script: str | None = None
+    cluster_job_custom_vars: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.project_uid} {self.uid}"
+
+    def output(self, name: str) -> OutputGroup | None:
+        return next((g for g in self.outputs if g.name == name), None)
+
+    def add_run_error(self, message: str, traceback: str = "") -> None:
+        self.errors_run = [*self.errors_run, RunError(at=now(), message=message, traceback=traceback)][
+            -MAX_RUN_ERRORS:
+        ]
+
+
+def set_status(job: Job, new: JobStatus) -> None:
+    """The one door for status changes: checks the transition table, stamps the time."""
+    from .status import check_transition
+
+    check_transition(job.ref, job.status, new)
+    job.status = new
+    job.status_times = {**job.status_times, new.value: now()}

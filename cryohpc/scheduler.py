@@ -1,0 +1,304 @@
+"""The master's work, one pass at a time: follow running jobs, launch queued ones.
+
+Following a job means asking its lane whether the run is alive (one batched poll per
+lane), then applying the worker's new events. Polling first and reading events second
+means a worker that reported and exited is never mistaken for one that died silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .builder import job_dir_abs, resolve_inputs
+from .errors import BuildError, CryohpcError
+from .events import (
+    COMPLETED,
+    FAILED,
+    OUTPUT,
+    PROGRESS,
+    RUNNING,
+    STARTED,
+    WAITING,
+    read_events,
+)
+from .instance import Instance
+from .jobfile import JobFile, OutputSpecFile
+from .jobtypes import get_jobtype
+from .lanes import Lane, PollResult, RunState
+from .model import Job, OutputGroup, OutputResult, Resources, now, set_status
+from .status import TRANSITIONS, JobStatus, QueueStatus
+
+log = logging.getLogger("cryohpc.scheduler")
+
+ACTIVE = [JobStatus.LAUNCHED, JobStatus.STARTED, JobStatus.RUNNING, JobStatus.WAITING]
+
+
+def _advance(job: Job, new: JobStatus) -> None:
+    """Apply a status reported by a worker when the table allows it; a repeated or
+    late report (e.g. 'running' after 'completed') is ignored."""
+    if new in TRANSITIONS[job.status]:
+        set_status(job, new)
+
+
+def register_outputs(job: Job) -> None:
+    """Promote outputs a worker reported into the job's output groups (on completion only,
+    so a failed job never shows partial results)."""
+    groups = {g.name: g for g in job.outputs}
+    produced: dict[str, dict[str, OutputResult]] = defaultdict(dict)
+    counts: dict[str, int] = {}
+    for ev in job.pending_outputs:
+        name = ev["group"]
+        if name not in groups:
+            groups[name] = OutputGroup(name=name, type=ev.get("item_type", "unknown"))
+        counts[name] = int(ev.get("num_items", 0))
+        for r in ev.get("results", []):
+            res = produced[name].get(r["name"]) or OutputResult(
+                name=r["name"], type=r.get("type", r["name"]), passthrough=bool(r.get("passthrough"))
+            )
+            res.metafiles = [*res.metafiles, r["path"]]
+            res.num_items = counts[name]
+            produced[name][r["name"]] = res
+    for name, group in groups.items():
+        group.results = list(produced.get(name, {}).values())
+        group.num_items = counts.get(name, 0)
+    job.outputs = list(groups.values())
+    job.pending_outputs = []
+
+
+def apply_event(job: Job, ev: dict[str, Any]) -> None:
+    kind = ev.get("type")
+    if kind == STARTED:
+        _advance(job, JobStatus.STARTED)
+    elif kind == RUNNING:
+        _advance(job, JobStatus.RUNNING)
+    elif kind == WAITING:
+        _advance(job, JobStatus.WAITING)
+    elif kind == PROGRESS:
+        job.progress = {k: v for k, v in ev.items() if k != "type"}
+    elif kind == OUTPUT:
+        job.pending_outputs = [*job.pending_outputs, ev]
+    elif kind == COMPLETED and JobStatus.COMPLETED in TRANSITIONS[job.status]:
+        register_outputs(job)
+        job.exit_code = 0
+        set_status(job, JobStatus.COMPLETED)
+    elif kind == FAILED and JobStatus.FAILED in TRANSITIONS[job.status]:
+        job.add_run_error(ev.get("message", "failed"), ev.get("traceback", ""))
+        job.pending_outputs = []
+        set_status(job, JobStatus.FAILED)
+
+
+def fail(job: Job, message: str) -> None:
+    job.add_run_error(message)
+    job.pending_outputs = []
+    set_status(job, JobStatus.FAILED)
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+class Scheduler:
+    def __init__(self, inst: Instance, lanes: dict[str, Lane] | None = None):
+        self.inst = inst
+        self.store = inst.store
+        self.lanes = lanes if lanes is not None else inst.build_lanes()
+
+    def step(self) -> None:
+        self.monitor()
+        self.launch_ready()
+
+    # -- following launched jobs ------------------------------------------------------
+    def monitor(self) -> None:
+        with self.store.read() as tx:
+            active = tx.list_jobs(statuses=ACTIVE)
+            projects = {p.uid: p for p in tx.list_projects()}
+        by_lane: dict[str, list[Job]] = defaultdict(list)
+        for job in active:
+            by_lane[job.queued_lane or "local"].append(job)
+        for lane_name, jobs in by_lane.items():
+            lane = self.lanes.get(lane_name)
+            polls = lane.poll(jobs) if lane else {}
+            for job in jobs:
+                poll = polls.get(job.ref, PollResult(RunState.UNKNOWN, detail=f"lane {lane_name} is not configured"))
+                try:
+                    self._follow(job, projects[job.project_uid], poll)
+                except CryohpcError as err:
+                    log.error("following %s: %s", job.ref, err)
+
+    def _follow(self, seen: Job, project, poll: PollResult) -> None:
+        job_dir = job_dir_abs(project, seen)
+        events, offset = read_events(job_dir, seen.events_offset)
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid, include_deleted=True)
+            if not job.status.active or job.events_offset != seen.events_offset:
+                return  # killed, or followed by someone else, meanwhile
+            for ev in events:
+                apply_event(job, ev)
+                if job.status.final:
+                    break
+            job.events_offset = offset
+            t = now()
+            if events:
+                job.heartbeat_at = t
+            if not job.status.final:
+                if poll.state == RunState.EXITED:
+                    code = "unknown" if poll.exit_code is None else poll.exit_code
+                    job.exit_code = poll.exit_code
+                    fail(job, f"worker exited (exit code {code}) without reporting completion; see job.log")
+                elif job.heartbeat_at is not None and t - job.heartbeat_at > self.inst.config.heartbeat_timeout_s:
+                    fail(job, f"no heartbeat from the worker for {t - job.heartbeat_at:.0f} s "
+                              f"(limit {self.inst.config.heartbeat_timeout_s:.0f} s); presumed dead")
+                    lane = self.lanes.get(job.queued_lane or "")
+                    if lane is not None:
+                        lane.kill(job)
+            if job.status.final:
+                job.job_dir_size = dir_size(job_dir)
+            tx.put_job(job)
+
+    # -- launching queued jobs --------------------------------------------------------
+    def launch_ready(self) -> None:
+        with self.store.read() as tx:
+            queued = tx.list_jobs(statuses=[JobStatus.QUEUED])
+            active = tx.list_jobs(statuses=ACTIVE)
+            status_of = {(j.project_uid, j.uid): j.status for j in tx.list_jobs()}
+        if not queued:
+            return
+        queued.sort(key=lambda j: (-j.priority, j.status_times.get("queued", 0.0), j.created_at))
+        used: dict[str, Resources] = defaultdict(lambda: Resources(cpus=0, gpus=0, ram_gb=0))
+        for j in active:
+            alloc = j.resources_allocated or j.resources_needed
+            u = used[j.queued_lane or "local"]
+            u.cpus += alloc.cpus
+            u.ram_gb += alloc.ram_gb
+            u.gpu_ids = [*u.gpu_ids, *alloc.gpu_ids]
+        blocked: set[str] = set()  # lanes where a higher-priority job waits for resources
+        for job in queued:
+            lane_name = job.queued_lane or "local"
+            parent_states = [status_of.get((job.project_uid, p)) for p in job.parents]
+            if any(s in (JobStatus.FAILED, JobStatus.KILLED) for s in parent_states):
+                self._set_queue_status(job, QueueStatus.WAITING_PARENT_FAILED)
+                continue
+            if any(s != JobStatus.COMPLETED for s in parent_states):
+                self._set_queue_status(job, QueueStatus.WAITING_INPUTS)
+                continue
+            lane = self.lanes.get(lane_name)
+            if lane is None:
+                self._fail_queued(job, f"lane {lane_name!r} is not configured (see 'cryohpc lane list')")
+                continue
+            if lane_name in blocked:
+                self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
+                continue
+            alloc = self._fit(job, lane.capacity(), used[lane_name])
+            if alloc is None:
+                blocked.add(lane_name)
+                self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
+                continue
+            if self._launch(job, lane, alloc):
+                u = used[lane_name]
+                u.cpus += alloc.cpus
+                u.ram_gb += alloc.ram_gb
+                u.gpu_ids = [*u.gpu_ids, *alloc.gpu_ids]
+
+    @staticmethod
+    def _fit(job: Job, cap: Resources, used: Resources) -> Resources | None:
+        need = job.resources_needed
+        cpus = min(need.cpus, cap.cpus)  # a lane smaller than the job's wish runs it on all it has
+        ram = min(need.ram_gb, cap.ram_gb)
+        if used.cpus + cpus > cap.cpus or used.ram_gb + ram > cap.ram_gb + 1e-9:
+            return None
+        free = [g for g in cap.gpu_ids if g not in used.gpu_ids]
+        if job.queued_gpu_ids:
+            if any(g not in free for g in job.queued_gpu_ids):
+                return None
+            gpus = list(job.queued_gpu_ids)
+        else:
+            if len(free) < need.gpus:
+                return None
+            gpus = free[: need.gpus]
+        return Resources(cpus=cpus, ram_gb=ram, gpus=len(gpus), mpi_ranks=need.mpi_ranks, gpu_ids=gpus)
+
+    def _set_queue_status(self, seen: Job, qs: QueueStatus) -> None:
+        if seen.queue_status == qs:
+            return
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid)
+            if job.status == JobStatus.QUEUED:
+                job.queue_status = qs
+                tx.put_job(job)
+
+    def _fail_queued(self, seen: Job, message: str) -> None:
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid)
+            if job.status == JobStatus.QUEUED:
+                fail(job, message)
+                tx.put_job(job)
+
+    def _launch(self, seen: Job, lane: Lane, alloc: Resources) -> bool:
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid)
+            if job.status != JobStatus.QUEUED:
+                return False
+            project = tx.get_project(job.project_uid)
+            job_dir = job_dir_abs(project, job)
+            spec = get_jobtype(job.type)
+            try:
+                inputs = resolve_inputs(tx, job, project)
+                params = spec.resolve_params(project.default_params, job.params)
+                JobFile(
+                    instance_uid=self.inst.config.instance_uid,
+                    project_uid=job.project_uid,
+                    job_uid=job.uid,
+                    type=job.type,
+                    title=job.title,
+                    params=params,
+                    project_dir=str(Path(project.project_dir).resolve()),
+                    job_dir=str(job_dir),
+                    inputs=inputs,
+                    outputs=[OutputSpecFile(name=g.name, type=g.type, passthrough_input=g.passthrough_input)
+                             for g in spec.outputs],
+                    resources=alloc,
+                    heartbeat_interval_s=self.inst.config.heartbeat_interval_s,
+                    created_at=now(),
+                ).write(job_dir)
+                (job_dir / "events.jsonl").unlink(missing_ok=True)
+                env = {
+                    "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in alloc.gpu_ids),
+                    "PYTHONUNBUFFERED": "1",
+                }
+                command = lane.worker_command(job_dir, alloc.mpi_ranks)
+                launched = lane.launch(job, job_dir, command, env)
+            except (BuildError, OSError, RuntimeError) as err:
+                fail(job, f"could not launch: {err}")
+                tx.put_job(job)
+                return False
+            set_status(job, JobStatus.LAUNCHED)
+            job.queue_status = QueueStatus.LAUNCHED
+            job.resources_allocated = alloc
+            job.events_offset = 0
+            job.heartbeat_at = now()
+            job.run_pid, job.run_pid_start, job.run_host = launched.pid, launched.pid_start, launched.host
+            job.cluster_job_id = launched.cluster_job_id
+            tx.put_job(job)
+            log.info("launched %s on lane %s (pid %s)", job.ref, lane.name, launched.pid)
+            return True
+
+
+def run_until(sched: Scheduler, done, poll_s: float, timeout_s: float | None = None) -> None:
+    """Step the scheduler until ``done()`` is true; for tests and scripts without a daemon."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not done():
+        sched.step()
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError("scheduler did not reach the expected state in time")
+        time.sleep(poll_s)

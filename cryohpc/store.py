@@ -1,0 +1,201 @@
+"""The master's SQLite database: projects, workspaces and jobs as JSON documents.
+
+Documents are pydantic models serialised to JSON; the columns queries filter on
+(status, lane, priority) are copied beside them. Every read-modify-write goes through
+:meth:`Store.write`, which takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so
+concurrent CLI processes and the master serialise instead of losing updates. WAL mode
+lets readers continue while one writer works.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import NotFoundError
+from .model import Job, Project, Workspace
+from .status import JobStatus
+
+BUSY_TIMEOUT_MS = 60_000
+
+# Each entry moves the schema from version i to i+1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE projects (uid TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    CREATE TABLE workspaces (
+        project_uid TEXT NOT NULL, uid TEXT NOT NULL, doc TEXT NOT NULL,
+        PRIMARY KEY (project_uid, uid));
+    CREATE TABLE jobs (
+        project_uid TEXT NOT NULL, uid TEXT NOT NULL, status TEXT NOT NULL,
+        lane TEXT, priority INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0,
+        doc TEXT NOT NULL, PRIMARY KEY (project_uid, uid));
+    CREATE INDEX jobs_status ON jobs (status, lane);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _uid_number(uid: str) -> int:
+    return int(uid[1:])
+
+
+class Tx:
+    """Operations inside one transaction; obtained from :meth:`Store.write` or :meth:`Store.read`."""
+
+    def __init__(self, conn: sqlite3.Connection, writable: bool):
+        self._c = conn
+        self.writable = writable
+
+    # -- uids -------------------------------------------------------------------------
+    def next_number(self, counter: str) -> int:
+        """Increment and return a counter; numbers are never handed out twice."""
+        cur = self._c.execute("UPDATE counters SET value = value + 1 WHERE name = ?", (counter,))
+        if cur.rowcount == 0:
+            self._c.execute("INSERT INTO counters (name, value) VALUES (?, 1)", (counter,))
+        return self._c.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()[0]
+
+    # -- projects ---------------------------------------------------------------------
+    def put_project(self, p: Project) -> None:
+        self._c.execute("INSERT OR REPLACE INTO projects (uid, doc) VALUES (?, ?)", (p.uid, p.model_dump_json()))
+
+    def get_project(self, uid: str) -> Project:
+        row = self._c.execute("SELECT doc FROM projects WHERE uid = ?", (uid,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no project {uid} (see 'cryohpc project list')")
+        return Project.model_validate_json(row[0])
+
+    def list_projects(self) -> list[Project]:
+        rows = self._c.execute("SELECT doc FROM projects").fetchall()
+        return sorted((Project.model_validate_json(r[0]) for r in rows), key=lambda p: _uid_number(p.uid))
+
+    # -- workspaces -------------------------------------------------------------------
+    def put_workspace(self, w: Workspace) -> None:
+        self._c.execute(
+            "INSERT OR REPLACE INTO workspaces (project_uid, uid, doc) VALUES (?, ?, ?)",
+            (w.project_uid, w.uid, w.model_dump_json()),
+        )
+
+    def get_workspace(self, project_uid: str, uid: str) -> Workspace:
+        row = self._c.execute(
+            "SELECT doc FROM workspaces WHERE project_uid = ? AND uid = ?", (project_uid, uid)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no workspace {uid} in project {project_uid}")
+        return Workspace.model_validate_json(row[0])
+
+    def list_workspaces(self, project_uid: str) -> list[Workspace]:
+        rows = self._c.execute("SELECT doc FROM workspaces WHERE project_uid = ?", (project_uid,)).fetchall()
+        return sorted((Workspace.model_validate_json(r[0]) for r in rows), key=lambda w: _uid_number(w.uid))
+
+    # -- jobs -------------------------------------------------------------------------
+    def put_job(self, j: Job) -> None:
+        self._c.execute(
+            "INSERT OR REPLACE INTO jobs (project_uid, uid, status, lane, priority, deleted, doc)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (j.project_uid, j.uid, j.status.value, j.queued_lane, j.priority, int(j.deleted), j.model_dump_json()),
+        )
+
+    def get_job(self, project_uid: str, uid: str, include_deleted: bool = False) -> Job:
+        row = self._c.execute(
+            "SELECT doc, deleted FROM jobs WHERE project_uid = ? AND uid = ?", (project_uid, uid)
+        ).fetchone()
+        if row is None or (row[1] and not include_deleted):
+            self.get_project(project_uid)  # a missing project is the better message
+            raise NotFoundError(f"no job {uid} in project {project_uid} (see 'cryohpc job list {project_uid}')")
+        return Job.model_validate_json(row[0])
+
+    def list_jobs(
+        self,
+        project_uid: str | None = None,
+        statuses: list[JobStatus] | None = None,
+        lane: str | None = None,
+    ) -> list[Job]:
+        sql, args = "SELECT doc FROM jobs WHERE deleted = 0", []
+        if project_uid is not None:
+            sql += " AND project_uid = ?"
+            args.append(project_uid)
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += [s.value for s in statuses]
+        if lane is not None:
+            sql += " AND lane = ?"
+            args.append(lane)
+        rows = self._c.execute(sql, args).fetchall()
+        jobs = [Job.model_validate_json(r[0]) for r in rows]
+        return sorted(jobs, key=lambda j: (_uid_number(j.project_uid), _uid_number(j.uid)))
+
+
+class Store:
+    """One SQLite file; connections are per thread (sqlite3 objects are not shareable)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        with self.write() as _:
+            pass  # opening applies migrations
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+            self._migrate(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: database schema v{version} is newer than this cryohpc (v{SCHEMA_VERSION});"
+                    " upgrade cryohpc"
+                )
+            for i in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[i].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        return self._conn().execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A transaction holding the write lock from its start; rolled back on any error."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(conn, writable=True)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A consistent snapshot for reading."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield Tx(conn, writable=False)
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

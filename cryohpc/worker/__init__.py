@@ -1,0 +1,1 @@
+"""The compute side: runs a job from its ``job.json`` alone, never opening the database."""

@@ -1,0 +1,119 @@
+"""What a job type's ``run`` function gets: params, inputs as datasets, and the means to
+log, report progress and save outputs. It is built from ``job.json`` alone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..dataset import Dataset
+from ..errors import DatasetError, InputFileError
+from ..events import OUTPUT, PROGRESS, RUNNING, WAITING, EventWriter
+from ..jobfile import JobFile
+from ..jobtypes import get_jobtype
+
+
+class RunContext:
+    def __init__(self, jobfile: JobFile, events: EventWriter):
+        self.jobfile = jobfile
+        self.events = events
+        self.params: dict[str, Any] = dict(jobfile.params)
+        self.job_dir = Path(jobfile.job_dir)
+        self.project_dir = Path(jobfile.project_dir)
+        self.spec = get_jobtype(jobfile.type)
+        self._progress_t0: dict[str, tuple[float, int]] = {}
+        self._versions: dict[str, int] = {}
+
+    # -- reporting ----------------------------------------------------------------------
+    def log(self, text: str, level: str = "info") -> None:
+        print(text, flush=True)
+        self.events.log(text, level)
+
+    def progress(self, done: int, total: int, what: str = "") -> None:
+        t0, n0 = self._progress_t0.setdefault(what, (time.monotonic(), done))
+        dt = time.monotonic() - t0
+        rate = (done - n0) / dt if dt > 0 else None
+        self.events.emit(PROGRESS, what=what, done=done, total=total, rate=rate)
+
+    def waiting(self, reason: str) -> None:
+        """Say the job waits on something outside it (files locked by another job...)."""
+        self.events.emit(WAITING, reason=reason)
+
+    def running(self) -> None:
+        self.events.emit(RUNNING)
+
+    # -- paths --------------------------------------------------------------------------
+    def project_path(self, rel: str) -> Path:
+        """Absolute path of a project-relative path (``blob/path`` values are those)."""
+        return self.project_dir / rel
+
+    def relpath(self, path: Path) -> str:
+        """Project-relative form of a path inside the project directory."""
+        try:
+            return str(Path(path).resolve().relative_to(self.project_dir.resolve()))
+        except ValueError:
+            raise InputFileError(f"{path} is outside project directory {self.project_dir}") from None
+
+    # -- inputs ---------------------------------------------------------------------------
+    def load_input(self, name: str, passthrough: bool = False) -> Dataset:
+        """The input group's dataset: per connection the inner join of its slot files (and
+        passthrough files when asked), appended over connections.
+
+        Raises:
+            DatasetError: a file cannot be read, or connections overlap where repeats are
+                not allowed; the message names the input and the file.
+        """
+        ispec = self.spec.input(name)
+        conns = self.jobfile.inputs.get(name, [])
+        if ispec is None or not conns:
+            raise DatasetError(f"job has no connected input {name!r}")
+        parts = []
+        for conn in conns:
+            files = dict(conn.slots)
+            if passthrough:
+                files.update(conn.passthrough)
+            datasets = []
+            for result, path in files.items():
+                ds = Dataset.load(path)
+                datasets.append(ds.select_prefixes([result]) if passthrough and ds.prefixes() != [result] else ds)
+            parts.append(Dataset.innerjoin_many(datasets))
+        try:
+            return Dataset.append_many(parts, allow_duplicate_uids=ispec.repeat_allowed)
+        except DatasetError as err:
+            raise DatasetError(f"input {name!r}: {err}") from err
+
+    # -- outputs --------------------------------------------------------------------------
+    def save_output(self, group: str, dataset: Dataset, passthrough: bool = True) -> list[str]:
+        """Write an output group's results (one ``.cs`` per version) and report them.
+
+        Results are the field prefixes of ``dataset``. When the group declares a
+        passthrough input, results of that input not produced here are written beside it,
+        restricted to the output's items. Returns the project-relative paths written.
+        """
+        ospec = self.spec.output(group)
+        if ospec is None:
+            raise DatasetError(f"job type {self.spec.name} declares no output group {group!r}")
+        version = self._versions.get(group, 0)
+        self._versions[group] = version + 1
+        suffix = "" if version == 0 else f"_v{version}"
+        uid = self.jobfile.job_uid
+        path = self.job_dir / f"{uid}_{group}{suffix}.cs"
+        dataset.save(path)
+        rel = self.relpath(path)
+        produced = dataset.prefixes()
+        results = [{"name": p, "type": p, "path": rel} for p in produced]
+        written = [rel]
+        if passthrough and ospec.passthrough_input:
+            source = self.load_input(ospec.passthrough_input, passthrough=True)
+            keep = [p for p in source.prefixes() if p not in produced]
+            if keep:
+                pt = source.select_prefixes(keep).subset_uids(dataset["uid"])
+                pt_path = self.job_dir / f"{uid}_passthrough_{group}{suffix}.cs"
+                pt.save(pt_path)
+                pt_rel = self.relpath(pt_path)
+                written.append(pt_rel)
+                results += [{"name": p, "type": p, "path": pt_rel, "passthrough": True} for p in keep]
+        self.events.emit(OUTPUT, group=group, item_type=ospec.type, version=version,
+                         num_items=len(dataset), results=results)
+        return written
