@@ -410,11 +410,13 @@ def dataset_show(c: Ctx, path, rows) -> None:
         c.emit({"path": path, "items": len(ds), "fields": descr, "rows": preview})
         return
     click.echo(f"{path}: {len(ds)} items, {len(descr)} fields")
-    click.echo(_table([{**d, "shape": "x".join(map(str, d["shape"]))} for d in descr], ["field", "dtype", "shape"]))
-    if preview:
-        click.echo("")
-        for i, row in enumerate(preview):
-            click.echo(f"[{i}] " + "  ".join(f"{k}={_short(v)}" for k, v in row.items()))
+    rows_out = []
+    for d in descr:
+        row = {"field": d["field"], "dtype": d["dtype"], "shape": "x".join(map(str, d["shape"]))}
+        for i, item in enumerate(preview):
+            row[f"[{i}]"] = _short(item[d["field"]])
+        rows_out.append(row)
+    click.echo(_table(rows_out, ["field", "dtype", "shape", *(f"[{i}]" for i in range(len(preview)))]))
 
 
 def _short(v: Any) -> str:

@@ -79,3 +79,20 @@ def write_sample_volume(path: Path, box: int = 32, psize_A: float = 2.0) -> np.n
     vol = np.exp(-(x**2 + y**2 + (z / 1.5) ** 2) / (2 * (box / 8) ** 2)).astype(np.float32)
     write_volume(path, vol, psize_A)
     return vol
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write sample particle stacks, a STAR file and a volume.")
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--n", type=int, default=200, help="particles")
+    parser.add_argument("--box", type=int, default=64, help="box size in pixels")
+    args = parser.parse_args(argv)
+    s = write_sample_particles(args.dir, n=args.n, box=args.box)
+    write_sample_volume(args.dir / "volume.mrc", box=args.box)
+    print(f"{s.star} ({s.n} particles in {len(s.stacks)} stacks, box {s.box}, {s.psize_A} Å/px)")
+
+
+if __name__ == "__main__":
+    main()

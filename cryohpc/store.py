@@ -186,8 +186,11 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        """A consistent snapshot for reading."""
+        """A consistent snapshot for reading (inside a write, that write's view)."""
         conn = self._conn()
+        if conn.in_transaction:
+            yield Tx(conn, writable=True)
+            return
         conn.execute("BEGIN")
         try:
             yield Tx(conn, writable=False)

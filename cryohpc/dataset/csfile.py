@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -103,75 +104,80 @@ def _read_csdat(f, path: Path) -> np.ndarray:
     try:
         header = json.loads(raw)
         length = int(header["length"])
-        descr = header["dtype"]
+        descr = [(e[0], e[1], tuple(e[2]) if len(e) > 2 else ()) for e in header["dtype"]]
         compression = header.get("compression")
         compressed = set(header.get("compressed_fields") or [])
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, IndexError) as err:
         raise DatasetError(f"{path}: CSDAT header is not valid ({err})") from err
     if compression not in (None, "lz4"):
         raise DatasetError(f"{path}: unknown CSDAT compression {compression!r}")
+    string_fields = {name for name, dt, _ in descr if dt in ("|O", "O")}
 
-    fields: list[tuple] = []
-    string_fields = []
-    for entry in descr:
-        name, dt = entry[0], entry[1]
-        shape = tuple(entry[2]) if len(entry) > 2 else ()
-        if dt in ("|O", "O"):
-            string_fields.append(name)
-            dt = "<u8"
-        fields.append((name, dt, shape) if shape else (name, dt))
-    try:
-        dtype = np.dtype(fields)
-    except TypeError as err:
-        raise DatasetError(f"{path}: CSDAT header has an invalid dtype ({err})") from err
-    out = np.empty(length, dtype=dtype)
+    # Locate every column first: the heap at the end gives the string widths, so the
+    # final array (strings as fixed-width bytes) is allocated once and filled once.
+    spans: dict[str, tuple[int, int]] = {}
     if length:
-        for name in dtype.names:
+        for name, _, _ in descr:
             raw, pos = _take(buf, pos, 4, path, f"field {name!r}")
             (nbytes,) = struct.unpack("<I", raw)
-            raw, pos = _take(buf, pos, nbytes, path, f"field {name!r}")
-            col = out[name]
-            expected = col.nbytes
-            if name in compressed:
-                try:
-                    raw = lz4.block.decompress(raw, uncompressed_size=expected)
-                except lz4.block.LZ4BlockError as err:
-                    raise DatasetError(f"{path}: field {name!r} is corrupt ({err})") from err
-            if len(raw) != expected:
-                raise DatasetError(
-                    f"{path}: field {name!r} holds {len(raw)} bytes, expected {expected}"
-                )
-            col[...] = np.frombuffer(raw, dtype=dtype[name].base).reshape(col.shape)
-    heap = bytes(buf[pos:])
-    if not string_fields:
-        return out
-    return _strings_from_heap(out, string_fields, heap, path)
+            if pos + nbytes > len(buf):
+                raise DatasetError(f"{path}: truncated CSDAT file (ends inside field {name!r})")
+            spans[name] = (pos, nbytes)
+            pos += nbytes
+    starts, table = _heap_table(bytes(buf[pos:])) if string_fields else (None, None)
+    try:
+        dtype = np.dtype([
+            (name, table.dtype) if name in string_fields else ((name, dt, shape) if shape else (name, dt))
+            for name, dt, shape in descr
+        ])
+    except TypeError as err:
+        raise DatasetError(f"{path}: CSDAT header has an invalid dtype ({err})") from err
 
+    out = np.empty(length, dtype=dtype)
 
-def _strings_from_heap(arr: np.ndarray, string_fields: list[str], heap: bytes, path: Path) -> np.ndarray:
-    decoded: dict[str, np.ndarray] = {}
-    for name in string_fields:
-        offsets = arr[name]
-        uniq, inverse = np.unique(offsets, return_inverse=True)
-        values = []
-        for off in uniq.tolist():
-            if off == 0:
-                values.append(b"")
-                continue
-            end = heap.find(b"\x00", off)
-            if off >= len(heap) or end < 0:
+    def decode(name: str) -> None:
+        start, nbytes = spans[name]
+        is_str = name in string_fields
+        col_dtype = np.dtype("<u8") if is_str else dtype[name].base
+        count = length if is_str else length * int(np.prod(dtype[name].shape, dtype=np.int64))
+        expected = count * col_dtype.itemsize
+        raw = buf[start : start + nbytes]
+        if name in compressed:
+            try:
+                raw = lz4.block.decompress(raw, uncompressed_size=expected)
+            except lz4.block.LZ4BlockError as err:
+                raise DatasetError(f"{path}: field {name!r} is corrupt ({err})") from err
+        if len(raw) != expected:
+            raise DatasetError(f"{path}: field {name!r} holds {len(raw)} bytes, expected {expected}")
+        values = np.frombuffer(raw, dtype=col_dtype, count=count)
+        if is_str:
+            idx = np.minimum(np.searchsorted(starts, values), len(starts) - 1)
+            if np.any(starts[idx] != values):
                 raise DatasetError(f"{path}: field {name!r} points outside the string heap")
-            values.append(heap[off:end])
-        width = max((len(v) for v in values), default=0) + 1
-        table = np.array(values, dtype=f"S{width}")
-        decoded[name] = table[inverse.reshape(offsets.shape)]
-    new_descr = [
-        (n, decoded[n].dtype) if n in decoded else _field_descr(arr.dtype, n) for n in arr.dtype.names
-    ]
-    out = np.empty(len(arr), dtype=new_descr)
-    for n in arr.dtype.names:
-        out[n] = decoded[n] if n in decoded else arr[n]
+            out[name] = table[idx]
+        else:
+            out[name] = values.reshape((length, *dtype[name].shape))
+
+    # each field fills its own bytes of the rows; numpy and lz4 release the GIL
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(decode, spans))
     return out
+
+
+def _heap_table(heap: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets at which the heap's strings start, sorted, and the strings; offset 0 is the
+    empty string whatever the heap holds there."""
+    starts, strings = [0], [b""]
+    pos = 1 if heap[:1] == b"\x00" else 0
+    while pos < len(heap):
+        end = heap.find(b"\x00", pos)
+        end = len(heap) if end < 0 else end
+        if pos:
+            starts.append(pos)
+            strings.append(heap[pos:end])
+        pos = end + 1
+    width = max(len(x) for x in strings) + 1
+    return np.asarray(starts, dtype=np.uint64), np.asarray(strings, dtype=f"S{width}")
 
 
 def _field_descr(dtype: np.dtype, name: str) -> tuple:
@@ -180,7 +186,8 @@ def _field_descr(dtype: np.dtype, name: str) -> tuple:
 
 
 def write_cs(path: str | os.PathLike, arr: np.ndarray, compression: Compression = None, csdat: bool = False) -> None:
-    """Write a structured array as a ``.cs`` file, atomically (temp file + rename).
+    """Write a structured array as a ``.cs`` file, atomically (temp file + rename), so a
+    reader never sees a partial file.
 
     ``csdat=False`` writes the numpy format every tool reads; ``csdat=True`` writes the
     CSDAT stream, lz4-compressed when ``compression="lz4"``.
@@ -193,8 +200,6 @@ def write_cs(path: str | os.PathLike, arr: np.ndarray, compression: Compression 
                 _write_csdat(f, arr, compression)
             else:
                 np.save(f, _bytes_strings(arr), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -216,31 +221,111 @@ def _bytes_strings(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+def _group_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For uint64 keys: one representative index per distinct key, and each key's group."""
+    order = np.argsort(keys)
+    ordered = keys[order]
+    starts = np.empty(len(keys), dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    groups = np.empty(len(keys), dtype=np.intp)
+    groups[order] = np.cumsum(starts) - 1
+    return order[starts], groups
+
+
+def _row_words(col: np.ndarray) -> list[np.ndarray]:
+    """Each row's bytes as uint64 words (strided, possibly unaligned views; the last word
+    zero-padded), without copying the column."""
+    n, width = len(col), col.dtype.itemsize
+    words = [np.ndarray((n,), dtype="<u8", buffer=col, offset=8 * k, strides=(width,)) for k in range(width // 8)]
+    tail = width % 8
+    if tail:
+        u8 = col.view(np.uint8).reshape(n, width)
+        last = np.zeros(n, dtype=np.uint64)
+        for j in range(tail):
+            last |= u8[:, width - tail + j].astype(np.uint64) << np.uint64(8 * j)
+        words.append(last)
+    return words
+
+
+def string_codes(col: np.ndarray) -> tuple[list[bytes], np.ndarray]:
+    """Distinct values of a bytes column and each row's index into them.
+
+    numpy sorts fixed-width strings slowly, so rows are compared as raw bytes: runs of
+    equal rows (rows of one stack usually sit together) collapse to their first row, and
+    run heads are told apart by a 64-bit hash that is checked for collisions afterwards.
+    """
+    n = len(col)
+    if n == 0:
+        return [], np.zeros(0, dtype=np.intp)
+    col = np.ascontiguousarray(col)
+    width = col.dtype.itemsize
+    raw = col.view(f"V{width}")
+    is_head = np.empty(n, dtype=bool)
+    is_head[0] = True
+    is_head[1:] = raw[1:] != raw[:-1]  # the operator handles void; the ufunc does not
+    head_rows = np.flatnonzero(is_head)
+    heads = col if len(head_rows) == n else col[head_rows]
+    if len(heads) <= 4096:
+        index: dict[bytes, int] = {}
+        head_codes = np.fromiter((index.setdefault(v, len(index)) for v in heads.tolist()), np.intp, len(heads))
+        values = list(index)
+    else:
+        words = _row_words(heads)
+        h = np.full(len(heads), 0x9E3779B97F4A7C15, dtype=np.uint64)
+        for w in words:
+            h ^= w
+            h *= np.uint64(0x100000001B3)
+            h ^= h >> np.uint64(29)
+        rep, head_codes = _group_ids(h)
+        same = rep[head_codes]
+        if not all(np.array_equal(w[same], w) for w in words):  # a hash collision: slow path
+            uniq, head_codes = np.unique(heads, return_inverse=True)
+            return uniq.tolist(), head_codes.reshape(-1)[np.cumsum(is_head) - 1]
+        values = heads[rep].tolist()
+    return values, head_codes[np.cumsum(is_head) - 1]
+
+
+def _encode_column(arr: np.ndarray, name: str, compress: bool) -> tuple[bytes | np.ndarray, np.ndarray | None]:
+    """One field as the bytes CSDAT stores (strings still as codes, returned separately)."""
+    sub = arr.dtype[name]
+    col = np.ascontiguousarray(arr[name])
+    if _is_string(sub):
+        return b"", col  # offsets need the shared heap: done by the caller
+    data = col.reshape(-1).view(np.uint8)
+    if compress:
+        data = lz4.block.compress(data, mode="fast", acceleration=_LZ4_ACCELERATION, store_size=False)
+    return data, None
+
+
 def _write_csdat(f, arr: np.ndarray, compression: Compression) -> None:
+    names = list(arr.dtype.names)
+    compressed = [n for n in names if compression and n not in _NEVER_COMPRESS]
+    # numpy copies and lz4 release the GIL: fields are extracted and compressed in parallel
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        encoded = list(pool.map(lambda n: _encode_column(arr, n, n in compressed), names))
     heap = bytearray(b"\x00")
-    columns: list[tuple[str, bytes]] = []
     descr = []
-    for name in arr.dtype.names:
+    columns: list[bytes | np.ndarray] = []
+    for name, (data, strings) in zip(names, encoded, strict=True):
         sub = arr.dtype[name]
-        if _is_string(sub):
-            col = arr[name]
-            uniq, inverse = np.unique(col, return_inverse=True)
-            offsets = np.zeros(len(uniq), dtype="<u8")
-            for i, s in enumerate(uniq.tolist()):
-                b = s if isinstance(s, bytes) else str(s).encode()
+        if strings is not None:
+            values, inverse = string_codes(strings if sub.kind == "S" else np.char.encode(strings.astype(str)))
+            offsets = np.zeros(len(values), dtype="<u8")
+            for i, b in enumerate(values):
                 if b:
                     offsets[i] = len(heap)
                     heap += b + b"\x00"
-            data = offsets[inverse.reshape(-1)].astype("<u8").tobytes()
+            data = offsets[inverse].view(np.uint8)
+            if name in compressed:
+                data = lz4.block.compress(data, mode="fast", acceleration=_LZ4_ACCELERATION, store_size=False)
             descr.append([name, "|O"])
         else:
-            data = np.ascontiguousarray(arr[name]).tobytes()
             entry = [name, sub.base.str]
             if sub.shape:
                 entry.append(list(sub.shape))
             descr.append(entry)
-        columns.append((name, data))
-    compressed = [n for n, _ in columns if compression and n not in _NEVER_COMPRESS]
+        columns.append(data)
     header = json.dumps(
         {"length": len(arr), "dtype": descr, "compression": compression, "compressed_fields": compressed}
     ).encode()
@@ -248,11 +333,7 @@ def _write_csdat(f, arr: np.ndarray, compression: Compression) -> None:
     f.write(struct.pack("<I", len(header)))
     f.write(header)
     if len(arr):
-        for name, data in columns:
-            if name in compressed:
-                data = lz4.block.compress(
-                    data, mode="fast", acceleration=_LZ4_ACCELERATION, store_size=False
-                )
-            f.write(struct.pack("<I", len(data)))
+        for data in columns:
+            f.write(struct.pack("<I", data.nbytes if isinstance(data, np.ndarray) else len(data)))
             f.write(data)
     f.write(bytes(heap) if len(heap) > 1 else b"")

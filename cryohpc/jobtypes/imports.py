@@ -83,7 +83,7 @@ def _blob_columns(ctx: RunContext, meta: Path, refs: list[str], idx: np.ndarray,
     linker = StackLinker(ctx, meta)
     uniq, inverse = np.unique(np.asarray(refs, dtype=object).astype(str), return_inverse=True)
     paths, sigs, shapes, header_psize = [], [], [], []
-    for i, ref in enumerate(uniq):
+    for i, ref in enumerate(uniq.tolist()):
         info, rel, sig = linker.link(ref)
         used = idx[inverse == i]
         if used.size and (used.min() < 0 or used.max() >= info.shape[0]):

@@ -118,6 +118,7 @@ class LocalLane(Lane):
         for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 2.0)):
             try:
                 os.killpg(pgid, sig)
+                os.killpg(pgid, signal.SIGCONT)  # a stopped process only acts on SIGTERM once resumed
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s

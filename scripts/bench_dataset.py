@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Dataset load / save / innerjoin on 1,000,000 particle rows, beside cryosparc-tools.
+
+Prints seconds for each operation (best of --repeat) and the ratio cryosparc-tools /
+cryohpc (above 1 means cryohpc is faster). Goal: no ratio below 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from cryosparc.dataset import Dataset as CsDataset
+
+from cryohpc.dataset import Dataset
+
+FIELDS = [
+    ("blob/path", "S40"), ("blob/idx", "<u4"), ("blob/shape", "<u4", (2,)), ("blob/psize_A", "<f4"),
+    ("ctf/df1_A", "<f4"), ("ctf/df2_A", "<f4"), ("ctf/df_angle_rad", "<f4"),
+    ("alignments3D/pose", "<f4", (3,)), ("alignments3D/shift", "<f4", (2,)), ("alignments3D/split", "<u4"),
+]
+
+
+def make(n: int, shuffled: bool = False) -> np.ndarray:
+    """Particles 500 to a stack, rows grouped by stack as extraction writes them (or in
+    random order, the worst case for string handling)."""
+    rng = np.random.default_rng(0)
+    ds = Dataset.allocate(n, FIELDS)
+    paths = np.array([f"J12/imported/stack_{i:05d}.mrcs".encode() for i in range(max(1, n // 500))])
+    ds["blob/path"] = paths[np.arange(n) // 500 % len(paths)]
+    ds["blob/idx"] = np.arange(n) % 500
+    for name in ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad", "blob/psize_A"):
+        ds[name] = rng.random(n, dtype=np.float32)
+    ds["alignments3D/pose"] = rng.random((n, 3), dtype=np.float32)
+    return ds.array[rng.permutation(n)] if shuffled else ds.array
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    n, r = args.rows, args.repeat
+    arr = make(n)
+    ours = Dataset(arr)
+    theirs = CsDataset(arr)
+    half = np.random.default_rng(1).permutation(n)[: n // 2]
+    ours_other = ours.take(half).select(["ctf/df1_A", "alignments3D/pose"])
+    theirs_other = CsDataset(ours_other.array)
+    ours_left = ours.select([f for f in ours.fields() if not f.startswith("alignments3D/")])
+    theirs_left = CsDataset(ours_left.array)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for label, o_kw, t_fmt in [("numpy format", {}, 1), ("compressed (CSDAT lz4)", {"compression": "lz4"}, 2)]:
+            po, pt = d / f"o{t_fmt}.cs", d / f"t{t_fmt}.cs"
+            rows.append((f"save, {label}", best(lambda: ours.save(po, **o_kw), r),  # noqa: B023
+                         best(lambda: theirs.save(pt, format=t_fmt), r)))  # noqa: B023
+            assert len(CsDataset.load(po)) == n and len(Dataset.load(pt)) == n  # each reads the other's
+            rows.append((f"load, {label}", best(lambda: Dataset.load(pt, mmap=False), r),  # noqa: B023
+                         best(lambda: CsDataset.load(pt), r)))  # noqa: B023
+        rows.append(("load, numpy format, memory-mapped", best(lambda: Dataset.load(d / "t1.cs", mmap=True), r),
+                     best(lambda: CsDataset.load(d / "t1.cs"), r)))
+    with tempfile.TemporaryDirectory() as tmp:
+        shuffled = make(n, shuffled=True)
+        ours_s, theirs_s, p = Dataset(shuffled), CsDataset(shuffled), Path(tmp) / "s.cs"
+        rows.append(("save, compressed, rows in random order", best(lambda: ours_s.save(p, compression="lz4"), r),
+                     best(lambda: theirs_s.save(p, format=2), r)))
+    rows.append((f"innerjoin {n:,} x {n // 2:,}", best(lambda: ours_left.innerjoin(ours_other), r),
+                 best(lambda: theirs_left.innerjoin(theirs_other), r)))
+    joined = ours_left.innerjoin(ours_other)
+    assert len(joined) == n // 2 and len(theirs_left.innerjoin(theirs_other)) == n // 2
+
+    print(f"{n:,} rows x {len(FIELDS) + 1} fields; best of {r}")
+    print(f"{'operation':42s} {'cryohpc s':>10s} {'cs-tools s':>11s} {'ratio':>7s}")
+    worst = float("inf")
+    for name, o, t in rows:
+        worst = min(worst, t / o)
+        print(f"{name:42s} {o:10.3f} {t:11.3f} {t / o:7.2f}")
+    print(f"lowest ratio (cs-tools time / cryohpc time): {worst:.2f} "
+          f"({'goal met' if worst >= 1 else 'goal NOT met'}: no slower than cryosparc-tools)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Dataset semantics and both .cs formats, checked against cryosparc-tools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cryosparc.dataset import Dataset as CsDataset
+
+from cryohpc.dataset import Dataset
+from cryohpc.dataset.csfile import CSDAT_MAGIC, NUMPY_MAGIC
+from cryohpc.errors import DatasetError
+
+
+def particles(n: int = 50, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    return Dataset.from_columns({
+        "blob/path": [f"J1/imported/stack_{i % 3}.mrcs" if i % 7 else "" for i in range(n)],
+        "blob/idx": np.arange(n, dtype=np.uint32),
+        "blob/shape": np.tile(np.array([64, 64], np.uint32), (n, 1)),
+        "ctf/df1_A": rng.uniform(1e4, 2e4, n).astype(np.float32),
+        "alignments3D/pose": rng.normal(size=(n, 3)).astype(np.float32),
+        "alignments3D/split": (np.arange(n) % 2).astype(np.uint32),
+    })
+
+
+@pytest.mark.parametrize("fmt", ["numpy", "csdat", "lz4"])
+def test_roundtrip_preserves_every_field(tmp_path, fmt):
+    ds = particles()
+    path = tmp_path / "p.cs"
+    ds.save(path, csdat=fmt != "numpy", compression="lz4" if fmt == "lz4" else None)
+    assert path.read_bytes()[:6] == (NUMPY_MAGIC if fmt == "numpy" else CSDAT_MAGIC)
+    back = Dataset.load(path)
+    assert back == ds
+    assert back.strings("blob/path")[:2] == ["", "J1/imported/stack_1.mrcs"]
+
+
+@pytest.mark.parametrize("fmt", ["numpy", "csdat", "lz4"])
+def test_cryosparc_tools_reads_our_files(tmp_path, fmt):
+    ds = particles()
+    path = tmp_path / "ours.cs"
+    ds.save(path, csdat=fmt != "numpy", compression="lz4" if fmt == "lz4" else None)
+    theirs = CsDataset.load(path)
+    assert len(theirs) == len(ds)
+    assert np.array_equal(theirs["uid"], ds["uid"])
+    assert list(theirs["blob/path"]) == ds.strings("blob/path")
+    assert np.array_equal(theirs["alignments3D/pose"], ds["alignments3D/pose"])
+    assert np.array_equal(theirs["blob/shape"], ds["blob/shape"])
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_we_read_cryosparc_tools_files(tmp_path, fmt):
+    theirs = CsDataset.allocate(30, [("blob/path", "O"), ("blob/idx", "<u4"), ("ctf/shift_A", "<f4", (2,))])
+    theirs["blob/path"] = [f"J9/x_{i % 4}.mrcs" for i in range(30)]
+    theirs["blob/idx"] = np.arange(30)
+    theirs["ctf/shift_A"] = np.arange(60, dtype=np.float32).reshape(30, 2)
+    path = tmp_path / "theirs.cs"
+    theirs.save(path, format=fmt)
+    ours = Dataset.load(path)
+    assert np.array_equal(ours["uid"], theirs["uid"])
+    assert ours.strings("blob/path") == list(theirs["blob/path"])
+    assert np.array_equal(ours["ctf/shift_A"], theirs["ctf/shift_A"])
+
+
+def test_empty_dataset_roundtrips_in_csdat(tmp_path):
+    ds = particles(0)
+    ds.save(tmp_path / "e.cs", compression="lz4")
+    assert len(Dataset.load(tmp_path / "e.cs")) == 0
+    assert len(CsDataset.load(tmp_path / "e.cs")) == 0
+
+
+def test_large_numpy_files_are_memory_mapped(tmp_path):
+    ds = particles(1000)
+    ds.save(tmp_path / "big.cs")
+    mapped = Dataset.load(tmp_path / "big.cs", mmap=True)
+    assert isinstance(mapped.array, np.memmap)
+    assert mapped == ds
+    mapped["ctf/df1_A"] = 1.0  # copy-on-write: the file is untouched
+    assert Dataset.load(tmp_path / "big.cs") == ds
+
+
+@pytest.mark.parametrize("content, expect", [
+    (b"hello world, not a dataset", "not a .cs file"),
+    (b"", "not a .cs file"),
+])
+def test_garbage_file_gives_named_error(tmp_path, content, expect):
+    path = tmp_path / "bad.cs"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=expect) as err:
+        Dataset.load(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("compression", [None, "lz4"])
+def test_truncated_files_give_named_error(tmp_path, compression):
+    path = tmp_path / "t.cs"
+    particles(200).save(path, csdat=compression is not None, compression=compression)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="truncated|corrupt") as err:
+        Dataset.load(path, mmap=False)
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_and_missing_uid(tmp_path):
+    with pytest.raises(DatasetError, match="no such .cs file"):
+        Dataset.load(tmp_path / "nope.cs")
+    np.save(tmp_path / "nouid.npy", np.zeros(3, dtype=[("x", "<f4")]))
+    with pytest.raises(DatasetError, match="no 'uid' field"):
+        Dataset.load(tmp_path / "nouid.npy")
+
+
+def test_innerjoin_keeps_first_order_and_unions_fields():
+    a = particles(20)
+    b = a.select_prefixes(["ctf"]).take(np.arange(19, 4, -1))  # reversed subset
+    b = b.rename_field("ctf/df1_A", "ctf/df2_A")
+    joined = a.select_prefixes(["blob"]).innerjoin(b)
+    assert len(joined) == 15
+    assert np.array_equal(joined["uid"], a["uid"][5:])  # a's order
+    assert np.allclose(joined["ctf/df2_A"], a["ctf/df1_A"][5:])
+    assert joined.fields()[:2] == ["uid", "blob/path"]
+
+
+def test_innerjoin_agrees_with_cryosparc_tools():
+    a, rng = particles(500), np.random.default_rng(3)
+    b = a.select_prefixes(["ctf"]).take(rng.permutation(500)[:300])
+    ours = a.select_prefixes(["blob"]).innerjoin(b)
+    ca = CsDataset(a.select_prefixes(["blob"]).array)
+    cb = CsDataset(b.array)
+    theirs = ca.innerjoin(cb)
+    assert set(ours["uid"].tolist()) == set(theirs["uid"].tolist())
+    order = np.argsort(ours["uid"])
+    torder = np.argsort(theirs["uid"])
+    assert np.array_equal(ours["ctf/df1_A"][order], theirs["ctf/df1_A"][torder])
+
+
+def test_append_keeps_common_fields_and_refuses_duplicates():
+    a, b = particles(10, seed=1), particles(5, seed=2).drop_fields(["ctf/df1_A"])
+    out = a.append(b)
+    assert len(out) == 15 and "ctf/df1_A" not in out and "blob/idx" in out
+    with pytest.raises(DatasetError, match="occur more than once"):
+        a.append(a)
+    assert len(a.append(a, allow_duplicate_uids=True)) == 20
+
+
+def test_append_widens_string_fields():
+    a = Dataset.from_columns({"blob/path": ["a"]})
+    b = Dataset.from_columns({"blob/path": ["a/much/longer/path.mrcs"]})
+    assert a.append(b).strings("blob/path") == ["a", "a/much/longer/path.mrcs"]
+
+
+def test_fields_add_drop_rename():
+    ds = particles(4)
+    ds2 = ds.add_fields([("ctf/df2_A", "<f4")], {"ctf/df2_A": [1, 2, 3, 4]})
+    assert ds2["ctf/df2_A"].tolist() == [1, 2, 3, 4] and "ctf/df2_A" not in ds
+    assert "ctf/df1_A" not in ds.drop_fields(["ctf/df1_A"])
+    assert ds.drop_fields(lambda f: f.startswith("alignments3D/")).prefixes() == ["blob", "ctf"]
+    assert ds.rename_prefix("alignments3D", "alignments_class_0").prefixes() == ["blob", "ctf", "alignments_class_0"]
+    with pytest.raises(DatasetError, match="unknown fields"):
+        ds.drop_fields(["nope"])
+    with pytest.raises(DatasetError, match="no field 'nope'"):
+        ds["nope"]
+
+
+def test_query_mask_subset_split():
+    ds = particles(30)
+    q = ds.query({"blob/path": "J1/imported/stack_1.mrcs"})
+    assert set(q.strings("blob/path")) == {"J1/imported/stack_1.mrcs"}
+    assert len(ds.query({"alignments3D/split": [0]})) == 15
+    assert len(ds.query(lambda d: d["blob/idx"] < 10)) == 10
+    assert len(ds.mask(ds["blob/idx"] % 3 == 0)) == 10
+    sub = ds.subset_uids(ds["uid"][[5, 1]])
+    assert sub["blob/idx"].tolist() == [1, 5]  # dataset order, not the order asked
+    halves = ds.split_by("alignments3D/split")
+    assert sorted(halves) == [0, 1] and sum(len(h) for h in halves.values()) == 30
+    by_path = ds.split_by("blob/path")
+    assert "" in by_path and all(isinstance(k, str) for k in by_path)

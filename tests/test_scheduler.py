@@ -1,0 +1,180 @@
+"""The master's scheduling on the local lane, with real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import FAST, ThreadMaster
+
+from cryohpc.api import Api
+from cryohpc.errors import BuildError, UserError
+from cryohpc.lanes.local import process_start_ticks
+from cryohpc.master import run_master
+from cryohpc.status import JobStatus, QueueStatus
+
+
+def wait_for(pred, timeout_s: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def lane_file(api: Api, text: str) -> None:
+    (api.instance.paths.site_configs / "lanes.yaml").write_text(text)
+
+
+def test_priority_order_on_a_one_cpu_lane(api, project):
+    lane_file(api, "lanes:\n  - name: one\n    cpus: 1\n    ram_gb: 4\n    gpus: []\n")
+    jobs = [project.create_job("test_sleep", params={"seconds": 0.3}) for _ in range(3)]
+    for job, prio in zip(jobs, [0, 5, 1], strict=True):
+        job.queue(lane="one", priority=prio)
+    m = ThreadMaster(api).start()
+    try:
+        for job in jobs:
+            assert job.wait(60) == JobStatus.COMPLETED
+    finally:
+        m.stop()
+    launched = {j.uid: j.model.status_times["launched"] for j in jobs}
+    order = sorted(launched, key=launched.get)
+    assert order == [jobs[1].uid, jobs[2].uid, jobs[0].uid]
+    # one CPU: runs never overlap
+    spans = sorted((j.model.status_times["launched"], j.model.status_times["completed"]) for j in jobs)
+    assert all(a[1] <= b[0] + 0.2 for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_gpus_are_allocated_and_can_be_chosen(api, project):
+    lane_file(api, "lanes:\n  - name: gpus\n    cpus: 8\n    ram_gb: 8\n    gpus: [0, 1]\n")
+    a, b, c = (project.create_job("test_sleep_gpu", params={"seconds": 1.5}) for _ in range(3))
+    for j in (a, b, c):
+        j.queue(lane="gpus")
+    m = ThreadMaster(api).start()
+    try:
+        wait_for(lambda: a.status.active and b.status.active, what="two GPU jobs running")
+        wait_for(lambda: c.model.queue_status == QueueStatus.WAITING_RESOURCES, what="third job waiting")
+        assert sorted(a.model.resources_allocated.gpu_ids + b.model.resources_allocated.gpu_ids) == [0, 1]
+        for j in (a, b, c):
+            assert j.wait(60) == JobStatus.COMPLETED
+        assert sorted((a.dir / "gpus.txt").read_text() + (b.dir / "gpus.txt").read_text()) == ["0", "1"]
+        d = project.create_job("test_sleep_gpu", params={"seconds": 0.1})
+        d.queue(lane="gpus", gpus=[1])
+        assert d.wait(60) == JobStatus.COMPLETED
+        assert (d.dir / "gpus.txt").read_text() == "1"
+    finally:
+        m.stop()
+
+
+def test_impossible_resources_are_a_build_error(api, project):
+    lane_file(api, "lanes:\n  - name: cpu\n    gpus: []\n")
+    job = project.create_job("test_sleep_gpu")
+    with pytest.raises(BuildError, match="needs 1 GPU\\(s\\); lane 'cpu' has 0"):
+        job.queue(lane="cpu")
+    with pytest.raises(UserError, match="no lane 'nope'"):
+        job.queue(lane="nope")
+    lane_file(api, "lanes:\n  - name: cpu\n    gpus: [0]\n")
+    with pytest.raises(BuildError, match="GPU\\(s\\) \\[3\\] are not in lane 'cpu'"):
+        job.queue(lane="cpu", gpus=[3])
+    assert job.status == JobStatus.BUILDING
+
+
+def test_child_waits_for_parent_then_runs(api, project, sample, master):
+    parent = project.create_job("import_particles", params={"particle_meta_path": str(sample.star)})
+    child = project.create_job("subset_particles", params={"max_items": 3})
+    child.connect("particles", parent.uid, "imported_particles")
+    master.stop()
+    child.queue()
+    parent.queue(priority=-1)  # lower priority, but the child cannot go first
+    master.start()
+    assert child.wait(60) == JobStatus.COMPLETED
+    assert child.model.status_times["launched"] > parent.model.status_times["completed"]
+
+
+def test_child_of_failed_parent_says_so(project, tmp_path, master):
+    parent = project.create_job("import_particles", params={"particle_meta_path": str(tmp_path / "none.star")})
+    child = project.create_job("subset_particles")
+    child.connect("particles", parent.uid, "imported_particles")
+    parent.queue()
+    child.queue()
+    assert parent.wait(60) == JobStatus.FAILED
+    wait_for(lambda: child.model.queue_status == QueueStatus.WAITING_PARENT_FAILED, what="queue status")
+    assert child.status == JobStatus.QUEUED
+
+
+def test_kill_stops_the_worker_and_its_processes(project, master):
+    job = project.create_job("test_sleep", params={"seconds": 60})
+    job.queue()
+    wait_for(lambda: job.status == JobStatus.RUNNING, what="running")
+    pid = job.model.run_pid
+    assert process_start_ticks(pid) is not None
+    job.kill()
+    assert job.status == JobStatus.KILLED
+    assert process_start_ticks(pid) is None
+    with pytest.raises(UserError, match="only queued or running jobs can be killed"):
+        job.kill()
+    time.sleep(0.5)  # the master sees the worker's late 'failed' event and must ignore it
+    assert job.status == JobStatus.KILLED
+
+
+def test_worker_that_dies_without_reporting_fails_the_job(project, master):
+    job = project.create_job("test_exit", params={"code": 3})
+    job.queue()
+    assert job.wait(60) == JobStatus.FAILED
+    assert "exit code 3" in job.model.errors_run[-1].message
+    assert job.model.exit_code == 3
+
+
+def test_silent_worker_is_failed_after_heartbeat_timeout(tmp_path):
+    api = Api.init(tmp_path / "home", tmp_path / "projects", **{**FAST, "heartbeat_timeout_s": 1.5})
+    project = api.create_project("hb")
+    job = project.create_job("test_sleep", params={"seconds": 60})
+    job.queue()
+    m = ThreadMaster(api).start()
+    try:
+        wait_for(lambda: job.status == JobStatus.RUNNING, what="running")
+        pid = job.model.run_pid
+        os.killpg(pid, signal.SIGSTOP)  # frozen: alive, but silent
+        assert job.wait(30) == JobStatus.FAILED
+        assert "no heartbeat" in job.model.errors_run[-1].message
+        wait_for(lambda: process_start_ticks(pid) is None, 15, "the frozen worker to be killed")
+    finally:
+        m.stop()
+
+
+def test_master_restart_mid_run_loses_no_job(api, project):
+    job = project.create_job("test_sleep", params={"seconds": 2.0})
+    job.queue()
+    first = ThreadMaster(api).start()
+    wait_for(lambda: job.status == JobStatus.RUNNING, what="running")
+    first.stop()
+    time.sleep(2.5)  # the job finishes while no master runs
+    assert job.status == JobStatus.RUNNING
+    second = ThreadMaster(api).start()  # a fresh lane object: the worker is not its child
+    try:
+        assert job.wait(30) == JobStatus.COMPLETED
+    finally:
+        second.stop()
+
+
+def test_only_one_master_per_instance(api, master):
+    wait_for(lambda: api.instance.paths.master_pid.exists(), what="master pid file")
+    with pytest.raises(UserError, match="a master is already running"):
+        run_master(api.instance, install_signals=False)
+
+
+def test_clear_returns_job_to_building_and_empties_its_directory(project, sample, master):
+    job = project.create_job("import_particles", params={"particle_meta_path": str(sample.star)})
+    job.queue()
+    assert job.wait(60) == JobStatus.COMPLETED
+    assert any(job.dir.iterdir())
+    job.clear()
+    m = job.model
+    assert m.status == JobStatus.BUILDING and not any(r.metafiles for g in m.outputs for r in g.results)
+    assert list(job.dir.iterdir()) == []
+    job.queue()
+    assert job.wait(60) == JobStatus.COMPLETED
