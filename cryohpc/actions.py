@@ -68,22 +68,24 @@ def queue_job(
 def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
     """Kill a queued or running job; its worker and every process it started are stopped.
 
+    The job is marked killed first, so the master, seeing the worker vanish, does not
+    record it as failed meanwhile.
+
     Raises:
         UserError: the job is not queued or running.
     """
-    with inst.store.read() as tx:
-        job = tx.get_job(project_uid, job_uid)
-    if job.status.active:
-        lane = inst.build_lanes().get(job.queued_lane or "local")
-        if lane is not None:
-            lane.kill(job)
     with inst.store.write() as tx:
         job = tx.get_job(project_uid, job_uid)
-        if job.status not in (JobStatus.QUEUED, *[s for s in JobStatus if s.active]):
+        if job.status != JobStatus.QUEUED and not job.status.active:
             raise UserError(f"{job.ref} is {job.status.value}; only queued or running jobs can be killed")
+        was_running = job.status.active
         job.pending_outputs = []
         set_status(job, JobStatus.KILLED)
         tx.put_job(job)
+    if was_running:
+        lane = inst.build_lanes().get(job.queued_lane or "local")
+        if lane is not None:
+            lane.kill(job)
     return job
 
 

@@ -139,6 +139,7 @@ class Scheduler:
     def _follow(self, seen: Job, project, poll: PollResult) -> None:
         job_dir = job_dir_abs(project, seen)
         events, offset = read_events(job_dir, seen.events_offset)
+        presumed_dead: Job | None = None
         with self.store.write() as tx:
             job = tx.get_job(seen.project_uid, seen.uid, include_deleted=True)
             if not job.status.active or job.events_offset != seen.events_offset:
@@ -159,12 +160,14 @@ class Scheduler:
                 elif job.heartbeat_at is not None and t - job.heartbeat_at > self.inst.config.heartbeat_timeout_s:
                     fail(job, f"no heartbeat from the worker for {t - job.heartbeat_at:.0f} s "
                               f"(limit {self.inst.config.heartbeat_timeout_s:.0f} s); presumed dead")
-                    lane = self.lanes.get(job.queued_lane or "")
-                    if lane is not None:
-                        lane.kill(job)
+                    presumed_dead = job
             if job.status.final:
                 job.job_dir_size = dir_size(job_dir)
             tx.put_job(job)
+        if presumed_dead is not None:  # outside the transaction: a kill may take seconds
+            lane = self.lanes.get(presumed_dead.queued_lane or "local")
+            if lane is not None:
+                lane.kill(presumed_dead)
 
     # -- launching queued jobs --------------------------------------------------------
     def launch_ready(self) -> None:

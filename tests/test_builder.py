@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import db_snapshot
 
 from cryohpc.errors import BuildError, NotFoundError
 from cryohpc.status import JobStatus
-
-from conftest import db_snapshot
 
 
 def run(job, timeout_s: float = 60) -> None:

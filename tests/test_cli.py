@@ -142,3 +142,19 @@ def test_jobtypes_views(inst):
     assert "max_items (int, default None)" in shown
     lanes = cli(inst, "lane", "list", check=True).stdout
     assert "local" in lanes
+
+
+def test_workspaces_and_following_a_log(inst, tmp_path):
+    cli(inst, "workspace", "create", "P1", "--title", "first pass", check=True)
+    ws = json.loads(cli(inst, "--json", "workspace", "list", "P1", check=True).stdout)
+    assert [w["uid"] for w in ws] == ["W1"] and ws[0]["title"] == "first pass"
+    assert cli(inst, "workspace", "list", "P9").returncode == 2
+    cli(inst, "job", "create", "P1", "test_sleep", "-w", "W1", "-p", "seconds=1", check=True)
+    assert json.loads(cli(inst, "--json", "job", "show", "P1", "J1", check=True).stdout)["workspace_uids"] == ["W1"]
+    assert cli(inst, "job", "create", "P1", "test_sleep", "-w", "W7").returncode == 2
+    cli(inst, "job", "queue", "P1", "J1", check=True)
+    cli(inst, "master", "start", check=True)
+    followed = cli(inst, "job", "log", "P1", "J1", "--follow", timeout=60)
+    assert followed.returncode == 0
+    lines = followed.stdout.splitlines()
+    assert "worker started" in lines[0] and lines[-1].endswith("completed") and any("slept" in ln for ln in lines)
