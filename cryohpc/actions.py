@@ -52,8 +52,9 @@ def queue_job(
             job.build_errors = errors
             raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
         spec = get_jobtype(job.type)
-        _fits_lane(job, spec.resources, cap, lane, gpu_ids)
-        job.resources_needed = spec.resources
+        need = spec.resources_for(spec.resolve_params(tx.get_project(project_uid).default_params, job.params))
+        _fits_lane(job, need, cap, lane, gpu_ids)
+        job.resources_needed = need
         job.queued_lane = lane
         job.queued_gpu_ids = gpu_ids
         if priority is not None:

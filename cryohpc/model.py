@@ -78,6 +78,7 @@ class OutputGroup(Record):
     title: str = ""
     results: list[OutputResult] = Field(default_factory=list)
     num_items: int = 0
+    summary: dict[str, Any] = Field(default_factory=dict, description="figures of the latest run (resolution...)")
 
     def result(self, name: str) -> OutputResult | None:
         return next((r for r in self.results if r.name == name), None)

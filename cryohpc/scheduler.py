@@ -62,9 +62,11 @@ def register_outputs(job: Job) -> None:
             res.metafiles = [*res.metafiles, r["path"]]
             res.num_items = counts[name]
             produced[name][r["name"]] = res
+    summaries = {ev["group"]: ev.get("summary") or {} for ev in job.pending_outputs}
     for name, group in groups.items():
         group.results = list(produced.get(name, {}).values())
         group.num_items = counts.get(name, 0)
+        group.summary = summaries.get(name, {})
     job.outputs = list(groups.values())
     job.pending_outputs = []
 

@@ -100,3 +100,15 @@ def relion_euler_to_pose(rot_deg, tilt_deg, psi_deg) -> np.ndarray:
 def pose_to_relion_euler(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     R = rotvec_to_matrix(pose)
     return matrix_to_relion_euler(np.swapaxes(R, -1, -2))
+
+
+def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Rotation matrices (n, 3, 3) uniform over SO(3) (from normalised 4D Gaussians)."""
+    q = rng.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], 1)

@@ -100,3 +100,122 @@ SUBSET_PARTICLES = register(
         run="cryohpc.jobtypes.particles:run_subset_particles",
     )
 )
+
+
+COMPUTE_PARAMS = (
+    ParamSpec(name="compute_num_ranks", type="int", default=1, min=1, title="Number of MPI ranks",
+              help="processes sharing the particles (one per GPU when GPUs are used)"),
+    ParamSpec(name="compute_num_gpus", type="int", default=0, min=0, title="Number of GPUs",
+              help="GPUs to use (0: CPUs only); ranks are spread over them"),
+)
+COMPUTE_RESOURCES = {"mpi_ranks": "compute_num_ranks", "gpus": "compute_num_gpus"}
+
+SIMULATE_PARTICLES = register(
+    JobTypeSpec(
+        name="simulate_particles",
+        title="Simulate Particles",
+        category="utility",
+        description=(
+            "Project a volume (a connected one, or a built-in phantom) at uniformly random poses "
+            "with shifts, per-particle defocus and astigmatism, CTF and Gaussian noise at a given "
+            "SNR. Writes MRC stacks and particles with their true alignments and CTF."
+        ),
+        inputs=(
+            InputGroupSpec(name="volume", type="volume", title="Volume to project", count_min=0, count_max=1,
+                           slots=(SlotSpec(name="map", title="Map"),)),
+        ),
+        outputs=(
+            OutputGroupSpec(name="particles", type="particle", title="Simulated particles",
+                            results=("blob", "ctf", "alignments3D")),
+            OutputGroupSpec(name="true_volume", type="volume", title="Volume projected", results=("map",)),
+        ),
+        params=(
+            ParamSpec(name="n_particles", type="int", default=2000, min=1, title="Number of particles"),
+            ParamSpec(name="box", type="int", default=64, min=16, max=1024, title="Box size (px)",
+                      help="of the phantom; a connected volume keeps its own"),
+            ParamSpec(name="psize_A", type="float", default=1.5, min=0.1, title="Pixel size (Å)",
+                      help="of the phantom; a connected volume keeps its own"),
+            ParamSpec(name="phantom_symmetry", type="str", default="C1", title="Phantom symmetry",
+                      help="C<n> or D<n>"),
+            ParamSpec(name="snr", type="float", default=0.1, min=0, title="Signal-to-noise ratio",
+                      help="variance of the projections over that of the noise; 0 = no noise"),
+            ParamSpec(name="ctf", type="bool", default=True, title="Apply CTF"),
+            ParamSpec(name="defocus_min_A", type="float", default=10000.0, min=0, title="Minimum defocus (Å)"),
+            ParamSpec(name="defocus_max_A", type="float", default=25000.0, min=0, title="Maximum defocus (Å)"),
+            ParamSpec(name="astigmatism_A", type="float", default=300.0, min=0, title="Astigmatism (Å)",
+                      help="largest |df1 - df2|"),
+            ParamSpec(name="shift_sigma_px", type="float", default=2.0, min=0, title="Shift spread (px)"),
+            ParamSpec(name="accel_kv", type="float", default=300.0, min=1, title="Voltage (kV)"),
+            ParamSpec(name="cs_mm", type="float", default=2.7, min=0, title="Spherical aberration (mm)"),
+            ParamSpec(name="amp_contrast", type="float", default=0.1, min=0, max=1, title="Amplitude contrast"),
+            ParamSpec(name="particles_per_stack", type="int", default=1000, min=1),
+            ParamSpec(name="seed", type="int", default=0, title="Random seed"),
+            COMPUTE_PARAMS[1],
+        ),
+        resources=Resources(cpus=1, gpus=0, ram_gb=4),
+        resource_params={"gpus": "compute_num_gpus"},
+        run="cryohpc.jobtypes.simulate:run_simulate_particles",
+    )
+)
+
+HOMO_RECONSTRUCT = register(
+    JobTypeSpec(
+        name="homo_reconstruct",
+        title="Homogeneous Reconstruction Only",
+        category="reconstruction",
+        description=(
+            "Reconstruct half maps (by alignments3D/split) and a full map from particles with "
+            "poses and CTF by direct Fourier inversion, with optional symmetry; FSC between the "
+            "half maps. Runs as an MPI program, each rank on its own GPU or CPU core."
+        ),
+        inputs=(
+            InputGroupSpec(name="particles", type="particle", title="Particles", count_max=None,
+                           slots=(SlotSpec(name="blob", title="Particle data"),
+                                  SlotSpec(name="alignments3D", title="3D alignments"),
+                                  SlotSpec(name="ctf", title="CTF", required=False))),
+        ),
+        outputs=(
+            OutputGroupSpec(name="volume", type="volume", title="Volume",
+                            results=("map", "map_half_A", "map_half_B")),
+            OutputGroupSpec(name="particles", type="particle", title="Particles", passthrough_input="particles"),
+        ),
+        params=(
+            ParamSpec(name="symmetry", type="str", default="C1", title="Symmetry", help="C<n> or D<n>"),
+            ParamSpec(name="padding_factor", type="int", default=2, min=1, max=4, title="Padding factor",
+                      help="oversampling of the Fourier grid (2 as RELION)"),
+            ParamSpec(name="wiener_constant", type="float", default=1e-3, min=0, title="Regularisation",
+                      help="added to the weights, as a fraction of their median"),
+            ParamSpec(name="ignore_ctf", type="bool", default=False, title="Ignore CTF"),
+            ParamSpec(name="batch_size", type="int", default=128, min=1, title="Particles per batch"),
+            ParamSpec(name="checkpoint_every_s", type="float", default=300.0, min=0, title="Checkpoint period (s)",
+                      help="save partial sums this often so a killed job resumes (0 = never)"),
+            *COMPUTE_PARAMS,
+        ),
+        resources=Resources(cpus=1, gpus=0, ram_gb=8),
+        resource_params=COMPUTE_RESOURCES,
+        run="cryohpc.jobtypes.reconstruct:run_homo_reconstruct",
+    )
+)
+
+VALIDATE_FSC = register(
+    JobTypeSpec(
+        name="validate_fsc",
+        title="Validation (FSC)",
+        category="validation",
+        description="FSC between two half maps, or between a map and a reference map: curve, "
+                    "resolutions at 0.143 and 0.5, plot and EMDB XML.",
+        inputs=(
+            InputGroupSpec(name="volume", type="volume", title="Volume",
+                           slots=(SlotSpec(name="map_half_A", title="Half map A", required=False),
+                                  SlotSpec(name="map_half_B", title="Half map B", required=False),
+                                  SlotSpec(name="map", title="Map", required=False))),
+            InputGroupSpec(name="reference", type="volume", title="Reference", count_min=0, count_max=1,
+                           slots=(SlotSpec(name="map", title="Reference map"),)),
+        ),
+        outputs=(
+            OutputGroupSpec(name="volume", type="volume", title="Volume validated", passthrough_input="volume"),
+        ),
+        resources=Resources(cpus=1, gpus=0, ram_gb=4),
+        run="cryohpc.jobtypes.validation:run_validate_fsc",
+    )
+)

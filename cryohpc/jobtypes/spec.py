@@ -118,6 +118,9 @@ class JobTypeSpec(Spec):
     outputs: tuple[OutputGroupSpec, ...] = ()
     params: tuple[ParamSpec, ...] = ()
     resources: Resources = Field(default_factory=Resources)
+    resource_params: dict[str, str] = Field(
+        default_factory=dict, description="Resources field -> param that sets it (e.g. mpi_ranks -> compute_num_ranks)"
+    )
     run: str = Field(description="dotted path 'module:function' taking a RunContext")
 
     def input(self, name: str) -> InputGroupSpec | None:
@@ -141,6 +144,15 @@ class JobTypeSpec(Spec):
                 if k in values:
                     values[k] = v
         return {p.name: p.coerce(values[p.name], self.name) for p in self.params}
+
+    def resources_for(self, params: dict[str, Any]) -> Resources:
+        """What a job with these (resolved) params needs; CPUs never fewer than ranks."""
+        values = self.resources.model_dump()
+        for field, param in self.resource_params.items():
+            if params.get(param) is not None:
+                values[field] = params[param]
+        values["cpus"] = max(values["cpus"], values["mpi_ranks"])
+        return Resources(**values)
 
     def load_run(self) -> Callable[[Any], None]:
         module, _, func = self.run.partition(":")

@@ -15,9 +15,13 @@ from ..jobtypes import get_jobtype
 
 
 class RunContext:
-    def __init__(self, jobfile: JobFile, events: EventWriter):
+    def __init__(self, jobfile: JobFile, events: EventWriter, comm=None):
+        from .mpi import SingleRank
+
         self.jobfile = jobfile
         self.events = events
+        self.comm = comm if comm is not None else SingleRank()
+        self.rank, self.size = self.comm.rank, self.comm.size
         self.params: dict[str, Any] = dict(jobfile.params)
         self.job_dir = Path(jobfile.job_dir)
         self.project_dir = Path(jobfile.project_dir)
@@ -26,7 +30,16 @@ class RunContext:
         self._versions: dict[str, int] = {}
 
     # -- reporting ----------------------------------------------------------------------
-    def log(self, text: str, level: str = "info") -> None:
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def log(self, text: str, level: str = "info", all_ranks: bool = False) -> None:
+        """Log from rank 0 (or from every rank, prefixed, with ``all_ranks``)."""
+        if not self.is_root and not all_ranks:
+            return
+        if self.size > 1 and all_ranks:
+            text = f"[rank {self.rank}] {text}"
         print(text, flush=True)
         self.events.log(text, level)
 
@@ -34,7 +47,8 @@ class RunContext:
         t0, n0 = self._progress_t0.setdefault(what, (time.monotonic(), done))
         dt = time.monotonic() - t0
         rate = (done - n0) / dt if dt > 0 else None
-        self.events.emit(PROGRESS, what=what, done=done, total=total, rate=rate)
+        if self.is_root:
+            self.events.emit(PROGRESS, what=what, done=done, total=total, rate=rate)
 
     def waiting(self, reason: str) -> None:
         """Say the job waits on something outside it (files locked by another job...)."""
@@ -84,7 +98,8 @@ class RunContext:
             raise DatasetError(f"input {name!r}: {err}") from err
 
     # -- outputs --------------------------------------------------------------------------
-    def save_output(self, group: str, dataset: Dataset, passthrough: bool = True) -> list[str]:
+    def save_output(self, group: str, dataset: Dataset, passthrough: bool = True,
+                    summary: dict[str, Any] | None = None) -> list[str]:
         """Write an output group's results (one ``.cs`` per version) and report them.
 
         Results are the field prefixes of ``dataset``. When the group declares a
@@ -98,12 +113,14 @@ class RunContext:
         self._versions[group] = version + 1
         suffix = "" if version == 0 else f"_v{version}"
         uid = self.jobfile.job_uid
-        path = self.job_dir / f"{uid}_{group}{suffix}.cs"
-        dataset.save(path)
-        rel = self.relpath(path)
         produced = dataset.prefixes()
-        results = [{"name": p, "type": p, "path": rel} for p in produced]
-        written = [rel]
+        results, written = [], []
+        if produced:  # a group may hold passthrough results only
+            path = self.job_dir / f"{uid}_{group}{suffix}.cs"
+            dataset.save(path)
+            rel = self.relpath(path)
+            results = [{"name": p, "type": p, "path": rel} for p in produced]
+            written = [rel]
         if passthrough and ospec.passthrough_input:
             source = self.load_input(ospec.passthrough_input, passthrough=True)
             keep = [p for p in source.prefixes() if p not in produced]
@@ -115,5 +132,5 @@ class RunContext:
                 written.append(pt_rel)
                 results += [{"name": p, "type": p, "path": pt_rel, "passthrough": True} for p in keep]
         self.events.emit(OUTPUT, group=group, item_type=ospec.type, version=version,
-                         num_items=len(dataset), results=results)
+                         num_items=len(dataset), results=results, summary=summary or {})
         return written

@@ -35,30 +35,48 @@ def _heartbeat(events: EventWriter, interval_s: float, stop: threading.Event) ->
 def run_job(job_dir: Path) -> int:
     from ..jobtypes import get_jobtype
     from .context import RunContext
+    from .mpi import world
 
     job_dir = job_dir.resolve()
     events = EventWriter(job_dir)
     stop = threading.Event()
+    comm = None
     try:
-        events.started()
         jobfile = JobFile.read(job_dir)
-        beat = threading.Thread(target=_heartbeat, args=(events, jobfile.heartbeat_interval_s, stop), daemon=True)
-        beat.start()
-        ctx = RunContext(jobfile, events)
+        comm = world(jobfile.resources.mpi_ranks)
+        if comm.rank == 0:
+            events.started()
+            beat = threading.Thread(target=_heartbeat, args=(events, jobfile.heartbeat_interval_s, stop), daemon=True)
+            beat.start()
+        if comm.size != jobfile.resources.mpi_ranks:
+            raise UserError(
+                f"the job asked for {jobfile.resources.mpi_ranks} MPI ranks but COMM_WORLD has {comm.size}: "
+                "the launcher started separate programs (check the lane's MPI launcher, e.g. srun --mpi=pmi2 "
+                "with an MPI that supports it)"
+            )
+        ctx = RunContext(jobfile, events, comm)
         run = get_jobtype(jobfile.type).load_run()
-        ctx.running()
+        if comm.rank == 0:
+            ctx.running()
         run(ctx)
-        events.emit(COMPLETED)
+        comm.Barrier()
+        if comm.rank == 0:
+            events.emit(COMPLETED)
         return 0
-    except UserError as err:
-        # a problem with the job's input: the message says it all, the traceback is for us
-        events.emit(FAILED, message=str(err), traceback="")
-        print(f"ERROR: {err}", file=sys.stderr)
-        traceback.print_exc()
-        return 1
     except (Exception, Terminated) as err:
-        events.emit(FAILED, message=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        rank = getattr(comm, "rank", 0)
+        where = f" (MPI rank {rank} of {comm.size})" if comm is not None and comm.size > 1 else ""
+        if isinstance(err, UserError):
+            # a problem with the job's input: the message says it all, the traceback is for us
+            events.emit(FAILED, message=f"{err}{where}", traceback="")
+            print(f"ERROR{where}: {err}", file=sys.stderr)
+        else:
+            events.emit(FAILED, message=f"{type(err).__name__}: {err}{where}", traceback=traceback.format_exc())
         traceback.print_exc()
+        sys.stderr.flush()
+        if comm is not None and comm.size > 1:
+            events.close()
+            comm.Abort(1)  # no rank is left waiting in a collective
         return 1
     finally:
         stop.set()

@@ -1,0 +1,168 @@
+"""Fourier-slice insertion (back-projection) and extraction (projection), trilinear.
+
+Grids are centred cubes of even size G indexed [z, y, x]; a 2D frequency (kx, ky) of a
+particle with rotation R lands at q = R·(kx, ky, 0). Only half of each 2D plane is
+inserted; :func:`add_friedel_mates` restores the other half in 3D at the end, halving
+the work. Frequencies stay within G/2 - 2 so the 8 corners never leave the grid.
+
+On NumPy the scatter runs in a numba kernel (the vectorised form is memory-bound and
+5-10x slower on CPUs); on CuPy the vectorised form with atomic adds is used. Both are
+tested against each other.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+try:
+    import numba
+
+    @numba.njit(cache=True, fastmath=True, nogil=True)
+    def _insert_kernel(acc_re, acc_im, acc_w, val_re, val_im, wts, rots, kx, ky):  # pragma: no cover - compiled
+        g = acc_re.shape[0]
+        c = g // 2
+        for b in range(val_re.shape[0]):
+            r00, r01 = rots[b, 0, 0], rots[b, 0, 1]
+            r10, r11 = rots[b, 1, 0], rots[b, 1, 1]
+            r20, r21 = rots[b, 2, 0], rots[b, 2, 1]
+            for p in range(val_re.shape[1]):
+                x, y = kx[p], ky[p]
+                qx = r00 * x + r01 * y
+                qy = r10 * x + r11 * y
+                qz = r20 * x + r21 * y
+                fx, fy, fz = np.floor(qx), np.floor(qy), np.floor(qz)
+                tx, ty, tz = qx - fx, qy - fy, qz - fz
+                ix, iy, iz = int(fx) + c, int(fy) + c, int(fz) + c
+                vr, vi, w = val_re[b, p], val_im[b, p], wts[b, p]
+                for dz in range(2):
+                    wz = tz if dz else 1.0 - tz
+                    for dy in range(2):
+                        wzy = wz * (ty if dy else 1.0 - ty)
+                        for dx in range(2):
+                            wt = wzy * (tx if dx else 1.0 - tx)
+                            acc_re[iz + dz, iy + dy, ix + dx] += wt * vr
+                            acc_im[iz + dz, iy + dy, ix + dx] += wt * vi
+                            acc_w[iz + dz, iy + dy, ix + dx] += wt * w
+
+    @numba.njit(cache=True, fastmath=True, nogil=True)
+    def _extract_kernel(spec_re, spec_im, rots, kx, ky, out_re, out_im):  # pragma: no cover - compiled
+        g = spec_re.shape[0]
+        c = g // 2
+        for b in range(out_re.shape[0]):
+            r00, r01 = rots[b, 0, 0], rots[b, 0, 1]
+            r10, r11 = rots[b, 1, 0], rots[b, 1, 1]
+            r20, r21 = rots[b, 2, 0], rots[b, 2, 1]
+            for p in range(out_re.shape[1]):
+                x, y = kx[p], ky[p]
+                qx = r00 * x + r01 * y
+                qy = r10 * x + r11 * y
+                qz = r20 * x + r21 * y
+                fx, fy, fz = np.floor(qx), np.floor(qy), np.floor(qz)
+                tx, ty, tz = qx - fx, qy - fy, qz - fz
+                ix, iy, iz = int(fx) + c, int(fy) + c, int(fz) + c
+                sr = 0.0
+                si = 0.0
+                for dz in range(2):
+                    wz = tz if dz else 1.0 - tz
+                    for dy in range(2):
+                        wzy = wz * (ty if dy else 1.0 - ty)
+                        for dx in range(2):
+                            wt = wzy * (tx if dx else 1.0 - tx)
+                            sr += wt * spec_re[iz + dz, iy + dy, ix + dx]
+                            si += wt * spec_im[iz + dz, iy + dy, ix + dx]
+                out_re[b, p] = sr
+                out_im[b, p] = si
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency; kept for odd platforms
+    HAVE_NUMBA = False
+
+
+def _corners(xp: ModuleType, rots: object, kx: object, ky: object, g: int):
+    """Flat indices (B, P, 8) and trilinear weights (B, P, 8) of every point's corners."""
+    kx = xp.asarray(kx, dtype=xp.float32)
+    ky = xp.asarray(ky, dtype=xp.float32)
+    rots = xp.asarray(rots, dtype=xp.float32)
+    q = kx[None, :, None] * rots[:, None, :, 0] + ky[None, :, None] * rots[:, None, :, 1]  # (B,P,3) x,y,z
+    f = xp.floor(q)
+    t = q - f
+    i = f.astype(xp.int64) + g // 2
+    idx, wts = [], []
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                idx.append(((i[..., 2] + dz) * g + (i[..., 1] + dy)) * g + (i[..., 0] + dx))
+                wts.append((t[..., 0] if dx else 1 - t[..., 0]) * (t[..., 1] if dy else 1 - t[..., 1])
+                           * (t[..., 2] if dz else 1 - t[..., 2]))
+    return xp.stack(idx, -1), xp.stack(wts, -1)
+
+
+def _scatter_add(xp: ModuleType, target: object, idx: object, values: object) -> None:
+    if xp is np:
+        np.add.at(target, idx, values)
+    else:  # pragma: no cover - GPU only
+        import cupyx
+
+        cupyx.scatter_add(target, idx, values)
+
+
+def insert_slices(xp: ModuleType, acc_re, acc_im, acc_w, values, weights, rots, kx, ky,
+                  use_kernel: bool = True) -> None:
+    """Add B slices: ``values`` (B, P) complex at half-plane points (kx, ky), with
+    ``weights`` (B, P) (CTF²) into the accumulators (G, G, G) float32."""
+    if xp is np and HAVE_NUMBA and use_kernel:
+        _insert_kernel(acc_re, acc_im, acc_w,
+                       np.ascontiguousarray(values.real, dtype=np.float32),
+                       np.ascontiguousarray(values.imag, dtype=np.float32),
+                       np.ascontiguousarray(weights, dtype=np.float32),
+                       np.ascontiguousarray(rots, dtype=np.float32),
+                       np.ascontiguousarray(kx, dtype=np.float32), np.ascontiguousarray(ky, dtype=np.float32))
+        return
+    g = acc_re.shape[0]
+    idx, w = _corners(xp, rots, kx, ky, g)
+    idx = idx.reshape(-1)
+    for target, v in ((acc_re, values.real), (acc_im, values.imag), (acc_w, weights)):
+        _scatter_add(xp, target.reshape(-1), idx, (w * xp.asarray(v, dtype=xp.float32)[..., None]).reshape(-1))
+
+
+def add_friedel_mates(xp: ModuleType, acc_re, acc_im, acc_w) -> tuple:
+    """Complete half-plane insertions: A(q) += conj A(-q), W(q) += W(-q)."""
+    def mirror(a):
+        return xp.roll(xp.flip(a), 1, axis=(0, 1, 2))
+
+    return acc_re + mirror(acc_re), acc_im - mirror(acc_im), acc_w + mirror(acc_w)
+
+
+def extract_slices(xp: ModuleType, volume_ft: object, rots: object, kx: object, ky: object,
+                   use_kernel: bool = True) -> object:
+    """Values (B, P) of a centred complex grid at q = R·(kx, ky, 0), trilinear.
+
+    ``volume_ft`` may also be a (real, imag) pair of float32 grids, which the CPU kernel
+    reads without splitting the complex grid on every call."""
+    if isinstance(volume_ft, tuple):
+        re, im = volume_ft
+        volume_ft = None if xp is np and HAVE_NUMBA and use_kernel else re + 1j * im
+    else:
+        re, im = volume_ft.real, volume_ft.imag
+    if xp is np and HAVE_NUMBA and use_kernel:
+        b, p = len(rots), len(kx)
+        out_re, out_im = np.empty((b, p), np.float32), np.empty((b, p), np.float32)
+        _extract_kernel(np.ascontiguousarray(re, dtype=np.float32), np.ascontiguousarray(im, dtype=np.float32),
+                        np.ascontiguousarray(rots, dtype=np.float32), np.ascontiguousarray(kx, dtype=np.float32),
+                        np.ascontiguousarray(ky, dtype=np.float32), out_re, out_im)
+        return out_re + 1j * out_im
+    g = volume_ft.shape[0]
+    idx, w = _corners(xp, rots, kx, ky, g)
+    flat = volume_ft.reshape(-1)
+    return (flat[idx] * w).sum(-1)
+
+
+def trilinear_gridding_correction(xp: ModuleType, n: int, g: int) -> object:
+    """sinc² of the trilinear kernel over a centred n³ box taken from a g³ grid (divide
+    the real-space map by it)."""
+    x = (xp.arange(n, dtype=xp.float64) - n // 2) / g
+    s = xp.sinc(x) ** 2
+    s = xp.maximum(s, 1e-3)
+    return (s[:, None, None] * s[None, :, None] * s[None, None, :]).astype(xp.float32)

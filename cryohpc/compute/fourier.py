@@ -1,0 +1,62 @@
+"""Centred FFTs and frequency grids: the origin of real space and of frequency space is
+at index n//2 in every dimension, as MRC maps and particle images are centred."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+
+def fft2_centered(xp: ModuleType, images: object) -> object:
+    """Centred 2D FFT over the last two axes."""
+    f = xp.fft.fftshift
+    return f(xp.fft.fft2(xp.fft.ifftshift(images, axes=(-2, -1))), axes=(-2, -1))
+
+
+def ifft2_centered(xp: ModuleType, spectra: object) -> object:
+    return xp.fft.fftshift(xp.fft.ifft2(xp.fft.ifftshift(spectra, axes=(-2, -1))), axes=(-2, -1))
+
+
+def fftn_centered(xp: ModuleType, vol: object) -> object:
+    return xp.fft.fftshift(xp.fft.fftn(xp.fft.ifftshift(vol)))
+
+
+def ifftn_centered(xp: ModuleType, spec: object) -> object:
+    return xp.fft.fftshift(xp.fft.ifftn(xp.fft.ifftshift(spec)))
+
+
+def pad_center(xp: ModuleType, arr: object, size: int) -> object:
+    """Zero-pad the last len(axes) dims of ``arr`` (cubic/square) to ``size``, centred."""
+    n = arr.shape[-1]
+    if size == n:
+        return arr
+    lo = size // 2 - n // 2
+    nd = 3 if arr.ndim == 3 and arr.shape[0] == n and arr.shape[1] == n else 2
+    shape = arr.shape[:-nd] + (size,) * nd
+    out = xp.zeros(shape, dtype=arr.dtype)
+    sl = (Ellipsis,) + (slice(lo, lo + n),) * nd
+    out[sl] = arr
+    return out
+
+
+def crop_center(arr: object, n: int, nd: int) -> object:
+    size = arr.shape[-1]
+    lo = size // 2 - n // 2
+    return arr[(Ellipsis,) + (slice(lo, lo + n),) * nd]
+
+
+def half_plane_points(size: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer frequency coordinates (kx, ky) of one half of the centred 2D plane within
+    ``radius`` (Friedel mates are restored in 3D): ky > 0, or ky == 0 and kx >= 0."""
+    k = np.arange(size) - size // 2
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    keep = (kx**2 + ky**2 <= radius**2) & ((ky > 0) | ((ky == 0) & (kx >= 0)))
+    return kx[keep], ky[keep]
+
+
+def radial_index(n: int, nd: int) -> np.ndarray:
+    """Integer radius (rounded) of every point of a centred n^nd grid."""
+    k = np.arange(n) - n // 2
+    grids = np.meshgrid(*([k] * nd), indexing="ij")
+    return np.rint(np.sqrt(sum(g.astype(np.float64) ** 2 for g in grids))).astype(np.int64)

@@ -1,0 +1,105 @@
+"""Direct Fourier inversion with CTF weighting, in two half sets.
+
+Per particle: X = sign · FFT(zero-padded image), shifted by its pose shift, times CTF,
+inserted at R·k; the CTF² goes to the weights. A map is N / (W + λ), inverse-FFT'd,
+cropped and divided by the trilinear kernel's sinc². State is three float32 grids per
+half, so MPI ranks and checkpoints add them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from .backproject import add_friedel_mates, insert_slices, trilinear_gridding_correction
+from .ctf import ctf_values
+from .fourier import crop_center, fft2_centered, half_plane_points, ifftn_centered, pad_center
+from .xp import to_numpy
+
+HALVES = 2
+ARRAYS = ("re", "im", "w")
+
+
+@dataclass
+class CtfParams:
+    """Per-particle CTF fields (CryoSPARC names), each an array of length B."""
+
+    df1_A: np.ndarray
+    df2_A: np.ndarray
+    df_angle_rad: np.ndarray
+    accel_kv: np.ndarray
+    cs_mm: np.ndarray
+    amp_contrast: np.ndarray
+    phase_shift_rad: np.ndarray
+
+    def take(self, sl) -> CtfParams:
+        return CtfParams(**{k: np.asarray(v)[sl] for k, v in self.__dict__.items()})
+
+
+class Reconstructor:
+    """Accumulates particles into half-set Fourier grids of size ``pad * box``."""
+
+    def __init__(self, xp: ModuleType, box: int, psize_A: float, pad: int = 2, use_kernel: bool = True):
+        self.xp, self.box, self.psize_A, self.pad = xp, box, psize_A, pad
+        self.g = pad * box
+        self.kx, self.ky = half_plane_points(self.g, self.g / 2 - 2)
+        # image pixel coordinates of the half-plane points in the centred padded spectrum
+        self._iy = xp.asarray(self.ky + self.g // 2)
+        self._ix = xp.asarray(self.kx + self.g // 2)
+        self._fx = xp.asarray(self.kx / (self.g * psize_A))  # 1/Å
+        self._fy = xp.asarray(self.ky / (self.g * psize_A))
+        self.use_kernel = use_kernel
+        self.acc = xp.zeros((HALVES, len(ARRAYS), self.g, self.g, self.g), dtype=xp.float32)
+        self.count = 0
+
+    def insert(self, images: np.ndarray, rots: np.ndarray, shifts_px: np.ndarray, ctf: CtfParams | None,
+               sign: np.ndarray, split: np.ndarray, extra_rots: np.ndarray | None = None) -> None:
+        """Insert B images (B, box, box) with rotations (B, 3, 3), shifts (B, 2) in pixels,
+        half-set labels ``split`` (0/1); ``extra_rots`` (k, 3, 3) are symmetry operators."""
+        xp = self.xp
+        imgs = xp.asarray(images, dtype=xp.float32) * xp.asarray(sign, dtype=xp.float32)[:, None, None]
+        spec = fft2_centered(xp, pad_center(xp, imgs, self.g))
+        values = spec[:, self._iy, self._ix]  # (B, P)
+        s = xp.asarray(shifts_px, dtype=xp.float64)
+        phase = -2 * np.pi * (s[:, :1] * xp.asarray(self.kx)[None] + s[:, 1:] * xp.asarray(self.ky)[None]) / self.g
+        values = values * xp.exp(1j * phase).astype(xp.complex64)
+        if ctf is not None:
+            c = ctf_values(xp, self._fx, self._fy, ctf.df1_A, ctf.df2_A, ctf.df_angle_rad, ctf.accel_kv,
+                           ctf.cs_mm, ctf.amp_contrast, ctf.phase_shift_rad)
+            values = values * c
+            weights = c * c
+        else:
+            weights = xp.ones(values.shape, dtype=xp.float32)
+        ops = [np.eye(3)] if extra_rots is None else list(extra_rots)
+        split = np.asarray(split)
+        for h in range(HALVES):
+            sel = np.flatnonzero(split == h)
+            if not len(sel):
+                continue
+            sel_x = xp.asarray(sel)
+            for op in ops:
+                r = np.asarray(op) @ np.asarray(rots)[sel]  # symmetry-equivalent orientations
+                insert_slices(xp, self.acc[h, 0], self.acc[h, 1], self.acc[h, 2], values[sel_x],
+                              weights[sel_x], r, self.kx, self.ky, use_kernel=self.use_kernel)
+        self.count += len(images)
+
+    # -- finishing ------------------------------------------------------------------------
+    def _map(self, re, im, w, wiener: float) -> np.ndarray:
+        xp = self.xp
+        re, im, w = add_friedel_mates(xp, re, im, w)
+        positive = w[w > 0]
+        lam = float(wiener * xp.median(positive)) if positive.size else 1.0
+        spec = (re + 1j * im) / (w + lam)
+        real = xp.real(ifftn_centered(xp, spec))
+        vol = crop_center(real, self.box, 3) / trilinear_gridding_correction(xp, self.box, self.g)
+        return to_numpy(vol).astype(np.float32)
+
+    def finish(self, wiener: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Half map A, half map B, full map (real space, box³, float32)."""
+        a, b = self.acc[0], self.acc[1]
+        half_a = self._map(a[0], a[1], a[2], wiener)
+        half_b = self._map(b[0], b[1], b[2], wiener)
+        full = self._map(a[0] + b[0], a[1] + b[1], a[2] + b[2], wiener)
+        return half_a, half_b, full

@@ -1,0 +1,137 @@
+"""homo_reconstruct: direct Fourier inversion over MPI ranks, half maps, FSC."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..compute.fsc import fsc, plot_fsc, write_fsc_xml
+from ..compute.geometry import rotvec_to_matrix
+from ..compute.io_mrc import read_images, read_info
+from ..compute.reconstruct import CtfParams, Reconstructor
+from ..compute.symmetry import symmetry_matrices
+from ..compute.xp import backend_name, get_xp, to_numpy, use_device
+from ..dataset import Dataset
+from ..errors import InputFileError
+from ..worker.checkpoint import Checkpoint, signature
+from ..worker.context import RunContext
+from ..worker.mpi import local_rank, reduce_sum
+from .volumes import write_volume_result
+
+NEEDED = {
+    "blob": ("blob/path", "blob/idx", "blob/shape", "blob/psize_A"),
+    "alignments3D": ("alignments3D/pose", "alignments3D/shift", "alignments3D/split"),
+    "ctf": ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad", "ctf/accel_kv", "ctf/cs_mm", "ctf/amp_contrast"),
+}
+
+
+def _check_fields(ctx: RunContext, ds: Dataset, use_ctf: bool) -> None:
+    """Name the .cs file and field when a needed field is absent."""
+    for slot, fields in NEEDED.items():
+        if slot == "ctf" and not use_ctf:
+            continue
+        missing = [f for f in fields if f not in ds]
+        if missing:
+            files = sorted({c.slots.get(slot) or next(iter(c.slots.values())) for c in ctx.jobfile.inputs["particles"]})
+            raise InputFileError(f"{', '.join(files)}: particles lack field(s) {', '.join(missing)} "
+                                 f"(needed for {'poses' if slot == 'alignments3D' else slot})")
+
+
+def _check_stacks(ctx: RunContext, ds: Dataset) -> tuple[int, float]:
+    """Every stack exists, is whole and large enough; all share one box. Returns box, psize."""
+    paths = ds["blob/path"]
+    uniq, inverse = np.unique(paths, return_inverse=True)
+    boxes = set()
+    for i, rel in enumerate(uniq.tolist()):
+        path = ctx.project_path(rel.decode())
+        if not path.exists():
+            raise InputFileError(f"blob/path {rel.decode()!r} points nowhere (no file {path})")
+        info = read_info(path)
+        top = int(ds["blob/idx"][inverse == i].max())
+        if top >= info.shape[0]:
+            raise InputFileError(f"{path}: blob/idx {top} is beyond the stack's {info.shape[0]} images")
+        boxes.add(info.shape[1:])
+    if len(boxes) != 1 or len(set(next(iter(boxes)))) != 1:
+        raise InputFileError(f"particles have different or non-square image sizes: {sorted(boxes)}")
+    psize = np.unique(ds["blob/psize_A"])
+    if len(psize) != 1 or psize[0] <= 0:
+        raise InputFileError(f"particles must share one positive blob/psize_A, found {psize[:5]}")
+    return next(iter(boxes))[0], float(psize[0])
+
+
+def _read_batch(ctx: RunContext, part: Dataset) -> np.ndarray:
+    """Images of a batch in file order, one read per stack."""
+    out = []
+    paths = part["blob/path"]
+    starts = np.flatnonzero(np.r_[True, paths[1:] != paths[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(part)], strict=True):
+        out.append(read_images(ctx.project_path(paths[a].decode()), part["blob/idx"][a:b]))
+    return np.concatenate(out)
+
+
+def run_homo_reconstruct(ctx: RunContext) -> None:
+    p = ctx.params
+    use_ctf = not p["ignore_ctf"]
+    ds = ctx.load_input("particles")
+    _check_fields(ctx, ds, use_ctf)
+    if not len(ds):
+        raise InputFileError("no particles connected")
+    ds = ds.take(np.lexsort((ds["blob/idx"], ds["blob/path"])))  # file order: sequential reads
+    box, psize = _check_stacks(ctx, ds)
+    sym = symmetry_matrices(p["symmetry"])
+    xp = get_xp("auto" if p["compute_num_gpus"] else "numpy")
+    device = use_device(local_rank(ctx.comm)) if xp is not np else None
+    mine = ds.take(np.array_split(np.arange(len(ds)), ctx.size)[ctx.rank])
+    ctx.log(f"{len(ds)} particles, box {box}, {psize:.3f} Å/px, symmetry {p['symmetry']}, padding "
+            f"{p['padding_factor']}, {ctx.size} rank(s) on {backend_name(xp)}"
+            + (f" (GPU {device})" if device is not None else ""))
+
+    rec = Reconstructor(xp, box, psize, pad=p["padding_factor"])
+    ckpt = Checkpoint(ctx.job_dir, ctx.rank, signature(mine["uid"], box, psize, p["symmetry"],
+                                                       p["padding_factor"], use_ctf))
+    done = 0
+    saved = ckpt.load() if p["checkpoint_every_s"] > 0 else None
+    if saved is not None:
+        rec.acc[...] = xp.asarray(saved[0])
+        done = saved[1]
+        ctx.log(f"resumed from checkpoint: {done} of {len(mine)} particles already inserted", all_ranks=True)
+    align_scale = (mine["alignments3D/psize_A"] / mine["blob/psize_A"]) if "alignments3D/psize_A" in mine else None
+    last_ckpt = time.monotonic()
+    for b0 in range(done, len(mine), p["batch_size"]):
+        part = mine.take(np.arange(b0, min(len(mine), b0 + p["batch_size"])))
+        sl = slice(b0, b0 + len(part))
+        shifts = part["alignments3D/shift"].astype(np.float64)
+        if align_scale is not None:
+            shifts = shifts * np.where(align_scale[sl] > 0, align_scale[sl], 1.0)[:, None]
+        ctf = CtfParams(**{k: part[f"ctf/{k}"] if f"ctf/{k}" in part else np.zeros(len(part))
+                           for k in ("df1_A", "df2_A", "df_angle_rad", "accel_kv", "cs_mm", "amp_contrast",
+                                     "phase_shift_rad")}) if use_ctf else None
+        sign = part["blob/sign"] if "blob/sign" in part else np.ones(len(part))
+        rec.insert(_read_batch(ctx, part), rotvec_to_matrix(part["alignments3D/pose"]), shifts, ctf, sign,
+                   part["alignments3D/split"], extra_rots=sym if len(sym) > 1 else None)
+        done = b0 + len(part)
+        ctx.progress(done, len(mine), "particles inserted" + (" on rank 0" if ctx.size > 1 else ""))
+        if p["checkpoint_every_s"] > 0 and time.monotonic() - last_ckpt > p["checkpoint_every_s"] and done < len(mine):
+            ckpt.save(to_numpy(rec.acc), done)
+            last_ckpt = time.monotonic()
+
+    total = reduce_sum(ctx.comm, to_numpy(rec.acc))
+    if not ctx.is_root:
+        return
+    rec.acc = xp.asarray(total)
+    ctx.log("Finishing maps")
+    half_a, half_b, full = rec.finish(p["wiener_constant"])
+    curve = fsc(half_a, half_b, psize)
+    res143, res05 = curve.resolution_A(0.143), curve.resolution_A(0.5)
+    ctx.log(f"FSC between half maps: {res143:.2f} Å at 0.143, {res05:.2f} Å at 0.5")
+    uid = ctx.jobfile.job_uid
+    plot_fsc(ctx.job_dir / f"{uid}_fsc.png", {"half maps": curve}, f"{uid} {p['symmetry']}, {len(ds)} particles")
+    write_fsc_xml(ctx.job_dir / f"{uid}_fsc.xml", curve, f"{uid} half-map FSC")
+    columns = {}
+    for prefix, vol in (("map", full), ("map_half_A", half_a), ("map_half_B", half_b)):
+        columns.update(write_volume_result(ctx, prefix, vol, psize))
+    summary = {"fsc_0143_A": res143, "fsc_05_A": res05, "num_particles": len(ds), "box": box, "psize_A": psize,
+               "symmetry": p["symmetry"], "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.png")}
+    ctx.save_output("volume", Dataset.from_columns(columns), summary=summary)
+    ctx.save_output("particles", ds.select([]))
