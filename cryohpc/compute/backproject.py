@@ -1,9 +1,10 @@
 """Fourier-slice insertion (back-projection) and extraction (projection), trilinear.
 
-Grids are centred cubes of even size G indexed [z, y, x]; a 2D frequency (kx, ky) of a
+Grids are centred cubes of even size indexed [z, y, x]; a 2D frequency (kx, ky) of a
 particle with rotation R lands at q = R·(kx, ky, 0). Only half of each 2D plane is
 inserted; :func:`add_friedel_mates` restores the other half in 3D at the end, halving
-the work. Frequencies stay within G/2 - 2 so the 8 corners never leave the grid.
+the work. Accumulators carry a margin of ``MARGIN`` voxels beyond Nyquist on each side
+(:func:`grid_with_margin`) so frequencies up to Nyquist keep all 8 corners inside.
 
 On NumPy the scatter runs in a numba kernel (the vectorised form is memory-bound and
 5-10x slower on CPUs); on CuPy the vectorised form with atomic adds is used. Both are
@@ -78,6 +79,14 @@ try:
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - numba is a dependency; kept for odd platforms
     HAVE_NUMBA = False
+
+
+MARGIN = 2
+
+
+def grid_with_margin(g: int) -> int:
+    """Size of an accumulator for a padded image size g (frequencies up to g/2)."""
+    return g + 2 * MARGIN
 
 
 def _corners(xp: ModuleType, rots: object, kx: object, ky: object, g: int):

@@ -26,13 +26,12 @@ def ifftn_centered(xp: ModuleType, spec: object) -> object:
     return xp.fft.fftshift(xp.fft.ifftn(xp.fft.ifftshift(spec)))
 
 
-def pad_center(xp: ModuleType, arr: object, size: int) -> object:
-    """Zero-pad the last len(axes) dims of ``arr`` (cubic/square) to ``size``, centred."""
+def pad_center(xp: ModuleType, arr: object, size: int, nd: int) -> object:
+    """Zero-pad the last ``nd`` (square or cubic) dimensions of ``arr`` to ``size``, centred."""
     n = arr.shape[-1]
     if size == n:
         return arr
     lo = size // 2 - n // 2
-    nd = 3 if arr.ndim == 3 and arr.shape[0] == n and arr.shape[1] == n else 2
     shape = arr.shape[:-nd] + (size,) * nd
     out = xp.zeros(shape, dtype=arr.dtype)
     sl = (Ellipsis,) + (slice(lo, lo + n),) * nd

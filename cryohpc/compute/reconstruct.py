@@ -13,9 +13,14 @@ from types import ModuleType
 
 import numpy as np
 
-from .backproject import add_friedel_mates, insert_slices, trilinear_gridding_correction
+from .backproject import (
+    add_friedel_mates,
+    grid_with_margin,
+    insert_slices,
+    trilinear_gridding_correction,
+)
 from .ctf import ctf_values
-from .fourier import crop_center, fft2_centered, half_plane_points, ifftn_centered, pad_center
+from .fourier import crop_center, fft2_centered, half_plane_points, ifftn_centered
 from .xp import to_numpy
 
 HALVES = 2
@@ -39,19 +44,27 @@ class CtfParams:
 
 
 class Reconstructor:
-    """Accumulates particles into half-set Fourier grids of size ``pad * box``."""
+    """Accumulates particles into half-set Fourier grids oversampled ``pad`` times.
+
+    As in RELION, each image's box-size spectrum (CTF applied on that grid) is inserted at
+    coordinates scaled by ``pad``; images are not zero-padded. That keeps the model of
+    delocalised CTF signal RELION's and costs pad² fewer samples per particle.
+    """
 
     def __init__(self, xp: ModuleType, box: int, psize_A: float, pad: int = 2, use_kernel: bool = True):
         self.xp, self.box, self.psize_A, self.pad = xp, box, psize_A, pad
         self.g = pad * box
-        self.kx, self.ky = half_plane_points(self.g, self.g / 2 - 2)
-        # image pixel coordinates of the half-plane points in the centred padded spectrum
-        self._iy = xp.asarray(self.ky + self.g // 2)
-        self._ix = xp.asarray(self.kx + self.g // 2)
-        self._fx = xp.asarray(self.kx / (self.g * psize_A))  # 1/Å
-        self._fy = xp.asarray(self.ky / (self.g * psize_A))
+        self.kx, self.ky = half_plane_points(box, box / 2)
+        self._iy = xp.asarray(self.ky + box // 2)
+        self._ix = xp.asarray(self.kx + box // 2)
+        self._gx = (self.kx * pad).astype(np.float32)  # positions on the oversampled grid
+        self._gy = (self.ky * pad).astype(np.float32)
+        self._fx = xp.asarray(self.kx / (box * psize_A))  # 1/Å
+        self._fy = xp.asarray(self.ky / (box * psize_A))
         self.use_kernel = use_kernel
-        self.acc = xp.zeros((HALVES, len(ARRAYS), self.g, self.g, self.g), dtype=xp.float32)
+        self.gridding_correction = True
+        m = grid_with_margin(self.g)
+        self.acc = xp.zeros((HALVES, len(ARRAYS), m, m, m), dtype=xp.float32)
         self.count = 0
 
     def insert(self, images: np.ndarray, rots: np.ndarray, shifts_px: np.ndarray, ctf: CtfParams | None,
@@ -60,10 +73,10 @@ class Reconstructor:
         half-set labels ``split`` (0/1); ``extra_rots`` (k, 3, 3) are symmetry operators."""
         xp = self.xp
         imgs = xp.asarray(images, dtype=xp.float32) * xp.asarray(sign, dtype=xp.float32)[:, None, None]
-        spec = fft2_centered(xp, pad_center(xp, imgs, self.g))
+        spec = fft2_centered(xp, imgs)
         values = spec[:, self._iy, self._ix]  # (B, P)
         s = xp.asarray(shifts_px, dtype=xp.float64)
-        phase = -2 * np.pi * (s[:, :1] * xp.asarray(self.kx)[None] + s[:, 1:] * xp.asarray(self.ky)[None]) / self.g
+        phase = -2 * np.pi * (s[:, :1] * xp.asarray(self.kx)[None] + s[:, 1:] * xp.asarray(self.ky)[None]) / self.box
         values = values * xp.exp(1j * phase).astype(xp.complex64)
         if ctf is not None:
             c = ctf_values(xp, self._fx, self._fy, ctf.df1_A, ctf.df2_A, ctf.df_angle_rad, ctf.accel_kv,
@@ -82,18 +95,18 @@ class Reconstructor:
             for op in ops:
                 r = np.asarray(op) @ np.asarray(rots)[sel]  # symmetry-equivalent orientations
                 insert_slices(xp, self.acc[h, 0], self.acc[h, 1], self.acc[h, 2], values[sel_x],
-                              weights[sel_x], r, self.kx, self.ky, use_kernel=self.use_kernel)
+                              weights[sel_x], r, self._gx, self._gy, use_kernel=self.use_kernel)
         self.count += len(images)
 
     # -- finishing ------------------------------------------------------------------------
     def _map(self, re, im, w, wiener: float) -> np.ndarray:
         xp = self.xp
-        re, im, w = add_friedel_mates(xp, re, im, w)
+        re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, re, im, w))
         positive = w[w > 0]
         lam = float(wiener * xp.median(positive)) if positive.size else 1.0
         spec = (re + 1j * im) / (w + lam)
         real = xp.real(ifftn_centered(xp, spec))
-        vol = crop_center(real, self.box, 3) / trilinear_gridding_correction(xp, self.box, self.g)
+        vol = crop_center(real, self.box, 3) / (trilinear_gridding_correction(xp, self.box, self.g) if self.gridding_correction else 1.0)
         return to_numpy(vol).astype(np.float32)
 
     def finish(self, wiener: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
