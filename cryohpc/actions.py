@@ -90,6 +90,26 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
     return job
 
 
+def restart_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None = None) -> Job:
+    """Queue a killed or failed job again without clearing its directory: partial results
+    (checkpoints) it saved are reused, and its earlier event logs are kept.
+
+    Raises:
+        UserError: the job is not killed or failed.
+    """
+    with inst.store.write() as tx:
+        job = tx.get_job(project_uid, job_uid)
+        if job.status not in (JobStatus.KILLED, JobStatus.FAILED):
+            raise UserError(f"{job.ref} is {job.status.value}; only killed or failed jobs can be restarted")
+        if lane is not None:
+            job.queued_lane = lane
+        job.pending_outputs = []
+        set_status(job, JobStatus.QUEUED)
+        job.queue_status = QueueStatus.ACTIVELY_QUEUED
+        tx.put_job(job)
+    return job
+
+
 def clear_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
     """Return a final job to building: outputs and its directory's contents are removed.
 

@@ -180,6 +180,9 @@ class JobHandle:
     def kill(self) -> Job:
         return actions.kill_job(self.api.instance, self.project_uid, self.uid)
 
+    def restart(self, lane: str | None = None) -> Job:
+        return actions.restart_job(self.api.instance, self.project_uid, self.uid, lane)
+
     def clear(self) -> Job:
         return actions.clear_job(self.api.instance, self.project_uid, self.uid)
 

@@ -251,6 +251,17 @@ def job_kill(c: Ctx, project_uid, job_uid) -> None:
     c.emit(_dump(j), f"{j.project_uid} {j.uid} killed")
 
 
+@job.command("restart")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("--lane", help="queue to another lane")
+@pass_ctx
+def job_restart(c: Ctx, project_uid, job_uid, lane) -> None:
+    """Queue a killed or failed job again, keeping its directory (checkpoints are reused)."""
+    j = c.api.find_project(project_uid).find_job(job_uid).restart(lane)
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued again to lane {j.queued_lane}")
+
+
 @job.command("clear")
 @click.argument("project_uid")
 @click.argument("job_uid")
@@ -301,6 +312,9 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
     for g in j.outputs:
         res = ", ".join(r.name + (" (passthrough)" if r.passthrough else "") for r in g.results)
         lines.append(f"output {g.name} ({g.type}, {g.num_items} items): {res}")
+        for key, value in g.summary.items():
+            if not isinstance(value, list):
+                lines.append(f"    {key}: {_short(value)}")
     if j.progress:
         lines.append(f"progress: {j.progress.get('done')}/{j.progress.get('total')} {j.progress.get('what', '')}")
     for e in j.build_errors:

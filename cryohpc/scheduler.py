@@ -99,6 +99,16 @@ def fail(job: Job, message: str) -> None:
     set_status(job, JobStatus.FAILED)
 
 
+def _keep_previous_events(job_dir: Path) -> None:
+    """A restarted job starts a fresh events.jsonl; the earlier run's becomes events.N.jsonl."""
+    current = job_dir / "events.jsonl"
+    if current.exists():
+        n = 1
+        while (job_dir / f"events.{n}.jsonl").exists():
+            n += 1
+        current.rename(job_dir / f"events.{n}.jsonl")
+
+
 def dir_size(path: Path) -> int:
     total = 0
     for p in path.rglob("*"):
@@ -114,9 +124,35 @@ class Scheduler:
     def __init__(self, inst: Instance, lanes: dict[str, Lane] | None = None):
         self.inst = inst
         self.store = inst.store
-        self.lanes = lanes if lanes is not None else inst.build_lanes()
+        self._fixed_lanes = lanes is not None
+        self._config_stamp: tuple = ()
+        self.lanes: dict[str, Lane] = lanes if lanes is not None else {}
+        self.reload_lanes()
+
+    def reload_lanes(self) -> None:
+        """Pick up site-config changes; a lane whose config did not change keeps its object
+        (the local lane holds its child processes)."""
+        if self._fixed_lanes:
+            return
+        folder = self.inst.paths.site_configs
+        files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
+        stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files)
+        if stamp == self._config_stamp and self.lanes:
+            return
+        try:
+            fresh = self.inst.build_lanes()
+        except CryohpcError as err:
+            log.error("site configs not reloaded, keeping the lanes in use: %s", err)
+            self._config_stamp = stamp
+            return
+        for name, lane in fresh.items():
+            old = self.lanes.get(name)
+            if old is not None and getattr(old, "cfg", None) == getattr(lane, "cfg", None):
+                fresh[name] = old
+        self.lanes, self._config_stamp = fresh, stamp
 
     def step(self) -> None:
+        self.reload_lanes()
         self.monitor()
         self.launch_ready()
 
@@ -276,7 +312,7 @@ class Scheduler:
                     heartbeat_interval_s=self.inst.config.heartbeat_interval_s,
                     created_at=now(),
                 ).write(job_dir)
-                (job_dir / "events.jsonl").unlink(missing_ok=True)
+                _keep_previous_events(job_dir)
                 env = {
                     "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in alloc.gpu_ids),
                     "PYTHONUNBUFFERED": "1",

@@ -44,10 +44,11 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.STARTED: frozenset({S.RUNNING, S.WAITING, S.COMPLETED, S.KILLED, S.FAILED}),
     S.RUNNING: frozenset({S.WAITING, S.COMPLETED, S.KILLED, S.FAILED}),
     S.WAITING: frozenset({S.RUNNING, S.COMPLETED, S.KILLED, S.FAILED}),
-    # final states are left only by clearing the job
+    # completed jobs are left only by clearing; killed and failed ones may also be
+    # restarted (queued again with their directory, so checkpoints are reused)
     S.COMPLETED: frozenset({S.BUILDING}),
-    S.KILLED: frozenset({S.BUILDING}),
-    S.FAILED: frozenset({S.BUILDING}),
+    S.KILLED: frozenset({S.BUILDING, S.QUEUED}),
+    S.FAILED: frozenset({S.BUILDING, S.QUEUED}),
 }
 
 

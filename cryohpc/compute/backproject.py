@@ -120,7 +120,15 @@ def _scatter_add(xp: ModuleType, target: object, idx: object, values: object) ->
 def insert_slices(xp: ModuleType, acc_re, acc_im, acc_w, values, weights, rots, kx, ky,
                   use_kernel: bool = True) -> None:
     """Add B slices: ``values`` (B, P) complex at half-plane points (kx, ky), with
-    ``weights`` (B, P) (CTF²) into the accumulators (G, G, G) float32."""
+    ``weights`` (B, P) (CTF²) into the accumulators (G, G, G) float32.
+
+    Raises:
+        ValueError: a point lies so far out that a corner would leave the grid (the
+            compiled kernel does not check bounds, so this is checked here).
+    """
+    limit = (acc_re.shape[0] - 2 * MARGIN) / 2
+    if len(kx) and float(np.max(np.asarray(kx, np.float64) ** 2 + np.asarray(ky, np.float64) ** 2)) > limit**2 + 1e-6:
+        raise ValueError(f"frequencies beyond {limit} voxels do not fit an accumulator of {acc_re.shape[0]}")
     if xp is np and HAVE_NUMBA and use_kernel:
         _insert_kernel(acc_re, acc_im, acc_w,
                        np.ascontiguousarray(values.real, dtype=np.float32),

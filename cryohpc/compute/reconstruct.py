@@ -43,6 +43,29 @@ class CtfParams:
         return CtfParams(**{k: np.asarray(v)[sl] for k, v in self.__dict__.items()})
 
 
+def soft_mask_outside_sphere(xp: ModuleType, vol: object, edge_px: float = 3.0) -> object:
+    """Corners beyond the inscribed sphere set to the background level outside it, with a
+    raised-cosine edge: what RELION's reconstruction does against aliasing in the corners,
+    where the noise is largest."""
+    n = vol.shape[0]
+    k = xp.arange(n, dtype=xp.float32) - n // 2
+    r = xp.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)
+    radius = n / 2 - edge_px
+    outside = r > radius + edge_px
+    if not bool(outside.any()):
+        return vol
+    background = vol[outside].mean()
+    m = xp.clip((r - radius) / edge_px, 0.0, 1.0)
+    m = 0.5 * (1 + xp.cos(np.pi * m))  # 1 inside, 0 beyond the edge
+    return vol * m + background * (1 - m)
+
+
+def nyquist_sphere(xp: ModuleType, g: int) -> object:
+    """True inside the sphere of radius g/2 of a centred g³ grid (RELION zeroes beyond it)."""
+    k = xp.arange(g, dtype=xp.float32) - g // 2
+    return (k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) <= (g / 2) ** 2
+
+
 class Reconstructor:
     """Accumulates particles into half-set Fourier grids oversampled ``pad`` times.
 
@@ -104,10 +127,12 @@ class Reconstructor:
         re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, re, im, w))
         positive = w[w > 0]
         lam = float(wiener * xp.median(positive)) if positive.size else 1.0
-        spec = (re + 1j * im) / (w + lam)
+        spec = (re + 1j * im) / (w + lam) * nyquist_sphere(xp, self.g)
         real = xp.real(ifftn_centered(xp, spec))
-        vol = crop_center(real, self.box, 3) / (trilinear_gridding_correction(xp, self.box, self.g) if self.gridding_correction else 1.0)
-        return to_numpy(vol).astype(np.float32)
+        vol = crop_center(real, self.box, 3)
+        if self.gridding_correction:
+            vol = vol / trilinear_gridding_correction(xp, self.box, self.g)
+        return to_numpy(soft_mask_outside_sphere(xp, vol)).astype(np.float32)
 
     def finish(self, wiener: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Half map A, half map B, full map (real space, box³, float32)."""

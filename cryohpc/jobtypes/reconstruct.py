@@ -132,6 +132,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     for prefix, vol in (("map", full), ("map_half_A", half_a), ("map_half_B", half_b)):
         columns.update(write_volume_result(ctx, prefix, vol, psize))
     summary = {"fsc_0143_A": res143, "fsc_05_A": res05, "num_particles": len(ds), "box": box, "psize_A": psize,
-               "symmetry": p["symmetry"], "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.png")}
+               "symmetry": p["symmetry"], "map": ctx.relpath(ctx.job_dir / f"{uid}_map.mrc"),
+               "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.png")}
     ctx.save_output("volume", Dataset.from_columns(columns), summary=summary)
     ctx.save_output("particles", ds.select([]))

@@ -47,3 +47,19 @@ def run_sleep(ctx) -> None:
 
 def run_exit(ctx) -> None:
     os._exit(ctx.params["code"])
+
+register(JobTypeSpec(
+    name="test_mpi_rank_fails", title="One MPI rank fails (test)", category="utility",
+    params=(ParamSpec(name="compute_num_ranks", type="int", default=2),),
+    resources=Resources(cpus=1, gpus=0, ram_gb=0.1),
+    resource_params={"mpi_ranks": "compute_num_ranks"},
+    run="cryohpc_testjobs:run_rank_fails",
+))
+
+
+def run_rank_fails(ctx) -> None:
+    (ctx.job_dir / f"pid.rank{ctx.rank}").write_text(str(os.getpid()))
+    if ctx.rank == 1:
+        time.sleep(0.5)
+        raise RuntimeError("rank 1 gives up")
+    ctx.comm.Barrier()  # without an abort, rank 0 would wait here forever

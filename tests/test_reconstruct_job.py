@@ -1,0 +1,204 @@
+"""simulate_particles -> homo_reconstruct (MPI) -> validate_fsc, through the master."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ThreadMaster
+
+from cryohpc.compute.fsc import fsc
+from cryohpc.compute.io_mrc import read_volume
+from cryohpc.lanes.local import process_start_ticks
+from cryohpc.status import JobStatus
+
+
+def done(job, timeout_s: float = 180) -> None:
+    status = job.wait(timeout_s)
+    assert status == JobStatus.COMPLETED, [e.message for e in job.model.errors_run]
+
+
+@pytest.fixture(scope="module")
+def sim_env(tmp_path_factory):
+    """One instance with simulated particles shared by the tests of this module."""
+    from cryohpc.api import Api
+
+    root = tmp_path_factory.mktemp("recon")
+    api = Api.init(root / "home", root / "projects", poll_interval_s=0.1, heartbeat_interval_s=0.5)
+    master = ThreadMaster(api).start()
+    project = api.create_project("recon")
+    sim = project.create_job("simulate_particles", params={"n_particles": 1200, "box": 32, "psize_A": 2.0,
+                                                           "snr": 2.0, "particles_per_stack": 400, "seed": 11})
+    sim.queue()
+    done(sim)
+    yield api, project, sim
+    master.stop()
+
+
+def reconstruct(project, source, group="particles", **params):
+    job = project.create_job("homo_reconstruct", params=params)
+    job.connect("particles", source.uid, group)
+    job.queue()
+    return job
+
+
+def volume(project, job, prefix="map"):
+    ds = job.load_output("volume")
+    return read_volume(project.dir / ds.strings(f"{prefix}/path")[0])[0]
+
+
+def test_simulation_writes_stacks_and_truth(sim_env):
+    api, project, sim = sim_env
+    ds = sim.load_output("particles")
+    assert len(ds) == 1200 and set(ds.prefixes()) == {"blob", "ctf", "alignments3D"}
+    assert len(set(ds.strings("blob/path"))) == 3
+    assert sorted(np.bincount(ds["alignments3D/split"]).tolist()) == [600, 600]
+    assert ds["ctf/df1_A"].min() >= 10000 - 150 and ds["ctf/df1_A"].max() <= 25000 + 150
+
+
+def test_one_and_two_ranks_give_the_same_map_close_to_truth(sim_env):
+    api, project, sim = sim_env
+    one, two = reconstruct(project, sim, compute_num_ranks=1), reconstruct(project, sim, compute_num_ranks=2)
+    done(one)
+    done(two)
+    assert two.model.resources_allocated.mpi_ranks == 2
+    a, b = volume(project, one), volume(project, two)
+    assert np.allclose(a, b, atol=1e-5 * np.abs(a).max())
+    truth = read_volume(project.dir / sim.load_output("true_volume").strings("map/path")[0])[0]
+    c = fsc(a, truth, 2.0)
+    assert c.resolution_A(0.5) < 5.0  # Nyquist 4 Å, SNR 2
+    summary = one.model.output("volume").summary
+    assert summary["fsc_0143_A"] < 6.0 and summary["num_particles"] == 1200
+    for suffix in ("map.mrc", "map_half_A.mrc", "map_half_B.mrc", "fsc.png", "fsc.xml"):
+        assert (one.dir / f"{one.uid}_{suffix}").is_file()
+    assert "<coordinate><x>" in (one.dir / f"{one.uid}_fsc.xml").read_text()
+    # particles pass through untouched
+    passed = one.load_output("particles")
+    assert len(passed) == 1200 and "alignments3D/pose" in passed and "ctf/df1_A" in passed
+
+
+def test_validate_against_truth_and_half_maps(sim_env):
+    api, project, sim = sim_env
+    rec = reconstruct(project, sim)
+    done(rec)
+    vs_truth = project.create_job("validate_fsc")
+    vs_truth.connect("volume", rec.uid, "volume")
+    vs_truth.connect("reference", sim.uid, "true_volume")
+    halves = project.create_job("validate_fsc")
+    halves.connect("volume", rec.uid, "volume")
+    vs_truth.queue()
+    halves.queue()
+    done(vs_truth)
+    done(halves)
+    t, h = vs_truth.model.output("volume").summary, halves.model.output("volume").summary
+    assert t["compared"] == "map vs reference" and h["compared"] == "half maps"
+    assert h["fsc_0143_A"] == pytest.approx(rec.model.output("volume").summary["fsc_0143_A"], rel=1e-6)
+    assert t["fsc_05_A"] < 5.0
+    assert (vs_truth.dir / f"{vs_truth.uid}_fsc.png").stat().st_size > 1000
+
+
+def small_simulation(project, **params):
+    job = project.create_job("simulate_particles", params={"n_particles": 40, "box": 16, "snr": 0,
+                                                           "particles_per_stack": 20, **params})
+    job.queue()
+    done(job)
+    return job, [project.dir / p for p in sorted(set(job.load_output("particles").strings("blob/path")))]
+
+
+def fails_naming(project, source, *needles, group="particles"):
+    rec = reconstruct(project, source, group)
+    assert rec.wait(120) == JobStatus.FAILED
+    msg = rec.model.errors_run[-1].message
+    assert all(n in msg for n in needles), msg
+    assert not any(r.metafiles for g in rec.model.outputs for r in g.results)  # nothing registered
+
+
+def test_missing_stack_fails_naming_blob_path(sim_env):
+    api, project, sim = sim_env
+    other, stacks = small_simulation(project)
+    stacks[1].unlink()
+    fails_naming(project, other, "blob/path", "points nowhere", stacks[1].name)
+
+
+def test_truncated_stack_fails_naming_the_file(sim_env):
+    api, project, sim = sim_env
+    other, stacks = small_simulation(project, seed=1)
+    data = stacks[0].read_bytes()
+    stacks[0].write_bytes(data[: len(data) // 2])
+    fails_naming(project, other, str(stacks[0]), "corrupt or truncated MRC file")
+
+
+def test_particles_without_poses_fail_naming_file_and_field(sim_env, tmp_path):
+    api, project, sim = sim_env
+    ds = sim.load_output("particles")
+    stack_dir = project.dir / Path(ds.strings("blob/path")[0]).parent
+    ds.drop_fields(["alignments3D/pose"]).save(tmp_path / "no_pose.cs")
+    imp = project.create_job("import_particles", params={"particle_meta_path": str(tmp_path / "no_pose.cs"),
+                                                         "particle_blob_path": str(stack_dir)})
+    imp.queue()
+    done(imp)
+    fails_naming(project, imp, "alignments3D/pose", f"{imp.uid}_imported_particles.cs", group="imported_particles")
+
+
+def test_killed_reconstruction_resumes_from_its_checkpoint(sim_env):
+    api, project, sim = sim_env
+    reference = reconstruct(project, sim, batch_size=10)
+    done(reference)
+    job = reconstruct(project, sim, batch_size=10, checkpoint_every_s=0.05)
+    ckpt = job.dir / "checkpoints" / "rank000.h5"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline and not job.status.final:
+        time.sleep(0.02)
+    assert ckpt.exists(), "no checkpoint was written"
+    job.kill()
+    assert job.status == JobStatus.KILLED
+    job.restart()
+    done(job)
+    log = "\n".join(job.log_lines())
+    assert "resumed from checkpoint" in log
+    assert (job.dir / "events.1.jsonl").exists()  # the killed run's log is kept
+    a, b = volume(project, reference), volume(project, job)
+    assert np.allclose(a, b, atol=1e-4 * np.abs(a).max())
+
+
+def test_failing_rank_fails_the_job_and_leaves_no_rank(sim_env):
+    api, project, sim = sim_env
+    job = project.create_job("test_mpi_rank_fails")
+    job.queue()
+    assert job.wait(60) == JobStatus.FAILED
+    assert "rank 1 gives up" in job.model.errors_run[-1].message
+    assert "MPI rank 1 of 2" in job.model.errors_run[-1].message
+    pids = [int(p.read_text()) for p in job.dir.glob("pid.rank*")]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 20
+    while any(process_start_ticks(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(process_start_ticks(p) for p in pids)
+
+
+def test_launcher_that_starts_separate_programs_is_caught(sim_env, tmp_path):
+    api, project, sim = sim_env
+    fake = tmp_path / "fake-mpiexec"
+    # fault injection: a launcher that runs the command twice as independent programs
+    fake.write_text('#!/bin/sh\nshift 2\n"$@" &\n"$@"\nwait\n')
+    fake.chmod(0o755)
+    (api.instance.paths.site_configs / "broken-mpi.yaml").write_text(
+        f"lanes:\n  - name: broken-mpi\n    mpiexec: {fake}\n")
+    job = project.create_job("homo_reconstruct", params={"compute_num_ranks": 2})
+    job.connect("particles", sim.uid, "particles")
+    job.queue(lane="broken-mpi")
+    assert job.wait(120) == JobStatus.FAILED
+    assert "COMM_WORLD has 1" in job.model.errors_run[-1].message
+    (api.instance.paths.site_configs / "broken-mpi.yaml").unlink()
+
+
+def test_progress_is_reported(sim_env):
+    api, project, sim = sim_env
+    job = reconstruct(project, sim, batch_size=100)
+    done(job)
+    progress = [e for e in job.events() if e["type"] == "progress"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == 1200
+    assert os.path.getsize(job.dir / "job.log") > 0
