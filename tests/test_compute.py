@@ -50,25 +50,26 @@ def test_numba_kernel_matches_vectorised_insertion():
     rots = random_rotations(b, rng)
     vals = (rng.normal(size=(b, p)) + 1j * rng.normal(size=(b, p))).astype(np.complex64)
     wts = rng.random((b, p)).astype(np.float32)
-    fast = np.zeros((3, g, g, g), np.float32)
-    slow = np.zeros((3, g, g, g), np.float32)
-    insert_slices(np, *fast, vals, wts, rots, kx, ky, use_kernel=True)
-    insert_slices(np, *slow, vals, wts, rots, kx, ky, use_kernel=False)
+    fast = np.zeros((g, g, g, 3), np.float32)
+    slow = np.zeros((g, g, g, 3), np.float32)
+    insert_slices(np, fast, vals, wts, rots, kx, ky, use_kernel=True)
+    insert_slices(np, slow, vals, wts, rots, kx, ky, use_kernel=False)
     assert np.allclose(fast, slow, atol=1e-5)
-    assert fast[2].sum() == pytest.approx(wts.sum(), rel=1e-4)  # trilinear weights sum to one
+    assert fast[..., 2].sum() == pytest.approx(wts.sum(), rel=1e-4)  # trilinear weights sum to one
     with pytest.raises(ValueError, match="do not fit"):
-        insert_slices(np, *fast, vals[:, :1], wts[:, :1], rots, np.array([17.0]), np.array([0.5]))
-    got = extract_slices(np, (fast[0], fast[1]), rots, kx, ky, use_kernel=True)
-    ref = extract_slices(np, fast[0] + 1j * fast[1], rots, kx, ky, use_kernel=False)
+        insert_slices(np, fast, vals[:, :1], wts[:, :1], rots, np.array([17.0]), np.array([0.5]))
+    re, im = np.ascontiguousarray(fast[..., 0]), np.ascontiguousarray(fast[..., 1])
+    got = extract_slices(np, (re, im), rots, kx, ky, use_kernel=True)
+    ref = extract_slices(np, re + 1j * im, rots, kx, ky, use_kernel=False)
     assert np.allclose(got, ref, atol=1e-5)
 
 
 def test_friedel_mates_make_a_real_map():
     rng = np.random.default_rng(1)
-    acc = np.zeros((3, 20, 20, 20), np.float32)
-    insert_slices(np, *acc, (rng.normal(size=(3, 40)) + 1j * rng.normal(size=(3, 40))).astype(np.complex64),
+    acc = np.zeros((20, 20, 20, 3), np.float32)
+    insert_slices(np, acc, (rng.normal(size=(3, 40)) + 1j * rng.normal(size=(3, 40))).astype(np.complex64),
                   np.ones((3, 40), np.float32), random_rotations(3, rng), rng.uniform(-6, 6, 40), rng.uniform(0, 6, 40))
-    re, im, w = add_friedel_mates(np, *acc)
+    re, im, w = add_friedel_mates(np, acc)
     spec = re + 1j * im
     mirrored = np.roll(np.flip(spec), 1, axis=(0, 1, 2))
     assert np.allclose(spec, np.conj(mirrored)) and np.allclose(w, np.roll(np.flip(w), 1, axis=(0, 1, 2)))

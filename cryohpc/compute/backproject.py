@@ -21,8 +21,9 @@ try:
     import numba
 
     @numba.njit(cache=True, fastmath=True, nogil=True)
-    def _insert_kernel(acc_re, acc_im, acc_w, val_re, val_im, wts, rots, kx, ky):  # pragma: no cover - compiled
-        g = acc_re.shape[0]
+    def _insert_kernel(acc, val_re, val_im, wts, rots, kx, ky):  # pragma: no cover - compiled
+        # acc is (G, G, G, 3): data re, data im, weight side by side, one cache line a corner
+        g = acc.shape[0]
         c = g // 2
         for b in range(val_re.shape[0]):
             r00, r01 = rots[b, 0, 0], rots[b, 0, 1]
@@ -43,9 +44,9 @@ try:
                         wzy = wz * (ty if dy else 1.0 - ty)
                         for dx in range(2):
                             wt = wzy * (tx if dx else 1.0 - tx)
-                            acc_re[iz + dz, iy + dy, ix + dx] += wt * vr
-                            acc_im[iz + dz, iy + dy, ix + dx] += wt * vi
-                            acc_w[iz + dz, iy + dy, ix + dx] += wt * w
+                            acc[iz + dz, iy + dy, ix + dx, 0] += wt * vr
+                            acc[iz + dz, iy + dy, ix + dx, 1] += wt * vi
+                            acc[iz + dz, iy + dy, ix + dx, 2] += wt * w
 
     @numba.njit(cache=True, fastmath=True, nogil=True)
     def _extract_kernel(spec_re, spec_im, rots, kx, ky, out_re, out_im):  # pragma: no cover - compiled
@@ -109,47 +110,51 @@ def _corners(xp: ModuleType, rots: object, kx: object, ky: object, g: int):
 
 
 def _scatter_add(xp: ModuleType, target: object, idx: object, values: object) -> None:
-    if xp is np:
-        np.add.at(target, idx, values)
-    else:  # pragma: no cover - GPU only
+    """target[idx] += values with repeated indices summed (atomic adds on a GPU)."""
+    at = getattr(xp.add, "at", None)
+    if at is not None:
+        at(target, idx, values)
+    else:  # pragma: no cover - older CuPy
         import cupyx
 
         cupyx.scatter_add(target, idx, values)
 
 
-def insert_slices(xp: ModuleType, acc_re, acc_im, acc_w, values, weights, rots, kx, ky,
-                  use_kernel: bool = True) -> None:
+def insert_slices(xp: ModuleType, acc, values, weights, rots, kx, ky, use_kernel: bool = True) -> None:
     """Add B slices: ``values`` (B, P) complex at half-plane points (kx, ky), with
-    ``weights`` (B, P) (CTF²) into the accumulators (G, G, G) float32.
+    ``weights`` (B, P) (CTF²) into ``acc`` (G, G, G, 3) float32 = (data re, data im, weight).
 
     Raises:
         ValueError: a point lies so far out that a corner would leave the grid (the
             compiled kernel does not check bounds, so this is checked here).
     """
-    limit = (acc_re.shape[0] - 2 * MARGIN) / 2
+    limit = (acc.shape[0] - 2 * MARGIN) / 2
     if len(kx) and float(np.max(np.asarray(kx, np.float64) ** 2 + np.asarray(ky, np.float64) ** 2)) > limit**2 + 1e-6:
-        raise ValueError(f"frequencies beyond {limit} voxels do not fit an accumulator of {acc_re.shape[0]}")
+        raise ValueError(f"frequencies beyond {limit} voxels do not fit an accumulator of {acc.shape[0]}")
     if xp is np and HAVE_NUMBA and use_kernel:
-        _insert_kernel(acc_re, acc_im, acc_w,
+        _insert_kernel(acc,
                        np.ascontiguousarray(values.real, dtype=np.float32),
                        np.ascontiguousarray(values.imag, dtype=np.float32),
                        np.ascontiguousarray(weights, dtype=np.float32),
                        np.ascontiguousarray(rots, dtype=np.float32),
                        np.ascontiguousarray(kx, dtype=np.float32), np.ascontiguousarray(ky, dtype=np.float32))
         return
-    g = acc_re.shape[0]
+    g = acc.shape[0]
     idx, w = _corners(xp, rots, kx, ky, g)
-    idx = idx.reshape(-1)
-    for target, v in ((acc_re, values.real), (acc_im, values.imag), (acc_w, weights)):
-        _scatter_add(xp, target.reshape(-1), idx, (w * xp.asarray(v, dtype=xp.float32)[..., None]).reshape(-1))
+    idx = idx.reshape(-1) * 3
+    flat = acc.reshape(-1)
+    for channel, v in enumerate((values.real, values.imag, weights)):
+        _scatter_add(xp, flat, idx + channel, (w * xp.asarray(v, dtype=xp.float32)[..., None]).reshape(-1))
 
 
-def add_friedel_mates(xp: ModuleType, acc_re, acc_im, acc_w) -> tuple:
-    """Complete half-plane insertions: A(q) += conj A(-q), W(q) += W(-q)."""
+def add_friedel_mates(xp: ModuleType, acc) -> tuple:
+    """Complete half-plane insertions: A(q) += conj A(-q), W(q) += W(-q). Returns the
+    data (re, im) and weight grids."""
     def mirror(a):
         return xp.roll(xp.flip(a), 1, axis=(0, 1, 2))
 
-    return acc_re + mirror(acc_re), acc_im - mirror(acc_im), acc_w + mirror(acc_w)
+    re, im, w = acc[..., 0], acc[..., 1], acc[..., 2]
+    return re + mirror(re), im - mirror(im), w + mirror(w)
 
 
 def extract_slices(xp: ModuleType, volume_ft: object, rots: object, kx: object, ky: object,

@@ -8,22 +8,36 @@ from types import ModuleType
 import numpy as np
 
 
+def fft_module(xp: ModuleType) -> ModuleType:
+    """scipy.fft on the NumPy path (about twice numpy.fft's speed here), cupy.fft on GPUs."""
+    if xp is np:
+        import scipy.fft
+
+        return scipy.fft
+    return xp.fft
+
+
+def rfft2(xp: ModuleType, images: object) -> object:
+    """Unshifted real-input 2D FFT over the last two axes, in the input's precision."""
+    return fft_module(xp).rfft2(images)
+
+
 def fft2_centered(xp: ModuleType, images: object) -> object:
     """Centred 2D FFT over the last two axes."""
     f = xp.fft.fftshift
-    return f(xp.fft.fft2(xp.fft.ifftshift(images, axes=(-2, -1))), axes=(-2, -1))
+    return f(fft_module(xp).fft2(xp.fft.ifftshift(images, axes=(-2, -1))), axes=(-2, -1))
 
 
 def ifft2_centered(xp: ModuleType, spectra: object) -> object:
-    return xp.fft.fftshift(xp.fft.ifft2(xp.fft.ifftshift(spectra, axes=(-2, -1))), axes=(-2, -1))
+    return xp.fft.fftshift(fft_module(xp).ifft2(xp.fft.ifftshift(spectra, axes=(-2, -1))), axes=(-2, -1))
 
 
 def fftn_centered(xp: ModuleType, vol: object) -> object:
-    return xp.fft.fftshift(xp.fft.fftn(xp.fft.ifftshift(vol)))
+    return xp.fft.fftshift(fft_module(xp).fftn(xp.fft.ifftshift(vol)))
 
 
 def ifftn_centered(xp: ModuleType, spec: object) -> object:
-    return xp.fft.fftshift(xp.fft.ifftn(xp.fft.ifftshift(spec)))
+    return xp.fft.fftshift(fft_module(xp).ifftn(xp.fft.ifftshift(spec)))
 
 
 def pad_center(xp: ModuleType, arr: object, size: int, nd: int) -> object:
@@ -46,11 +60,12 @@ def crop_center(arr: object, n: int, nd: int) -> object:
 
 
 def half_plane_points(size: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Integer frequency coordinates (kx, ky) of one half of the centred 2D plane within
-    ``radius`` (Friedel mates are restored in 3D): ky > 0, or ky == 0 and kx >= 0."""
+    """Integer frequency coordinates (kx, ky) of one half of the 2D plane within ``radius``
+    (Friedel mates are restored in 3D): kx > 0, or kx == 0 and ky >= 0 -- the half an
+    ``rfft2`` computes."""
     k = np.arange(size) - size // 2
     ky, kx = np.meshgrid(k, k, indexing="ij")
-    keep = (kx**2 + ky**2 <= radius**2) & ((ky > 0) | ((ky == 0) & (kx >= 0)))
+    keep = (kx**2 + ky**2 <= radius**2) & ((kx > 0) | ((kx == 0) & (ky >= 0)))
     return kx[keep], ky[keep]
 
 

@@ -19,8 +19,8 @@ from .backproject import (
     insert_slices,
     trilinear_gridding_correction,
 )
-from .ctf import ctf_values
-from .fourier import crop_center, fft2_centered, half_plane_points, ifftn_centered
+from .ctf import CtfGrid
+from .fourier import crop_center, half_plane_points, ifftn_centered, rfft2
 from .xp import to_numpy
 
 HALVES = 2
@@ -78,16 +78,18 @@ class Reconstructor:
         self.xp, self.box, self.psize_A, self.pad = xp, box, psize_A, pad
         self.g = pad * box
         self.kx, self.ky = half_plane_points(box, box / 2)
-        self._iy = xp.asarray(self.ky + box // 2)
-        self._ix = xp.asarray(self.kx + box // 2)
+        # rows and columns of these points in an unshifted rfft2 of the image
+        self._rows = xp.asarray(self.ky % box)
+        self._cols = xp.asarray(self.kx)
         self._gx = (self.kx * pad).astype(np.float32)  # positions on the oversampled grid
         self._gy = (self.ky * pad).astype(np.float32)
-        self._fx = xp.asarray(self.kx / (box * psize_A))  # 1/Å
-        self._fy = xp.asarray(self.ky / (box * psize_A))
+        self._ctf = CtfGrid(xp, self.kx / (box * psize_A), self.ky / (box * psize_A))
+        # the image centre is at box/2: (-1)^(kx+ky) moves the origin there
+        self._centre_sign = xp.asarray(np.where((self.kx + self.ky) % 2, -1.0, 1.0).astype(np.float32))
         self.use_kernel = use_kernel
         self.gridding_correction = True
         m = grid_with_margin(self.g)
-        self.acc = xp.zeros((HALVES, len(ARRAYS), m, m, m), dtype=xp.float32)
+        self.acc = xp.zeros((HALVES, m, m, m, len(ARRAYS)), dtype=xp.float32)
         self.count = 0
 
     def insert(self, images: np.ndarray, rots: np.ndarray, shifts_px: np.ndarray, ctf: CtfParams | None,
@@ -96,14 +98,15 @@ class Reconstructor:
         half-set labels ``split`` (0/1); ``extra_rots`` (k, 3, 3) are symmetry operators."""
         xp = self.xp
         imgs = xp.asarray(images, dtype=xp.float32) * xp.asarray(sign, dtype=xp.float32)[:, None, None]
-        spec = fft2_centered(xp, imgs)
-        values = spec[:, self._iy, self._ix]  # (B, P)
-        s = xp.asarray(shifts_px, dtype=xp.float64)
-        phase = -2 * np.pi * (s[:, :1] * xp.asarray(self.kx)[None] + s[:, 1:] * xp.asarray(self.ky)[None]) / self.box
-        values = values * xp.exp(1j * phase).astype(xp.complex64)
+        spec = rfft2(xp, imgs)
+        values = spec[:, self._rows, self._cols] * self._centre_sign  # (B, P), centred origin
+        s = xp.asarray(np.asarray(shifts_px, dtype=np.float32))
+        phase = (-2 * np.pi / self.box) * (s[:, :1] * xp.asarray(self.kx, dtype=xp.float32)[None]
+                                           + s[:, 1:] * xp.asarray(self.ky, dtype=xp.float32)[None])
+        values = values * (xp.cos(phase) + 1j * xp.sin(phase))
         if ctf is not None:
-            c = ctf_values(xp, self._fx, self._fy, ctf.df1_A, ctf.df2_A, ctf.df_angle_rad, ctf.accel_kv,
-                           ctf.cs_mm, ctf.amp_contrast, ctf.phase_shift_rad)
+            c = self._ctf.values(ctf.df1_A, ctf.df2_A, ctf.df_angle_rad, ctf.accel_kv, ctf.cs_mm,
+                                 ctf.amp_contrast, ctf.phase_shift_rad)
             values = values * c
             weights = c * c
         else:
@@ -117,14 +120,14 @@ class Reconstructor:
             sel_x = xp.asarray(sel)
             for op in ops:
                 r = np.asarray(op) @ np.asarray(rots)[sel]  # symmetry-equivalent orientations
-                insert_slices(xp, self.acc[h, 0], self.acc[h, 1], self.acc[h, 2], values[sel_x],
-                              weights[sel_x], r, self._gx, self._gy, use_kernel=self.use_kernel)
+                insert_slices(xp, self.acc[h], values[sel_x], weights[sel_x], r, self._gx, self._gy,
+                              use_kernel=self.use_kernel)
         self.count += len(images)
 
     # -- finishing ------------------------------------------------------------------------
-    def _map(self, re, im, w, wiener: float) -> np.ndarray:
+    def _map(self, acc, wiener: float) -> np.ndarray:
         xp = self.xp
-        re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, re, im, w))
+        re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, acc))
         positive = w[w > 0]
         lam = float(wiener * xp.median(positive)) if positive.size else 1.0
         spec = (re + 1j * im) / (w + lam) * nyquist_sphere(xp, self.g)
@@ -136,8 +139,7 @@ class Reconstructor:
 
     def finish(self, wiener: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Half map A, half map B, full map (real space, box³, float32)."""
-        a, b = self.acc[0], self.acc[1]
-        half_a = self._map(a[0], a[1], a[2], wiener)
-        half_b = self._map(b[0], b[1], b[2], wiener)
-        full = self._map(a[0] + b[0], a[1] + b[1], a[2] + b[2], wiener)
+        half_a = self._map(self.acc[0], wiener)
+        half_b = self._map(self.acc[1], wiener)
+        full = self._map(self.acc[0] + self.acc[1], wiener)
         return half_a, half_b, full
