@@ -70,6 +70,10 @@ def test_unknown_names_are_refused(project, imported):
         job.set_params(max_items="lots")
     with pytest.raises(BuildError, match="'max_items': 0 is below the minimum 1"):
         job.set_params(max_items=0)
+    rec = project.create_job("homo_reconstruct")
+    with pytest.raises(BuildError, match=r"'symmetry': 'I3' is not valid \(use C<n> or D<n>"):
+        rec.set_params(symmetry="I3")
+    assert rec.set_params(symmetry="d2").params["symmetry"] == "d2"
 
 
 def test_connect_updates_parents_children_and_cycles_are_refused(project, imported):

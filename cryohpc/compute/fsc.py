@@ -58,8 +58,9 @@ def write_fsc_xml(path: Path, curve: FscCurve, title: str) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def plot_fsc(path: Path, curves: dict[str, FscCurve], title: str) -> None:
-    """An FSC plot (PNG) with the 0.143 and 0.5 lines and the resolutions in the legend."""
+def plot_fsc(path: Path, curves: dict[str, FscCurve], title: str, threshold: float = 0.143) -> None:
+    """An FSC plot (PNG) with the 0.143 and 0.5 lines; the legend gives each curve's
+    resolution at ``threshold`` (0.143 between half maps, 0.5 against a reference)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +68,7 @@ def plot_fsc(path: Path, curves: dict[str, FscCurve], title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for label, c in curves.items():
-        ax.plot(c.freq_invA, c.fsc, label=f"{label} ({c.resolution_A(0.143):.2f} Å at 0.143)")
+        ax.plot(c.freq_invA, c.fsc, label=f"{label} ({c.resolution_A(threshold):.2f} Å at {threshold:g})")
     for t in (0.143, 0.5):
         ax.axhline(t, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("spatial frequency (1/Å)")

@@ -108,6 +108,7 @@ COMPUTE_PARAMS = (
     ParamSpec(name="compute_num_gpus", type="int", default=0, min=0, title="Number of GPUs",
               help="GPUs to use (0: CPUs only); ranks are spread over them"),
 )
+SYMMETRY_PATTERN = {"pattern": r"[CcDd][1-9]\d*", "pattern_help": "use C<n> or D<n>, e.g. C1, C4, D2"}
 COMPUTE_RESOURCES = {"mpi_ranks": "compute_num_ranks", "gpus": "compute_num_gpus"}
 
 SIMULATE_PARTICLES = register(
@@ -136,7 +137,7 @@ SIMULATE_PARTICLES = register(
             ParamSpec(name="psize_A", type="float", default=1.5, min=0.1, title="Pixel size (Å)",
                       help="of the phantom; a connected volume keeps its own"),
             ParamSpec(name="phantom_symmetry", type="str", default="C1", title="Phantom symmetry",
-                      help="C<n> or D<n>"),
+                      help="C<n> or D<n>", **SYMMETRY_PATTERN),
             ParamSpec(name="snr", type="float", default=0.1, min=0, title="Signal-to-noise ratio",
                       help="variance of the projections over that of the noise; 0 = no noise"),
             ParamSpec(name="ctf", type="bool", default=True, title="Apply CTF"),
@@ -180,7 +181,8 @@ HOMO_RECONSTRUCT = register(
             OutputGroupSpec(name="particles", type="particle", title="Particles", passthrough_input="particles"),
         ),
         params=(
-            ParamSpec(name="symmetry", type="str", default="C1", title="Symmetry", help="C<n> or D<n>"),
+            ParamSpec(name="symmetry", type="str", default="C1", title="Symmetry", help="C<n> or D<n>",
+                      **SYMMETRY_PATTERN),
             ParamSpec(name="padding_factor", type="int", default=2, min=1, max=4, title="Padding factor",
                       help="oversampling of the Fourier grid (2 as RELION)"),
             ParamSpec(name="wiener_constant", type="float", default=1e-3, min=0, title="Regularisation",

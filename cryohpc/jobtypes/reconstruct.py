@@ -28,14 +28,21 @@ NEEDED = {
 
 def _check_fields(ctx: RunContext, ds: Dataset, use_ctf: bool) -> None:
     """Name the .cs file and field when a needed field is absent."""
+    def files(slot: str) -> str:
+        return ", ".join(sorted({c.slots.get(slot) or next(iter(c.slots.values()))
+                                 for c in ctx.jobfile.inputs["particles"]}))
+
     for slot, fields in NEEDED.items():
         if slot == "ctf" and not use_ctf:
             continue
         missing = [f for f in fields if f not in ds]
         if missing:
-            files = sorted({c.slots.get(slot) or next(iter(c.slots.values())) for c in ctx.jobfile.inputs["particles"]})
-            raise InputFileError(f"{', '.join(files)}: particles lack field(s) {', '.join(missing)} "
+            raise InputFileError(f"{files(slot)}: particles lack field(s) {', '.join(missing)} "
                                  f"(needed for {'poses' if slot == 'alignments3D' else slot})")
+    odd = np.setdiff1d(np.unique(ds["alignments3D/split"]), [0, 1])
+    if len(odd):
+        raise InputFileError(f"{files('alignments3D')}: alignments3D/split holds {odd[:5].tolist()}; "
+                             "half sets must be 0 or 1")
 
 
 def _check_stacks(ctx: RunContext, ds: Dataset) -> tuple[int, float]:

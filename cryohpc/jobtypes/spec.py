@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -34,6 +35,8 @@ class ParamSpec(Spec):
     choices: tuple[str, ...] = ()
     min: float | None = None
     max: float | None = None
+    pattern: str | None = Field(default=None, description="regular expression a str value must match")
+    pattern_help: str = ""
 
     def coerce(self, value: Any, job_type: str) -> Any:
         """Turn a value (possibly a CLI string) into this param's type.
@@ -71,6 +74,8 @@ class ParamSpec(Spec):
                 out = str(value)
         except (TypeError, ValueError):
             raise BuildError(f"{where}: {value!r} is not a valid {self.type}") from None
+        if self.pattern and not re.fullmatch(self.pattern, out):
+            raise BuildError(f"{where}: {out!r} is not valid" + (f" ({self.pattern_help})" if self.pattern_help else ""))
         if self.type == "enum" and out not in self.choices:
             raise BuildError(f"{where}: {out!r} is not one of {', '.join(self.choices)}")
         if self.min is not None and out < self.min:
