@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 from .builder import build_errors, declared_outputs, job_dir_abs
-from .errors import BuildError, UserError
+from .errors import BuildError, TransientError, UserError
 from .instance import Instance
 from .jobtypes import get_jobtype
 from .model import Job, Resources, set_status
@@ -31,8 +31,10 @@ def queue_job(
     lane: str | None = None,
     priority: int | None = None,
     gpu_ids: list[int] | None = None,
+    custom_vars: dict | None = None,
 ) -> Job:
-    """Queue a building job to a lane.
+    """Queue a building job to a lane; ``custom_vars`` are job-level values for a cluster
+    lane's custom variables (checked against their declared types now).
 
     Raises:
         BuildError: the job has build errors, is not building, or cannot fit the lane.
@@ -53,7 +55,16 @@ def queue_job(
             raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
         spec = get_jobtype(job.type)
         need = spec.resources_for(spec.resolve_params(tx.get_project(project_uid).default_params, job.params))
-        _fits_lane(job, need, cap, lane, gpu_ids)
+        target = lanes[lane]
+        if target.self_scheduling:
+            if gpu_ids is not None:
+                raise BuildError(f"{job.ref}: lane {lane!r} is a cluster lane; its scheduler picks the GPUs")
+            target.custom_values(tx.get_project(project_uid).cluster_custom_vars, custom_vars or {})
+            job.cluster_job_custom_vars = dict(custom_vars or {})
+        else:
+            if custom_vars:
+                raise BuildError(f"{job.ref}: lane {lane!r} takes no custom variables")
+            _fits_lane(job, need, cap, lane, gpu_ids)
         job.resources_needed = need
         job.queued_lane = lane
         job.queued_gpu_ids = gpu_ids
@@ -86,7 +97,11 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
     if was_running:
         lane = inst.build_lanes().get(job.queued_lane or "local")
         if lane is not None:
-            lane.kill(job)
+            try:
+                lane.kill(job)
+            except TransientError as err:
+                raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
+                                f"cancel cluster job {job.cluster_job_id} by hand") from err
     return job
 
 

@@ -110,6 +110,15 @@ class ProjectHandle:
             tx.put_workspace(ws)
         return ws
 
+    def set_cluster_vars(self, **values: Any) -> Project:
+        """Project-level values of cluster lanes' custom variables (None removes one)."""
+        with self.api.store.write() as tx:
+            project = tx.get_project(self.uid)
+            merged = {**project.cluster_custom_vars, **values}
+            project.cluster_custom_vars = {k: v for k, v in merged.items() if v is not None}
+            tx.put_project(project)
+            return project
+
     def workspaces(self) -> list[Workspace]:
         with self.api.store.read() as tx:
             tx.get_project(self.uid)
@@ -174,8 +183,9 @@ class JobHandle:
             return builder.set_params(tx, self.project_uid, self.uid, params)
 
     # -- actions ----------------------------------------------------------------------
-    def queue(self, lane: str | None = None, priority: int | None = None, gpus: list[int] | None = None) -> Job:
-        return actions.queue_job(self.api.instance, self.project_uid, self.uid, lane, priority, gpus)
+    def queue(self, lane: str | None = None, priority: int | None = None, gpus: list[int] | None = None,
+              custom_vars: dict[str, Any] | None = None) -> Job:
+        return actions.queue_job(self.api.instance, self.project_uid, self.uid, lane, priority, gpus, custom_vars)
 
     def kill(self) -> Job:
         return actions.kill_job(self.api.instance, self.project_uid, self.uid)

@@ -119,6 +119,17 @@ def project_create(c: Ctx, title, project_dir, description) -> None:
     c.emit(_dump(p), f"{p.uid}  {p.project_dir}")
 
 
+@project.command("set-vars")
+@click.argument("project_uid")
+@click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
+@pass_ctx
+def project_set_vars(c: Ctx, project_uid, assignments) -> None:
+    """Project-level values of cluster lanes' custom variables (an empty value removes one)."""
+    values = {k: (v if v != "" else None) for k, v in _parse_assignments(assignments).items()}
+    p = c.api.find_project(project_uid).set_cluster_vars(**values)
+    c.emit(_dump(p), f"{p.uid}: " + ", ".join(f"{k}={v}" for k, v in p.cluster_custom_vars.items()))
+
+
 @project.command("list")
 @pass_ctx
 def project_list(c: Ctx) -> None:
@@ -231,14 +242,16 @@ def _show_build_state(c: Ctx, j) -> None:
 @click.option("--lane", help="lane name (default: local)")
 @click.option("--priority", type=int, help="higher launches first")
 @click.option("--gpus", help="run on these GPU ids, e.g. 0,1")
+@click.option("--var", "variables", multiple=True, help="custom variable of a cluster lane, name=value")
 @pass_ctx
-def job_queue(c: Ctx, project_uid, job_uid, lane, priority, gpus) -> None:
+def job_queue(c: Ctx, project_uid, job_uid, lane, priority, gpus, variables) -> None:
     """Queue a job; the master launches it when its inputs are ready."""
     try:
         gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
         raise click.BadParameter(f"{gpus!r} is not a comma-separated list of GPU ids") from None
-    j = c.api.find_project(project_uid).find_job(job_uid).queue(lane, priority, gpu_ids)
+    j = c.api.find_project(project_uid).find_job(job_uid).queue(lane, priority, gpu_ids,
+                                                                _parse_assignments(variables) or None)
     c.emit(_dump(j), f"{j.project_uid} {j.uid} queued to lane {j.queued_lane}")
 
 
@@ -452,10 +465,79 @@ def lane_list(c: Ctx) -> None:
     lanes = c.api.instance.build_lanes()
     rows = []
     for name, ln in lanes.items():
+        cfg = ln.cfg
+        if ln.self_scheduling:
+            rows.append({"name": name, "type": f"cluster/{cfg.kind}", "cpus": "-", "ram_gb": "-", "gpus": "-",
+                         "title": cfg.title})
+        else:
+            cap = ln.capacity()
+            rows.append({"name": name, "type": "node/local", "cpus": cap.cpus, "ram_gb": round(cap.ram_gb, 1),
+                         "gpus": ",".join(map(str, cap.gpu_ids)) or "-", "title": cfg.title})
+    c.emit(rows, _table(rows, ["name", "type", "cpus", "ram_gb", "gpus", "title"]))
+
+
+def _lane(c: Ctx, name: str):
+    from .errors import NotFoundError
+
+    lanes = c.api.instance.build_lanes()
+    if name not in lanes:
+        raise NotFoundError(f"no lane {name!r} (lanes: {', '.join(sorted(lanes))})")
+    return lanes[name]
+
+
+@lane.command("show")
+@click.argument("name")
+@pass_ctx
+def lane_show(c: Ctx, name) -> None:
+    """A lane's settings and, for cluster lanes, its commands and custom variables."""
+    ln = _lane(c, name)
+    data = ln.cfg.model_dump(mode="json")
+    lines = [f"{name}: {ln.cfg.type} lane" + (f" ({ln.cfg.kind})" if ln.self_scheduling else "")]
+    if ln.self_scheduling:
+        lines.append(f"script template: {ln.template_name}")
+        lines += [f"{purpose} command: {cmd}" for purpose, cmd in ln.commands.items()]
+        for v in ln.cfg.custom_vars:
+            value = ln.cfg.custom_values.get(v.name, v.default)
+            lines.append(f"custom variable {v.name} ({v.type}{'|'.join([''] + v.choices) if v.choices else ''}"
+                         f"{', required' if v.required else ''}) = {value!r}  {v.help}")
+        data["commands"] = ln.commands
+    else:
         cap = ln.capacity()
-        rows.append({"name": name, "type": ln.cfg.type, "cpus": cap.cpus, "ram_gb": round(cap.ram_gb, 1),
-                     "gpus": ",".join(map(str, cap.gpu_ids)) or "-"})
-    c.emit(rows, _table(rows, ["name", "type", "cpus", "ram_gb", "gpus"]))
+        lines.append(f"capacity: {cap.cpus} CPUs, {cap.ram_gb:.1f} GB, GPUs {cap.gpu_ids or 'none'}")
+    c.emit(data, "\n".join(lines))
+
+
+@lane.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@pass_ctx
+def lane_validate(c: Ctx, paths) -> None:
+    """Load site configs (the instance's, or the files given) and render every template
+    and command for sample jobs; report the first problem with file, line and key."""
+    from pathlib import Path
+
+    from .lanes import build_lane
+    from .lanes.siteconfig import load_site_config
+
+    files = [Path(p) for p in paths] or sorted(c.api.instance.paths.site_configs.glob("*.y*ml"))
+    names = []
+    for f in files:
+        for cfg in load_site_config(f):
+            build_lane(cfg, c.api.instance.config.instance_uid)
+            names.append(cfg.name)
+    c.emit({"valid": names}, f"{len(names)} lane(s) valid: {', '.join(names) or 'none'}")
+
+
+@lane.command("test")
+@click.argument("name")
+@pass_ctx
+def lane_test(c: Ctx, name) -> None:
+    """Run a cluster lane's info command and, for SLURM, sbatch --test-only."""
+    ln = _lane(c, name)
+    if not ln.self_scheduling:
+        c.emit({"ok": True}, f"{name} is a node lane: capacity {ln.capacity().cpus} CPUs")
+        return
+    report = ln.test()
+    c.emit({"ok": True, "report": report}, "\n".join(report))
 
 
 # -- master -----------------------------------------------------------------------------------

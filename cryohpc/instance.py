@@ -35,4 +35,4 @@ class Instance:
         return load_lane_configs([self.paths.site_configs])
 
     def build_lanes(self) -> dict[str, Lane]:
-        return build_lanes([self.paths.site_configs])
+        return build_lanes([self.paths.site_configs], self.config.instance_uid)

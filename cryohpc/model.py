@@ -33,6 +33,9 @@ class Project(Record):
     created_at: float = Field(default_factory=now)
     archived: bool = False
     default_params: dict[str, Any] = Field(default_factory=dict, description="project-wide param defaults")
+    cluster_custom_vars: dict[str, Any] = Field(
+        default_factory=dict, description="custom variable values for cluster lanes (job values win)"
+    )
 
 
 class Workspace(Record):

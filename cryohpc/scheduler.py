@@ -29,6 +29,7 @@ from .instance import Instance
 from .jobfile import JobFile, OutputSpecFile
 from .jobtypes import get_jobtype
 from .lanes import Lane, PollResult, RunState
+from .lanes.runner import CommandError
 from .model import Job, OutputGroup, OutputResult, Resources, now, set_status
 from .status import TRANSITIONS, JobStatus, QueueStatus
 
@@ -125,6 +126,7 @@ class Scheduler:
         self.inst = inst
         self.store = inst.store
         self._fixed_lanes = lanes is not None
+        self._last_poll: dict[str, tuple[float, dict[str, PollResult]]] = {}
         self._config_stamp: tuple = ()
         self.lanes: dict[str, Lane] = lanes if lanes is not None else {}
         self.reload_lanes()
@@ -166,13 +168,26 @@ class Scheduler:
             by_lane[job.queued_lane or "local"].append(job)
         for lane_name, jobs in by_lane.items():
             lane = self.lanes.get(lane_name)
-            polls = lane.poll(jobs) if lane else {}
+            polls = self._poll(lane, jobs, projects) if lane else {}
             for job in jobs:
                 poll = polls.get(job.ref, PollResult(RunState.UNKNOWN, detail=f"lane {lane_name} is not configured"))
                 try:
                     self._follow(job, projects[job.project_uid], poll)
                 except CryohpcError as err:
                     log.error("following %s: %s", job.ref, err)
+
+    def _poll(self, lane: Lane, jobs: list[Job], projects: dict) -> dict[str, PollResult]:
+        """One status query for all of a lane's jobs, at most every ``poll_interval_s`` for
+        lanes that set one; in between the last answer stands (events are still read)."""
+        interval = getattr(getattr(lane, "cfg", None), "poll_interval_s", 0.0) if lane.self_scheduling else 0.0
+        last_t, last = self._last_poll.get(lane.name, (0.0, {}))
+        known = all(j.ref in last for j in jobs)
+        if interval and known and time.monotonic() - last_t < interval:
+            return last
+        dirs = {j.ref: job_dir_abs(projects[j.project_uid], j) for j in jobs}
+        polls = lane.poll(jobs, dirs)
+        self._last_poll[lane.name] = (time.monotonic(), polls)
+        return polls
 
     def _follow(self, seen: Job, project, poll: PollResult) -> None:
         job_dir = job_dir_abs(project, seen)
@@ -188,13 +203,21 @@ class Scheduler:
                     break
             job.events_offset = offset
             t = now()
-            if events:
-                job.heartbeat_at = t
+            if events or poll.state == RunState.PENDING:
+                job.heartbeat_at = t  # nothing is expected from a job still queued at the scheduler
+            if poll.scheduler_status is not None:
+                job.cluster_job_status = poll.scheduler_status
+                job.cluster_job_status_reason = poll.detail or None
+            elif poll.state == RunState.UNREACHABLE:
+                job.cluster_job_status_reason = poll.detail
             if not job.status.final:
                 if poll.state == RunState.EXITED:
                     code = "unknown" if poll.exit_code is None else poll.exit_code
                     job.exit_code = poll.exit_code
-                    fail(job, f"worker exited (exit code {code}) without reporting completion; see job.log")
+                    cause = poll.detail if poll.detail and "scheduler" in poll.detail else ""
+                    fail(job, cause or f"worker exited (exit code {code}) without reporting completion; see job.log")
+                elif poll.state == RunState.UNREACHABLE:
+                    pass  # the lane did not answer: conclude nothing
                 elif job.heartbeat_at is not None and t - job.heartbeat_at > self.inst.config.heartbeat_timeout_s:
                     fail(job, f"no heartbeat from the worker for {t - job.heartbeat_at:.0f} s "
                               f"(limit {self.inst.config.heartbeat_timeout_s:.0f} s); presumed dead")
@@ -236,6 +259,10 @@ class Scheduler:
             lane = self.lanes.get(lane_name)
             if lane is None:
                 self._fail_queued(job, f"lane {lane_name!r} is not configured (see 'cryohpc lane list')")
+                continue
+            if lane.self_scheduling:  # the batch scheduler queues and places it
+                need = job.resources_needed
+                self._launch(job, lane, need.model_copy(update={"gpu_ids": []}))
                 continue
             if lane_name in blocked:
                 self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
@@ -313,12 +340,24 @@ class Scheduler:
                     created_at=now(),
                 ).write(job_dir)
                 _keep_previous_events(job_dir)
-                env = {
-                    "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in alloc.gpu_ids),
-                    "PYTHONUNBUFFERED": "1",
-                }
+                env = {"PYTHONUNBUFFERED": "1"}
+                if not lane.self_scheduling:
+                    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in alloc.gpu_ids)
                 command = lane.worker_command(job_dir, alloc.mpi_ranks)
-                launched = lane.launch(job, job_dir, command, env)
+                job.resources_allocated = alloc
+                custom = {}
+                if lane.self_scheduling:
+                    custom = lane.custom_values(project.cluster_custom_vars, job.cluster_job_custom_vars)
+                launched = lane.launch(job, job_dir, command, env, project_dir=Path(project.project_dir), custom=custom)
+            except CommandError as err:
+                if err.timed_out:  # maybe submitted: the next pass finds it by its tag
+                    job.queue_status = QueueStatus.ACTIVELY_QUEUED
+                    job.cluster_job_status_reason = f"submission not confirmed, will retry: {err}"
+                    tx.put_job(job)
+                    return False
+                fail(job, f"submission failed: {err}")
+                tx.put_job(job)
+                return False
             except (BuildError, OSError, RuntimeError) as err:
                 fail(job, f"could not launch: {err}")
                 tx.put_job(job)
@@ -330,6 +369,9 @@ class Scheduler:
             job.heartbeat_at = now()
             job.run_pid, job.run_pid_start, job.run_host = launched.pid, launched.pid_start, launched.host
             job.cluster_job_id = launched.cluster_job_id
+            if launched.script is not None:
+                job.cluster_job_submission_script = launched.script
+                job.cluster_job_status = "submitted"
             tx.put_job(job)
             log.info("launched %s on lane %s (pid %s)", job.ref, lane.name, launched.pid)
             return True

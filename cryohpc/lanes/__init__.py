@@ -6,15 +6,24 @@ from pathlib import Path
 
 from .base import Lane, Launched, PollResult, RunState
 from .local import LocalLane
-from .siteconfig import LaneConfig, load_lane_configs
+from .siteconfig import ClusterLaneConfig, LaneConfig, load_lane_configs
 
 
-def build_lane(cfg: LaneConfig) -> Lane:
+def build_lane(cfg: LaneConfig, instance_uid: str = "dev") -> Lane:
+    """A lane object; cluster lanes render their templates now, so errors show at load.
+
+    Raises:
+        ConfigError: the lane's templates or commands do not render.
+    """
+    if isinstance(cfg, ClusterLaneConfig):
+        from .cluster import ClusterLane
+
+        return ClusterLane(cfg, instance_uid)
     return LocalLane(cfg)
 
 
-def build_lanes(dirs: list[Path]) -> dict[str, Lane]:
-    return {name: build_lane(cfg) for name, cfg in load_lane_configs(dirs).items()}
+def build_lanes(dirs: list[Path], instance_uid: str = "dev") -> dict[str, Lane]:
+    return {name: build_lane(cfg, instance_uid) for name, cfg in load_lane_configs(dirs).items()}
 
 
 __all__ = ["Lane", "Launched", "PollResult", "RunState", "build_lane", "build_lanes", "load_lane_configs"]

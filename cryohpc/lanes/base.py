@@ -13,9 +13,11 @@ from ..model import Job, Resources
 class RunState(StrEnum):
     """What a lane knows about a launched worker, independent of events."""
 
+    PENDING = "pending"  # waiting in a batch scheduler's queue: no heartbeat expected
     ALIVE = "alive"
     EXITED = "exited"  # gone; exit_code may tell how
-    UNKNOWN = "unknown"  # the lane could not tell (unreachable): do not conclude anything
+    UNKNOWN = "unknown"  # not listed and no exit code yet: the worker's events decide
+    UNREACHABLE = "unreachable"  # the lane did not answer: conclude nothing, fail nothing
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Launched:
     pid_start: int | None = None
     host: str | None = None
     cluster_job_id: str | None = None
+    script: str | None = None
 
 
 @dataclass
@@ -31,10 +34,12 @@ class PollResult:
     state: RunState
     exit_code: int | None = None
     detail: str = ""
+    scheduler_status: str | None = None
 
 
 class Lane(ABC):
     name: str
+    self_scheduling = False  # True where a batch scheduler, not cryohpc, places jobs
 
     @abstractmethod
     def capacity(self) -> Resources:
@@ -45,7 +50,7 @@ class Lane(ABC):
         """Start ``command`` for the job; return what identifies the run."""
 
     @abstractmethod
-    def poll(self, jobs: list[Job]) -> dict[str, PollResult]:
+    def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
         """State of many jobs' runs in one go, keyed by ``job.ref``."""
 
     @abstractmethod

@@ -78,7 +78,7 @@ class LocalLane(Lane):
             cmd = [mpiexec, "-n", str(ranks), *cmd]
         return cmd
 
-    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str]) -> Launched:
+    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], **_: object) -> Launched:
         full_env = {**os.environ, **self.cfg.env, **env}
         with open(job_dir / "job.log", "ab") as log:
             proc = subprocess.Popen(
@@ -94,7 +94,7 @@ class LocalLane(Lane):
         ticks = process_start_ticks(job.run_pid)
         return ticks is not None and (job.run_pid_start is None or ticks == job.run_pid_start)
 
-    def poll(self, jobs: list[Job]) -> dict[str, PollResult]:
+    def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
         out = {}
         for job in jobs:
             proc = self._children.get(job.run_pid or -1)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from ..errors import ConfigError
 
@@ -32,7 +32,109 @@ class NodeLaneConfig(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for workers")
 
 
-LaneConfig = NodeLaneConfig  # cluster lanes join this union later
+SchedulerKind = Literal["slurm", "pbs", "sge"]
+
+
+class CustomVar(BaseModel):
+    """A site-defined variable for submission scripts (account, partition, QOS...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: Literal["str", "int", "float", "bool", "enum"] = "str"
+    default: Any = None
+    help: str = ""
+    required: bool = False
+    choices: list[str] = Field(default_factory=list, description="allowed values of an enum")
+
+    @model_validator(mode="after")
+    def _check(self) -> CustomVar:
+        if self.type == "enum" and not self.choices:
+            raise ValueError(f"custom variable {self.name!r} is an enum without choices")
+        if self.default is not None:
+            self.default = self.coerce(self.default, "default")
+        return self
+
+    def coerce(self, value: Any, where: str) -> Any:
+        """The value as this variable's type.
+
+        Raises:
+            ValueError: naming the variable, the value and where it was set.
+        """
+        try:
+            if self.type == "int":
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                return int(value)
+            if self.type == "float":
+                if isinstance(value, bool):
+                    raise ValueError
+                return float(value)
+            if self.type == "bool":
+                if isinstance(value, bool):
+                    return value
+                text = str(value).lower()
+                if text in ("true", "yes", "1", "on"):
+                    return True
+                if text in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"custom variable {self.name!r} ({where}): {value!r} is not a valid {self.type}") from None
+        text = str(value)
+        if self.type == "enum" and text not in self.choices:
+            raise ValueError(f"custom variable {self.name!r} ({where}): {text!r} is not one of {', '.join(self.choices)}")
+        return text
+
+
+class WorkerSettings(BaseModel):
+    """How a compute node runs workers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bin_path: str | None = Field(default=None, description="cryohpc-worker on the nodes (default: this Python's)")
+    cache_path: str | None = Field(default=None, description="SSD cache; may name a variable resolved on the node, e.g. $SLURM_TMPDIR")
+    cache_quota_mb: int | None = Field(default=None, ge=0)
+    cache_reserve_mb: int = Field(default=10_000, ge=0)
+
+
+class ClusterLaneConfig(BaseModel):
+    """A lane whose jobs go to a batch scheduler through rendered submission scripts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    title: str = ""
+    type: Literal["cluster"]
+    kind: SchedulerKind
+    script_template: str = Field(description="file under templates/ (or an absolute path)")
+    submit_cmd: str | None = Field(default=None, description="Jinja2; default per kind, e.g. sbatch --parsable ...")
+    status_cmd: str | None = None
+    cancel_cmd: str | None = None
+    info_cmd: str | None = None
+    find_cmd: str | None = Field(default=None, description="lists scheduler jobs by their cryohpc tag")
+    send_cmd: str | None = Field(default=None, description="wrapper to run commands elsewhere, e.g. ssh login01 {{ command }}")
+    mpi_launcher: str | None = Field(default=None, description="e.g. 'srun --mpi=pmi2' (default: mpiexec -n RANKS)")
+    poll_interval_s: float = Field(default=10.0, gt=0)
+    command_timeout_s: float = Field(default=60.0, gt=0)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    custom_vars: list[CustomVar] = Field(default_factory=list)
+    custom_values: dict[str, Any] = Field(default_factory=dict, description="lane-level values of custom variables")
+    env: dict[str, str] = Field(default_factory=dict)
+    source: str | None = Field(default=None, description="the file this lane came from (set on load)")
+
+    @model_validator(mode="after")
+    def _check_values(self) -> ClusterLaneConfig:
+        declared = {v.name: v for v in self.custom_vars}
+        for key, value in self.custom_values.items():
+            if key not in declared:
+                raise ValueError(f"custom_values sets {key!r}, which custom_vars does not declare")
+            self.custom_values[key] = declared[key].coerce(value, "lane")
+        return self
+
+
+LaneConfig = Annotated[NodeLaneConfig | ClusterLaneConfig, Field(discriminator="type")]
+_LANE = TypeAdapter(LaneConfig)
 
 
 def default_local_lane() -> NodeLaneConfig:
@@ -75,10 +177,15 @@ def load_site_config(path: Path) -> list[LaneConfig]:
     out: list[LaneConfig] = []
     for i, entry in enumerate(data["lanes"]):
         try:
-            out.append(NodeLaneConfig.model_validate(entry))
+            if isinstance(entry, dict):
+                entry = {"type": "node", **entry}
+            lane = _LANE.validate_python(entry)
+            if isinstance(lane, ClusterLaneConfig):
+                lane.source = str(path)
+            out.append(lane)
         except ValidationError as err:
             e = err.errors()[0]
-            loc = tuple(e["loc"])
+            loc = tuple(x for x in e["loc"] if x not in ("node", "cluster"))  # drop the union's tag
             line = _line_of(lanes_node, (i, *loc))
             key = ".".join(str(x) for x in loc) or "(lane)"
             raise ConfigError(f"{path}:{line}: lanes[{i}].{key}: {e['msg']}") from err

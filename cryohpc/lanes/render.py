@@ -1,0 +1,85 @@
+"""Jinja2 rendering of submission scripts and scheduler commands.
+
+Every value a template prints is shell-quoted (``shlex.quote``) unless it is ``Raw``: a
+command line cryohpc built itself, already quoted piece by piece, or a setting the site
+admin wrote (``cache_path`` may be ``$SLURM_TMPDIR/cryohpc``, expanded on the node).
+A user's value trying ``; rm -rf ~`` therefore arrives as one literal word.
+Undefined variables are errors (StrictUndefined), at load time, not at submit time.
+"""
+
+from __future__ import annotations
+
+import shlex
+import traceback
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..errors import ConfigError
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+
+class Raw(str):
+    """A string that is already shell-safe; printed as it is."""
+
+
+def _finalize(value: Any) -> str:
+    if isinstance(value, Raw):
+        return value
+    if value is None:
+        return "''"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return shlex.quote(str(value))
+
+
+def environment(template_dirs: list[Path]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["unquoted"] = lambda v: Raw(str(v))  # explicit opt-out, for site admins
+    return env
+
+
+def _template_line(err: BaseException, name: str) -> int | None:
+    """Line of the template where rendering failed (Jinja2 maps template frames)."""
+    if getattr(err, "lineno", None):
+        return err.lineno
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if frame.filename.endswith(name) or frame.filename == "<template>":
+            return frame.lineno
+    return None
+
+
+def render(env: jinja2.Environment, where: str, variables: dict[str, Any], *, name: str | None = None,
+           source: str | None = None) -> str:
+    """Render a template file (``name``) or a template string (``source``).
+
+    Raises:
+        ConfigError: naming ``where`` (lane and file or key), the line and the problem.
+    """
+    try:
+        template = env.get_template(name) if name else env.from_string(source or "")
+        return template.render(**variables)
+    except jinja2.TemplateNotFound as err:
+        raise ConfigError(f"{where}: template {err.name!r} not found (looked in "
+                          f"{', '.join(env.loader.searchpath)})") from err
+    except jinja2.UndefinedError as err:
+        line = _template_line(err, name or "<template>")
+        raise ConfigError(f"{where}{f':{line}' if line else ''}: {err.message} "
+                          f"(known variables: {', '.join(sorted(variables))})") from err
+    except jinja2.TemplateSyntaxError as err:
+        raise ConfigError(f"{where}:{err.lineno}: template syntax error: {err.message}") from err
+    except (TypeError, ValueError) as err:
+        line = _template_line(err, name or "<template>")
+        raise ConfigError(f"{where}{f':{line}' if line else ''}: {err}") from err
+
+
+def shell_join(argv: list[str]) -> Raw:
+    return Raw(shlex.join(argv))

@@ -1,0 +1,137 @@
+"""What differs between SLURM, PBS and SGE: default commands, how to read their answers,
+and one table per scheduler from its state codes to what cryohpc does with them.
+
+An unknown state code is reported with the raw code, never guessed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    PENDING = "pending"  # queued at the scheduler: no heartbeat expected yet
+    RUNNING = "running"
+    DONE = "done"  # ended normally: events decide completed/failed
+    ENDED_BADLY = "ended_badly"  # the scheduler ended it (timeout, cancel, node failure...)
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    job_id: str
+    code: str  # the scheduler's own state code
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SchedulerKind:
+    name: str
+    submit: str
+    status: str
+    cancel: str
+    info: str
+    find: str
+    test: str | None
+    states: dict[str, Phase]
+    parse_submit: Callable[[str], str]
+    parse_status: Callable[[str], list[SchedulerStatus]]
+
+    def phase(self, code: str) -> Phase | None:
+        return self.states.get(code.upper()) or self.states.get(code)
+
+
+def _first_token_id(out: str) -> str:
+    """The job id in a submit command's answer: SLURM's "123" or "123;cluster", PBS's
+    "123.server", SGE's "123" (-terse)."""
+    for line in reversed(out.strip().splitlines()):
+        m = re.match(r"^\s*(\d+(?:\.[\w.-]+)?)(?:;\S+)?\s*$", line)
+        if m:
+            return m.group(1)
+    raise ValueError(f"no job id in the submit command's answer: {out.strip()[:200]!r}")
+
+
+def _parse_pipe_table(out: str) -> list[SchedulerStatus]:
+    rows = []
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 2 and parts[0]:
+            rows.append(SchedulerStatus(parts[0], parts[1], parts[2] if len(parts) > 2 else ""))
+    return rows
+
+
+SLURM = SchedulerKind(
+    name="slurm",
+    submit="sbatch --parsable {{ script_path_abs }}",
+    status="squeue -h -t all -o '%i|%T|%r'",
+    cancel="scancel {{ cluster_job_id }}",
+    info="sinfo",
+    find="squeue -h -t all -n {{ job_name }} -o '%i|%T|%r'",
+    test="sbatch --test-only {{ script_path_abs }}",
+    states={
+        **{c: Phase.PENDING for c in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
+                                       "RESIZING", "SUSPENDED", "STOPPED", "RESV_DEL_HOLD")},
+        **{c: Phase.RUNNING for c in ("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING")},
+        "COMPLETED": Phase.DONE,
+        **{c: Phase.ENDED_BADLY for c in ("FAILED", "BOOT_FAIL", "DEADLINE", "NODE_FAIL", "OUT_OF_MEMORY",
+                                           "TIMEOUT", "CANCELLED", "PREEMPTED", "SPECIAL_EXIT", "REVOKED")},
+    },
+    parse_submit=_first_token_id,
+    parse_status=_parse_pipe_table,
+)
+
+
+def _parse_qstat_table(out: str, id_col: int, state_col: int) -> list[SchedulerStatus]:
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) <= max(id_col, state_col) or not re.match(r"^\d", parts[id_col]):
+            continue  # headers, separators
+        rows.append(SchedulerStatus(parts[id_col], parts[state_col]))
+    return rows
+
+
+PBS = SchedulerKind(
+    name="pbs",
+    submit="qsub {{ script_path_abs }}",
+    status="qstat",
+    cancel="qdel {{ cluster_job_id }}",
+    info="qstat -Q",
+    find="qstat",
+    test=None,
+    # Torque/OpenPBS single-letter states
+    states={
+        **{c: Phase.PENDING for c in ("Q", "H", "W", "T", "S", "U", "B")},
+        **{c: Phase.RUNNING for c in ("R", "E", "X")},
+        **{c: Phase.DONE for c in ("C", "F")},
+    },
+    parse_submit=_first_token_id,
+    # "Job id  Name  User  Time Use S Queue"
+    parse_status=lambda out: _parse_qstat_table(out, 0, 4),
+)
+
+SGE = SchedulerKind(
+    name="sge",
+    submit="qsub -terse {{ script_path_abs }}",
+    status="qstat -u '*'",
+    cancel="qdel {{ cluster_job_id }}",
+    info="qhost",
+    find="qstat -u '*'",
+    test=None,
+    states={
+        **{c: Phase.PENDING for c in ("QW", "HQW", "HRWQ", "S", "ST", "T", "RQ", "HQ")},
+        **{c: Phase.RUNNING for c in ("R", "RR", "RT", "DR", "DT")},
+        **{c: Phase.ENDED_BADLY for c in ("EQW", "EHQW", "EHRQW", "E")},
+    },
+    parse_submit=_first_token_id,
+    # "job-ID prior name user state submit/start at queue slots ja-task-ID"
+    parse_status=lambda out: _parse_qstat_table(out, 0, 4),
+)
+
+KINDS: dict[str, SchedulerKind] = {k.name: k for k in (SLURM, PBS, SGE)}
+
+
+def strip_server(job_id: str) -> str:
+    """PBS ids carry the server ("123.head"); tables may show them shortened."""
+    return job_id.split(".", 1)[0]
