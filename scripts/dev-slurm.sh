@@ -92,7 +92,7 @@ up() {
         sleep 0.5
     done
     echo "SLURM did not come up; logs in $DIR/log" >&2
-    tail -20 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+    tail -n 20 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
     return 1
 }
 

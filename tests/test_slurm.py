@@ -1,0 +1,169 @@
+"""Cluster lanes against a real single-node SLURM started by scripts/dev-slurm.sh."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ThreadMaster
+
+from cryohpc.api import Api
+from cryohpc.errors import BuildError, ConfigError
+from cryohpc.status import JobStatus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slurm")
+    ports = {"SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
+    up = subprocess.run(["bash", str(ROOT / "scripts/dev-slurm.sh"), "up", str(folder)],
+                        capture_output=True, text=True, timeout=300, env={**os.environ, **ports})
+    assert up.returncode == 0, up.stdout + up.stderr
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    yield folder
+    subprocess.run(["bash", str(ROOT / "scripts/dev-slurm.sh"), "down", str(folder)], timeout=120)
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+
+
+LANE = """lanes:
+  - name: slurm
+    type: cluster
+    kind: slurm
+    script_template: {template}
+    poll_interval_s: 0.5
+    command_timeout_s: 30
+    custom_vars:
+      - {{name: partition, type: str, default: debug}}
+      - {{name: time_limit, type: str}}
+      - {{name: note, type: str, default: plain}}
+      - {{name: nice, type: int, default: 0}}
+"""
+
+
+@pytest.fixture
+def cluster(slurm, tmp_path):
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.1, heartbeat_interval_s=0.5,
+                   heartbeat_timeout_s=120)
+    (api.instance.paths.site_configs / "slurm.yaml").write_text(LANE.format(template="slurm.sh.j2"))
+    master = ThreadMaster(api).start()
+    project = api.create_project("slurm")
+    project.master = master  # for tests that stop and restart it
+    yield api, project
+    master.stop()
+
+
+def squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True, timeout=30).stdout
+    return {line.split("|")[0] for line in out.splitlines() if line and line.split("|")[1] in ("PENDING", "RUNNING")}
+
+
+def test_import_and_two_rank_reconstruction_on_slurm_with_gpus(cluster):
+    api, project = cluster
+    sim = project.create_job("simulate_particles", params={"n_particles": 600, "box": 24, "psize_A": 2.0, "snr": 5})
+    sim.queue(lane="slurm")
+    assert sim.wait(180) == JobStatus.COMPLETED, sim.model.errors_run
+    rec = project.create_job("homo_reconstruct", params={"compute_num_ranks": 2, "compute_num_gpus": 2})
+    rec.connect("particles", sim.uid, "particles")
+    rec.queue(lane="slurm")
+    assert rec.wait(240) == JobStatus.COMPLETED, rec.model.errors_run
+    m = rec.model
+    assert m.cluster_job_id and "#SBATCH --gres=gpu:2" in m.cluster_job_submission_script
+    assert "#SBATCH --ntasks=2" in (rec.dir / "submit.sh").read_text()
+    deadline = time.monotonic() + 30  # the script writes it just after the worker's last event
+    while not (rec.dir / "exit_code").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (rec.dir / "exit_code").read_text().strip() == "0"
+    assert m.output("volume").summary["num_particles"] == 600
+    assert "2 rank(s)" in "\n".join(rec.log_lines())
+
+
+def test_failing_job_is_failed_with_its_error(cluster):
+    api, project = cluster
+    job = project.create_job("test_exit", params={"code": 3})
+    job.queue(lane="slurm")
+    assert job.wait(120) == JobStatus.FAILED
+    assert "exit code 3" in job.model.errors_run[-1].message
+
+
+def test_kill_cancels_and_leaves_the_queue(cluster):
+    api, project = cluster
+    job = project.create_job("test_sleep", params={"seconds": 120})
+    job.queue(lane="slurm")
+    deadline = time.monotonic() + 60
+    while job.status != JobStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.status == JobStatus.RUNNING
+    cluster_id = job.model.cluster_job_id
+    assert cluster_id in squeue_ids()
+    job.kill()
+    assert job.status == JobStatus.KILLED
+    assert cluster_id not in squeue_ids()
+
+
+def test_master_restart_mid_run_on_slurm(cluster):
+    api, project = cluster
+    job = project.create_job("test_sleep", params={"seconds": 3})
+    job.queue(lane="slurm")
+    deadline = time.monotonic() + 60
+    while job.status != JobStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.status == JobStatus.RUNNING
+    project.master.stop()
+    cluster_id = job.model.cluster_job_id
+    deadline = time.monotonic() + 60
+    while cluster_id in squeue_ids() and time.monotonic() < deadline:  # finishes while no master runs
+        time.sleep(0.5)
+    assert cluster_id not in squeue_ids()
+    assert job.status == JobStatus.RUNNING
+    project.master.start()
+    assert job.wait(60) == JobStatus.COMPLETED
+
+
+def test_hostile_value_stays_literal(cluster, tmp_path):
+    api, project = cluster
+    templates = api.instance.paths.home / "templates"
+    templates.mkdir(exist_ok=True)
+    (templates / "echo.sh.j2").write_text(
+        "#!/bin/bash\n#SBATCH --job-name={{ job_name }}\n#SBATCH --output={{ job_log_path_abs }}\n"
+        "cd {{ job_dir_abs }}\necho {{ note }} > note.txt\n{{ run_cmd }}\necho $? > {{ exit_code_path }}\n")
+    (api.instance.paths.site_configs / "slurm.yaml").write_text(LANE.format(template="echo.sh.j2"))
+    hostile = f"x; touch {tmp_path}/pwned1 $(touch {tmp_path}/pwned2) `touch {tmp_path}/pwned3`"
+    job = project.create_job("test_sleep", params={"seconds": 0.1})
+    job.queue(lane="slurm", custom_vars={"note": hostile})
+    assert job.wait(120) == JobStatus.COMPLETED, job.model.errors_run
+    assert (job.dir / "note.txt").read_text().strip() == hostile
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_bad_custom_values_and_templates_are_refused_before_submission(cluster, tmp_path):
+    api, project = cluster
+    job = project.create_job("test_sleep")
+    with pytest.raises(BuildError, match="custom variable 'nice' \\(job\\): 'very' is not a valid int"):
+        job.queue(lane="slurm", custom_vars={"nice": "very"})
+    with pytest.raises(BuildError, match="unknown custom variable\\(s\\) colour"):
+        job.queue(lane="slurm", custom_vars={"colour": "red"})
+    assert job.status == JobStatus.BUILDING
+    templates = api.instance.paths.home / "templates"
+    templates.mkdir(exist_ok=True)
+    (templates / "broken.sh.j2").write_text("#!/bin/bash\n#SBATCH --job-name={{ job_name }}\necho {{ nonsense }}\n")
+    (api.instance.paths.site_configs / "broken.yaml").write_text(
+        "lanes:\n  - name: broken\n    type: cluster\n    kind: slurm\n    script_template: broken.sh.j2\n")
+    with pytest.raises(ConfigError, match=r"broken.sh.j2:3: 'nonsense' is undefined"):
+        api.instance.build_lanes()
+    (api.instance.paths.site_configs / "broken.yaml").unlink()
