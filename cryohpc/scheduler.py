@@ -35,6 +35,8 @@ from .status import TRANSITIONS, JobStatus, QueueStatus
 
 log = logging.getLogger("cryohpc.scheduler")
 
+_ENDED_CODES = ("TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "PREEMPTED", "FAILED", "BOOT_FAIL",
+                 "DEADLINE")
 ACTIVE = [JobStatus.LAUNCHED, JobStatus.STARTED, JobStatus.RUNNING, JobStatus.WAITING]
 
 
@@ -156,7 +158,40 @@ class Scheduler:
     def step(self) -> None:
         self.reload_lanes()
         self.monitor()
+        self.explain_recent_failures()
         self.launch_ready()
+
+    EXPLAIN_WINDOW_S = 300.0
+
+    def explain_recent_failures(self) -> None:
+        """A cluster job the scheduler kills (time limit, memory, node failure) often
+        reports "terminated by signal" before the scheduler lists why. For a few minutes
+        after such a failure, ask the scheduler and name its verdict on the job."""
+        t = now()
+        with self.store.read() as tx:
+            recent = [j for j in tx.list_jobs(statuses=[JobStatus.FAILED])
+                      if j.cluster_job_id and t - j.status_times.get("failed", 0) < self.EXPLAIN_WINDOW_S
+                      and not (j.cluster_job_status or "").startswith(("the scheduler", *_ENDED_CODES))]
+            projects = {p.uid: p for p in tx.list_projects()}
+        by_lane: dict[str, list[Job]] = defaultdict(list)
+        for j in recent:
+            by_lane[j.queued_lane or ""].append(j)
+        for lane_name, jobs in by_lane.items():
+            lane = self.lanes.get(lane_name)
+            if lane is None or not lane.self_scheduling:
+                continue
+            for ref, poll in self._poll(lane, jobs, projects).items():
+                if poll.state != RunState.EXITED or not poll.detail.startswith("the scheduler ended"):
+                    continue
+                with self.store.write() as tx:
+                    job = next(j for j in jobs if j.ref == ref)
+                    job = tx.get_job(job.project_uid, job.uid)
+                    job.cluster_job_status = poll.scheduler_status
+                    if job.errors_run and not job.errors_run[-1].message.startswith("the scheduler"):
+                        last = job.errors_run[-1]
+                        job.errors_run = [*job.errors_run[:-1],
+                                          last.model_copy(update={"message": f"{poll.detail} (worker: {last.message})"})]
+                    tx.put_job(job)
 
     # -- following launched jobs ------------------------------------------------------
     def monitor(self) -> None:
@@ -189,9 +224,20 @@ class Scheduler:
         self._last_poll[lane.name] = (time.monotonic(), polls)
         return polls
 
+    def _nothing_new(self, job: Job, poll: PollResult) -> bool:
+        if poll.state == RunState.EXITED:
+            return False
+        if poll.scheduler_status is not None and poll.scheduler_status != job.cluster_job_status:
+            return False
+        if poll.state in (RunState.PENDING, RunState.UNREACHABLE):
+            return True
+        return job.heartbeat_at is None or now() - job.heartbeat_at <= self.inst.config.heartbeat_timeout_s
+
     def _follow(self, seen: Job, project, poll: PollResult) -> None:
         job_dir = job_dir_abs(project, seen)
         events, offset = read_events(job_dir, seen.events_offset)
+        if not events and self._nothing_new(seen, poll):
+            return  # no write transaction for a job whose state did not move
         presumed_dead: Job | None = None
         with self.store.write() as tx:
             job = tx.get_job(seen.project_uid, seen.uid, include_deleted=True)
@@ -203,7 +249,7 @@ class Scheduler:
                     break
             job.events_offset = offset
             t = now()
-            if events or poll.state == RunState.PENDING:
+            if events or poll.state == RunState.PENDING or poll.scheduler_status != job.cluster_job_status:
                 job.heartbeat_at = t  # nothing is expected from a job still queued at the scheduler
             if poll.scheduler_status is not None:
                 job.cluster_job_status = poll.scheduler_status
@@ -216,8 +262,8 @@ class Scheduler:
                     job.exit_code = poll.exit_code
                     cause = poll.detail if poll.detail and "scheduler" in poll.detail else ""
                     fail(job, cause or f"worker exited (exit code {code}) without reporting completion; see job.log")
-                elif poll.state == RunState.UNREACHABLE:
-                    pass  # the lane did not answer: conclude nothing
+                elif poll.state in (RunState.UNREACHABLE, RunState.PENDING):
+                    pass  # the lane did not answer, or the job waits at the scheduler: no verdict
                 elif job.heartbeat_at is not None and t - job.heartbeat_at > self.inst.config.heartbeat_timeout_s:
                     fail(job, f"no heartbeat from the worker for {t - job.heartbeat_at:.0f} s "
                               f"(limit {self.inst.config.heartbeat_timeout_s:.0f} s); presumed dead")

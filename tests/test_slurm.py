@@ -167,3 +167,73 @@ def test_bad_custom_values_and_templates_are_refused_before_submission(cluster, 
     with pytest.raises(ConfigError, match=r"broken.sh.j2:3: 'nonsense' is undefined"):
         api.instance.build_lanes()
     (api.instance.paths.site_configs / "broken.yaml").unlink()
+
+
+HELD_TEMPLATE = ("#!/bin/bash\n#SBATCH --job-name={{ job_name }}\n#SBATCH --output={{ job_log_path_abs }}\n"
+                 "#SBATCH --begin=now+1hour\n#SBATCH --mem=100M\n{{ run_cmd }}\necho $? > {{ exit_code_path }}\n")
+
+
+def test_two_hundred_jobs_cost_one_status_query_per_interval(slurm, tmp_path):
+    """Jobs held pending by --begin: the scheduler follows 200 of them with one squeue
+    per poll interval, never one per job; the scheduler's reason is shown on each."""
+    from cryohpc.scheduler import Scheduler
+
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.05)
+    (api.instance.paths.home / "templates").mkdir()
+    (api.instance.paths.home / "templates" / "held.sh.j2").write_text(HELD_TEMPLATE)
+    (api.instance.paths.site_configs / "held.yaml").write_text(
+        "lanes:\n  - name: held\n    type: cluster\n    kind: slurm\n    script_template: held.sh.j2\n"
+        "    poll_interval_s: 1.0\n")
+    project = api.create_project("load")
+    jobs = [project.create_job("test_sleep", params={"seconds": 0.1}) for _ in range(200)]
+    for j in jobs:
+        j.queue(lane="held")
+    sched = Scheduler(api.instance)
+    lane = sched.lanes["held"]
+    try:
+        t0 = time.monotonic()
+        sched.step()  # submits all 200
+        submitted = time.monotonic() - t0
+        assert lane.runner.calls["submit"] == 200
+        assert all(j.status == JobStatus.LAUNCHED for j in jobs)
+        lane.runner.calls.clear()
+        t0 = time.monotonic()
+        steps = 0
+        while time.monotonic() - t0 < 3.2:
+            sched.step()
+            steps += 1
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        status_calls = lane.runner.calls["status"]
+        assert steps > 20  # many master passes...
+        assert 1 <= status_calls <= int(elapsed / 1.0) + 1  # ...one squeue per poll interval
+        assert set(lane.runner.calls) == {"status"}
+        m = jobs[0].model
+        assert m.cluster_job_status.startswith("PENDING") and "BeginTime" in m.cluster_job_status
+        assert m.status == JobStatus.LAUNCHED  # pending at the scheduler is not a failure
+        print(f"submitted 200 jobs in {submitted:.1f} s; {status_calls} squeue in {elapsed:.1f} s of {steps} passes")
+    finally:
+        ids = [j.model.cluster_job_id for j in jobs if j.model.cluster_job_id]
+        subprocess.run(["scancel", *ids], timeout=60)
+
+
+def test_job_over_its_time_limit_fails_with_timeout_shown(cluster):
+    """SLURM's smallest limit is a minute and it notices late: this test takes ~1-2 min."""
+    api, project = cluster
+    job = project.create_job("test_sleep", params={"seconds": 600})
+    job.queue(lane="slurm", custom_vars={"time_limit": "1"})
+    assert job.wait(300) == JobStatus.FAILED
+    deadline = time.monotonic() + 60  # the scheduler's verdict may come a poll after the worker's report
+    while "TIMEOUT" not in job.model.errors_run[-1].message and time.monotonic() < deadline:
+        time.sleep(0.5)
+    m = job.model
+    assert "TIMEOUT" in m.errors_run[-1].message and "scheduler ended the job" in m.errors_run[-1].message
+    assert m.cluster_job_status.startswith("TIMEOUT")
+
+
+def test_lane_test_runs_sbatch_test_only(cluster):
+    from conftest import cli
+
+    api, project = cluster
+    out = cli(api.instance.home, "lane", "test", "slurm", check=True).stdout
+    assert "info:" in out and "debug" in out and "test-only:" in out and "to start at" in out

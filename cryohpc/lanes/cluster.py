@@ -222,8 +222,8 @@ class ClusterLane(Lane):
             return PollResult(RunState.PENDING, detail=status, scheduler_status=status)
         if phase == Phase.RUNNING:
             return PollResult(RunState.ALIVE, scheduler_status=status)
-        if phase == Phase.DONE:
-            return PollResult(RunState.EXITED, exit_code=code if code is not None else 0, scheduler_status=status)
+        if phase == Phase.DONE:  # Torque shows cancelled jobs as C too: only the sentinel tells
+            return PollResult(RunState.EXITED, exit_code=code, scheduler_status=status)
         return PollResult(RunState.EXITED, exit_code=code, detail=f"the scheduler ended the job: {status}",
                           scheduler_status=status)
 

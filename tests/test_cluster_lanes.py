@@ -1,0 +1,140 @@
+"""Cluster lanes without a scheduler running: rendered scripts (golden files), quoting,
+validation messages, and status parsing from real scheduler output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cryohpc.errors import BuildError, ConfigError
+from cryohpc.lanes import build_lane
+from cryohpc.lanes.base import RunState
+from cryohpc.lanes.cluster import ClusterLane
+from cryohpc.lanes.schedulers import KINDS, Phase
+from cryohpc.lanes.siteconfig import load_site_config
+from cryohpc.model import Job, Resources
+
+DATA = Path(__file__).parent / "data"
+
+
+def lane(tmp_path, kind: str, extra: str = "") -> ClusterLane:
+    (tmp_path / "lanes.yaml").write_text(
+        f"lanes:\n  - name: {kind}-lane\n    type: cluster\n    kind: {kind}\n    script_template: {kind}.sh.j2\n"
+        "    worker: {bin_path: /opt/cryohpc/bin/cryohpc-worker, cache_path: $TMPDIR/cryohpc}\n"
+        "    custom_vars:\n      - {name: queue, type: str, default: gpu}\n"
+        "      - {name: partition, type: str, default: gpu}\n" + extra)
+    return build_lane(load_site_config(tmp_path / "lanes.yaml")[0], "inst1")
+
+
+def sample_job() -> Job:
+    job = Job(uid="J7", project_uid="P3", type="homo_reconstruct", job_dir="J7", created_by="alice")
+    job.resources_needed = Resources(cpus=8, gpus=4, ram_gb=30, mpi_ranks=4)
+    return job
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs", "sge"])
+def test_rendered_scripts_match_golden_files(tmp_path, kind):
+    ln = lane(tmp_path, kind)
+    script, _ = ln.prepare(sample_job(), Path("/data/projects/P3/J7"), Path("/data/projects/P3"),
+                           ln.custom_values({}, {}))
+    script = script.replace(os.path.dirname(sys.executable), "<python>")
+    golden = DATA / "golden" / f"{kind}.sh"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(script)
+    assert script == golden.read_text()
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+def test_gpu_requests_per_scheduler(tmp_path):
+    scripts = {}
+    for kind in ("slurm", "pbs", "sge"):
+        ln = lane(tmp_path, kind)
+        scripts[kind], _ = ln.prepare(sample_job(), Path("/p/J7"), Path("/p"), ln.custom_values({}, {}))
+    assert "#SBATCH --gres=gpu:4" in scripts["slurm"] and "#SBATCH --ntasks=4" in scripts["slurm"]
+    assert "#PBS -l nodes=1:ppn=8:gpus=4" in scripts["pbs"] and "PBS_GPUFILE" in scripts["pbs"]
+    assert "#$ -l gpu=4" in scripts["sge"] and "SGE_HGR_gpu" in scripts["sge"]
+    assert all("export CRYOHPC_CACHE_PATH=$TMPDIR/cryohpc" in s for s in scripts.values())  # expanded on the node
+    assert all("-n 4 /opt/cryohpc/bin/cryohpc-worker --job-dir /p/J7" in s for s in scripts.values())
+
+
+def test_hostile_values_are_quoted_and_inert(tmp_path):
+    ln = lane(tmp_path, "slurm")
+    hostile = f"gpu; touch {tmp_path}/pwned"
+    job = sample_job()
+    job.created_by = "$(touch pwned2)"
+    script, variables = ln.prepare(job, tmp_path / "P3" / "J7", tmp_path / "P3",
+                                   ln.custom_values({}, {"partition": hostile}))
+    assert "#SBATCH --partition='gpu; touch" in script
+    line = "echo " + ln.env.from_string("{{ partition }} {{ job_creator }}").render(**variables)
+    out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path).stdout.strip()
+    assert out == f"{hostile} $(touch pwned2)"
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_undefined_variable_and_wrong_type_are_named(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "x.sh.j2").write_text("#!/bin/bash\n\necho {{ job_uid }}\necho {{ accountt }}\n")
+    (tmp_path / "lanes.yaml").write_text(
+        f"lanes:\n  - name: x\n    type: cluster\n    kind: slurm\n    script_template: {tmp_path}/t/x.sh.j2\n")
+    with pytest.raises(ConfigError, match=r"x.sh.j2:4: 'accountt' is undefined"):
+        build_lane(load_site_config(tmp_path / "lanes.yaml")[0])
+    (tmp_path / "lanes.yaml").write_text(
+        "lanes:\n  - name: x\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        "    custom_vars:\n      - {name: nodes_max, type: int, default: many}\n")
+    with pytest.raises(ConfigError, match=r"lanes.yaml:7: lanes\[0\]\.custom_vars\.0: .*'many' is not a valid int"):
+        load_site_config(tmp_path / "lanes.yaml")
+    (tmp_path / "lanes.yaml").write_text(
+        "lanes:\n  - name: x\n    type: cluster\n    kind: lsf\n    script_template: slurm.sh.j2\n")
+    with pytest.raises(ConfigError, match=r"lanes.yaml:4: lanes\[0\]\.kind"):
+        load_site_config(tmp_path / "lanes.yaml")
+    ln = lane(tmp_path, "slurm", "      - {name: qos, type: enum, choices: [low, high], required: true}\n")
+    with pytest.raises(BuildError, match="'qos' is required"):
+        ln.custom_values({}, {})
+    with pytest.raises(BuildError, match="'urgent' is not one of low, high"):
+        ln.custom_values({"qos": "urgent"}, {})
+    assert ln.custom_values({"qos": "low"}, {"qos": "high"})["qos"] == "high"  # job wins
+
+
+def test_slurm_status_from_real_squeue_output(tmp_path):
+    ln = lane(tmp_path, "slurm")
+    rows = {r.job_id: r for r in KINDS["slurm"].parse_status((DATA / "schedulers/slurm_squeue.txt").read_text())}
+    assert rows["1"].code == "COMPLETED" and rows["2"].code == "CANCELLED"
+    assert ln._judge(rows["2"], tmp_path / "none").state == RunState.EXITED
+    assert "the scheduler ended the job: CANCELLED" in ln._judge(rows["2"], tmp_path / "none").detail
+    for code in ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY",
+                 "NODE_FAIL", "PREEMPTED"):
+        assert KINDS["slurm"].phase(code) is not None, code
+    assert KINDS["slurm"].phase("TIMEOUT") == Phase.ENDED_BADLY
+    odd = ln._judge(type(rows["1"])("9", "WEIRD_STATE"), tmp_path / "none")
+    assert odd.state == RunState.UNKNOWN and "unknown slurm state code 'WEIRD_STATE'" in odd.detail
+    pending = ln._judge(type(rows["1"])("9", "PENDING", "Resources"), tmp_path / "none")
+    assert pending.state == RunState.PENDING and pending.scheduler_status == "PENDING (Resources)"
+
+
+def test_pbs_status_from_real_torque_qstat_output(tmp_path):
+    kind = KINDS["pbs"]
+    queued = kind.parse_status((DATA / "schedulers/pbs_qstat_queued.txt").read_text())
+    running = kind.parse_status((DATA / "schedulers/pbs_qstat_running.txt").read_text())
+    done = kind.parse_status((DATA / "schedulers/pbs_qstat_done.txt").read_text())
+    assert [(r.job_id, r.code) for r in queued] == [("1", "Q"), ("2", "Q")]
+    assert [(r.job_id, r.code) for r in running] == [("1", "C"), ("2", "R")]
+    assert {r.code for r in done} == {"C"}
+    ln = lane(tmp_path, "pbs")
+    # Torque shows a cancelled job as C too: without the exit-code sentinel nothing is assumed
+    assert ln._judge(done[1], tmp_path / "none").exit_code is None
+    (tmp_path / "exit_code").write_text("0\n")
+    assert ln._judge(done[0], tmp_path / "exit_code").exit_code == 0
+    assert kind.parse_submit("123.headnode\n") == "123.headnode"
+
+
+def test_sge_status_parsing(tmp_path):
+    """From qstat's documented layout (no real Grid Engine ran here; see docs)."""
+    rows = KINDS["sge"].parse_status((DATA / "schedulers/sge_qstat.txt").read_text())
+    phases = {r.job_id: KINDS["sge"].phase(r.code) for r in rows}
+    assert phases == {"11": Phase.RUNNING, "12": Phase.PENDING, "13": Phase.ENDED_BADLY}
+    assert KINDS["sge"].parse_submit("4711\n") == "4711"
