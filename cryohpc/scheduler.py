@@ -165,13 +165,14 @@ class Scheduler:
 
     def explain_recent_failures(self) -> None:
         """A cluster job the scheduler kills (time limit, memory, node failure) often
-        reports "terminated by signal" before the scheduler lists why. For a few minutes
-        after such a failure, ask the scheduler and name its verdict on the job."""
+        reports "terminated by signal" before the scheduler says why. For a few minutes
+        after such a failure, take the scheduler's verdict (recorded, or asked for) and
+        name it in the job's error."""
         t = now()
         with self.store.read() as tx:
             recent = [j for j in tx.list_jobs(statuses=[JobStatus.FAILED])
                       if j.cluster_job_id and t - j.status_times.get("failed", 0) < self.EXPLAIN_WINDOW_S
-                      and not (j.cluster_job_status or "").startswith(("the scheduler", *_ENDED_CODES))]
+                      and j.errors_run and not j.errors_run[-1].message.startswith("the scheduler")]
             projects = {p.uid: p for p in tx.list_projects()}
         by_lane: dict[str, list[Job]] = defaultdict(list)
         for j in recent:
@@ -180,20 +181,24 @@ class Scheduler:
             lane = self.lanes.get(lane_name)
             if lane is None or not lane.self_scheduling:
                 continue
-            for ref, poll in self._poll(lane, jobs, projects).items():
-                if poll.state != RunState.EXITED or not poll.detail.startswith("the scheduler ended"):
+            verdicts = {j.ref: (j.cluster_job_status, f"the scheduler ended the job: {j.cluster_job_status}")
+                        for j in jobs if (j.cluster_job_status or "").startswith(_ENDED_CODES)}
+            unknown = [j for j in jobs if j.ref not in verdicts]
+            if unknown:
+                for ref, poll in self._poll(lane, unknown, projects).items():
+                    if poll.state == RunState.EXITED and poll.detail.startswith("the scheduler ended"):
+                        verdicts[ref] = (poll.scheduler_status, poll.detail)
+            for job in jobs:
+                if job.ref not in verdicts:
                     continue
+                status, detail = verdicts[job.ref]
                 with self.store.write() as tx:
-                    job = next(j for j in jobs if j.ref == ref)
-                    job = tx.get_job(job.project_uid, job.uid)
-                    job.cluster_job_status = poll.scheduler_status
-                    if job.errors_run and not job.errors_run[-1].message.startswith("the scheduler"):
-                        last = job.errors_run[-1]
-                        job.errors_run = [*job.errors_run[:-1],
-                                          last.model_copy(update={"message": f"{poll.detail} (worker: {last.message})"})]
-                    tx.put_job(job)
-
-    # -- following launched jobs ------------------------------------------------------
+                    fresh = tx.get_job(job.project_uid, job.uid)
+                    last = fresh.errors_run[-1]
+                    fresh.cluster_job_status = status
+                    fresh.errors_run = [*fresh.errors_run[:-1],
+                                        last.model_copy(update={"message": f"{detail} (worker: {last.message})"})]
+                    tx.put_job(fresh)
     def monitor(self) -> None:
         with self.store.read() as tx:
             active = tx.list_jobs(statuses=ACTIVE)
@@ -229,7 +234,9 @@ class Scheduler:
             return False
         if poll.scheduler_status is not None and poll.scheduler_status != job.cluster_job_status:
             return False
-        if poll.state in (RunState.PENDING, RunState.UNREACHABLE):
+        if poll.state == RunState.UNREACHABLE:
+            return job.cluster_job_status_reason == poll.detail  # record a new reason once
+        if poll.state == RunState.PENDING:
             return True
         return job.heartbeat_at is None or now() - job.heartbeat_at <= self.inst.config.heartbeat_timeout_s
 

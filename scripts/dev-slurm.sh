@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node SLURM for tests and development: munge, slurmctld and slurmd from
-# Debian, run by hand (no systemd), with two fake GPUs declared through GRES.
+# Debian, run by hand (no systemd), with two fake GPUs declared through GRES. Debian's
+# Torque wrappers (qsub/qstat/qdel over SLURM) come along for PBS-lane tests.
 #
 #   scripts/dev-slurm.sh up DIR     install if needed, write config under DIR, start, wait until idle
 #   scripts/dev-slurm.sh down DIR   stop the daemons started from DIR
@@ -12,11 +13,13 @@ HOST="$(hostname -s)"
 CONF="$DIR/slurm.conf"
 
 install() {
-    if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
+    if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null \
+            || ! command -v qsub >/dev/null; then
         local sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurmctld slurmd slurm-client munge \
+            slurm-wlm-torque >/dev/null
     fi
 }
 

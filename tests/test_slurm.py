@@ -237,3 +237,76 @@ def test_lane_test_runs_sbatch_test_only(cluster):
     api, project = cluster
     out = cli(api.instance.home, "lane", "test", "slurm", check=True).stdout
     assert "info:" in out and "debug" in out and "test-only:" in out and "to start at" in out
+
+
+def test_lost_submit_answer_does_not_submit_twice(slurm, tmp_path):
+    """Fault injection: the submit command submits, then hangs past its timeout."""
+    from cryohpc.scheduler import Scheduler
+
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.05)
+    (api.instance.paths.site_configs / "lossy.yaml").write_text(
+        "lanes:\n  - name: lossy\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        "    command_timeout_s: 3\n    poll_interval_s: 0.5\n"
+        "    submit_cmd: sbatch --parsable {{ script_path_abs }}; sleep 10\n")
+    project = api.create_project("lossy")
+    job = project.create_job("test_sleep", params={"seconds": 30})
+    job.queue(lane="lossy")
+    sched = Scheduler(api.instance)
+    sched.step()  # submits, the answer is lost: still queued, with the reason
+    m = job.model
+    assert m.status == JobStatus.QUEUED and "submission not confirmed" in m.cluster_job_status_reason
+    sched.step()  # finds it by its tag instead of submitting again
+    m = job.model
+    assert m.status == JobStatus.LAUNCHED and m.cluster_job_id
+    out = subprocess.run(["squeue", "-h", "-n", f"cryohpc_{api.instance.config.instance_uid}_{m.project_uid}_{m.uid}",
+                          "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.split()
+    assert out == [m.cluster_job_id]  # exactly one scheduler job
+    subprocess.run(["scancel", m.cluster_job_id], timeout=30)
+
+
+def test_unanswered_status_query_fails_nothing(slurm, tmp_path):
+    """Fault injection: the status command errors; jobs stay as they were."""
+    from cryohpc.scheduler import Scheduler
+
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.05, heartbeat_timeout_s=0.5)
+    (api.instance.paths.site_configs / "mute.yaml").write_text(
+        "lanes:\n  - name: mute\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        "    poll_interval_s: 0.1\n"
+        "    status_cmd: \"echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1\"\n")
+    project = api.create_project("mute")
+    job = project.create_job("test_sleep", params={"seconds": 30})
+    job.queue(lane="mute")
+    sched = Scheduler(api.instance)
+    sched.step()
+    assert job.status == JobStatus.LAUNCHED
+    for _ in range(10):  # well past the heartbeat timeout
+        time.sleep(0.2)
+        sched.step()
+    m = job.model
+    assert m.status.active  # not failed, though its heartbeat limit (0.5 s) passed many times
+    assert "Unable to contact slurm controller" in (m.cluster_job_status_reason or "")
+    subprocess.run(["scancel", m.cluster_job_id], timeout=30)
+
+
+def test_pbs_lane_end_to_end_on_torque_wrappers(cluster):
+    """A PBS lane driven through Debian's Torque wrappers (qsub/qstat/qdel over SLURM)."""
+    api, project = cluster
+    (api.instance.paths.site_configs / "pbs.yaml").write_text(
+        "lanes:\n  - name: pbs\n    type: cluster\n    kind: pbs\n    script_template: pbs.sh.j2\n"
+        "    poll_interval_s: 0.5\n")
+    ok = project.create_job("test_sleep", params={"seconds": 0.5})
+    ok.queue(lane="pbs")
+    bad = project.create_job("test_exit", params={"code": 5})
+    bad.queue(lane="pbs")
+    assert ok.wait(120) == JobStatus.COMPLETED, ok.model.errors_run
+    assert "#PBS -N cryohpc_" in ok.model.cluster_job_submission_script
+    assert bad.wait(120) == JobStatus.FAILED and "exit code 5" in bad.model.errors_run[-1].message
+    slow = project.create_job("test_sleep", params={"seconds": 120})
+    slow.queue(lane="pbs")
+    deadline = time.monotonic() + 60
+    while slow.status != JobStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert slow.status == JobStatus.RUNNING
+    slow.kill()
+    assert slow.status == JobStatus.KILLED
+    assert slow.model.cluster_job_id not in squeue_ids()
