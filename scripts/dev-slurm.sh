@@ -14,7 +14,7 @@ CONF="$DIR/slurm.conf"
 
 install() {
     if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null \
-            || ! command -v qsub >/dev/null; then
+            || ! dpkg-query -W -f='${Status}' slurm-wlm-torque 2>/dev/null | grep -q "ok installed"; then
         local sudo=""
         [ "$(id -u)" -eq 0 ] || sudo="sudo"
         $sudo apt-get update -qq

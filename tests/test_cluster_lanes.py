@@ -132,9 +132,15 @@ def test_pbs_status_from_real_torque_qstat_output(tmp_path):
     assert kind.parse_submit("123.headnode\n") == "123.headnode"
 
 
-def test_sge_status_parsing(tmp_path):
-    """From qstat's documented layout (no real Grid Engine ran here; see docs)."""
-    rows = KINDS["sge"].parse_status((DATA / "schedulers/sge_qstat.txt").read_text())
-    phases = {r.job_id: KINDS["sge"].phase(r.code) for r in rows}
-    assert phases == {"11": Phase.RUNNING, "12": Phase.PENDING, "13": Phase.ENDED_BADLY}
-    assert KINDS["sge"].parse_submit("4711\n") == "4711"
+def test_sge_status_from_real_qstat_output(tmp_path):
+    """Captured from Son of Grid Engine 8.1.9 (Debian) run here: r, qw and hqw (user hold)."""
+    kind = KINDS["sge"]
+    rows = kind.parse_status((DATA / "schedulers/sge_qstat.txt").read_text())
+    phases = {r.job_id: kind.phase(r.code) for r in rows}
+    assert phases == {"1": Phase.RUNNING, "5": Phase.RUNNING, "6": Phase.RUNNING, "7": Phase.RUNNING,
+                      "2": Phase.PENDING, "3": Phase.PENDING, "4": Phase.PENDING, "8": Phase.PENDING}
+    assert kind.parse_submit((DATA / "schedulers/sge_qsub_terse.txt").read_text()) == "1"
+    assert kind.phase("Eqw") == Phase.ENDED_BADLY  # error state: the job will not run without help
+    ln = lane(tmp_path, "sge")
+    gone = ln._judge(None, tmp_path / "none")  # SGE forgets finished jobs at once
+    assert gone.state == RunState.UNKNOWN

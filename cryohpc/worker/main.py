@@ -33,15 +33,16 @@ def _heartbeat(events: EventWriter, interval_s: float, stop: threading.Event) ->
 
 
 def run_job(job_dir: Path) -> int:
-    from ..jobtypes import get_jobtype
-    from .context import RunContext
-    from .mpi import world
-
     job_dir = job_dir.resolve()
     events = EventWriter(job_dir)
     stop = threading.Event()
     comm = None
     try:
+        # imported here so that a broken job-type plugin is reported as the job's failure
+        from ..jobtypes import get_jobtype
+        from .context import RunContext
+        from .mpi import world
+
         jobfile = JobFile.read(job_dir)
         comm = world(jobfile.resources.mpi_ranks)
         if comm.rank == 0:

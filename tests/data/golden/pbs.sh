@@ -1,6 +1,7 @@
 #!/bin/bash
 # cryohpc job P3 J7 (homo_reconstruct), rendered for lane pbs-lane.
 #PBS -N cryohpc_inst1_P3_J7
+#PBS -V
 #PBS -l nodes=1:ppn=8:gpus=4
 #PBS -l mem=30gb
 #PBS -q gpu

@@ -2,6 +2,7 @@
 # cryohpc job P3 J7 (homo_reconstruct), rendered for lane sge-lane.
 #$ -N cryohpc_inst1_P3_J7
 #$ -S /bin/bash
+#$ -V
 #$ -wd /data/projects/P3/J7
 #$ -o /data/projects/P3/J7/job.log
 #$ -j y
