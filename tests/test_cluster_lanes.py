@@ -144,3 +144,21 @@ def test_sge_status_from_real_qstat_output(tmp_path):
     ln = lane(tmp_path, "sge")
     gone = ln._judge(None, tmp_path / "none")  # SGE forgets finished jobs at once
     assert gone.state == RunState.UNKNOWN
+
+
+def test_lane_cli_show_and_validate(tmp_path):
+    from conftest import cli
+
+    home = tmp_path / "home"
+    cli(home, "init", check=True)
+    (home / "site-configs" / "slurm.yaml").write_text(
+        (Path(__file__).parents[1] / "site-configs" / "slurm-example.yaml").read_text())
+    listing = cli(home, "lane", "list", check=True).stdout
+    assert "slurm-gpu" in listing and "cluster/slurm" in listing and "local" in listing
+    shown = cli(home, "lane", "show", "slurm-gpu", check=True).stdout
+    assert "custom variable partition (str) = 'gpu'" in shown and "submit command: sbatch --parsable" in shown
+    assert "1 lane(s) valid: slurm-gpu" in cli(home, "lane", "validate", check=True).stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lanes:\n  - name: b\n    type: cluster\n    kind: slurm\n    script_template: nope.sh.j2\n")
+    out = cli(home, "lane", "validate", str(bad))
+    assert out.returncode == 2 and "template 'nope.sh.j2' not found" in out.stderr

@@ -68,6 +68,12 @@ def cluster(slurm, tmp_path):
     master.stop()
 
 
+def wait_running(job, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while job.status != JobStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def squeue_ids() -> set[str]:
     out = subprocess.run(["squeue", "-h", "-o", "%i|%T"], capture_output=True, text=True, timeout=30).stdout
     return {line.split("|")[0] for line in out.splitlines() if line and line.split("|")[1] in ("PENDING", "RUNNING")}
@@ -105,9 +111,7 @@ def test_kill_cancels_and_leaves_the_queue(cluster):
     api, project = cluster
     job = project.create_job("test_sleep", params={"seconds": 120})
     job.queue(lane="slurm")
-    deadline = time.monotonic() + 60
-    while job.status != JobStatus.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_running(job)
     assert job.status == JobStatus.RUNNING
     cluster_id = job.model.cluster_job_id
     assert cluster_id in squeue_ids()
@@ -120,9 +124,7 @@ def test_master_restart_mid_run_on_slurm(cluster):
     api, project = cluster
     job = project.create_job("test_sleep", params={"seconds": 3})
     job.queue(lane="slurm")
-    deadline = time.monotonic() + 60
-    while job.status != JobStatus.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_running(job)
     assert job.status == JobStatus.RUNNING
     project.master.stop()
     cluster_id = job.model.cluster_job_id
@@ -303,10 +305,27 @@ def test_pbs_lane_end_to_end_on_torque_wrappers(cluster):
     assert bad.wait(120) == JobStatus.FAILED and "exit code 5" in bad.model.errors_run[-1].message
     slow = project.create_job("test_sleep", params={"seconds": 120})
     slow.queue(lane="pbs")
-    deadline = time.monotonic() + 60
-    while slow.status != JobStatus.RUNNING and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_running(slow)
     assert slow.status == JobStatus.RUNNING
     slow.kill()
     assert slow.status == JobStatus.KILLED
     assert slow.model.cluster_job_id not in squeue_ids()
+
+
+def test_send_cmd_routes_every_scheduler_command(cluster, tmp_path):
+    """send_cmd wraps submit/status/cancel (here a logging wrapper on this machine; the
+    SSH login node is the node-lane issue's)."""
+    api, project = cluster
+    log = tmp_path / "sent.log"
+    wrapper = tmp_path / "login-node"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {log}\nexec /bin/sh -c "$1"\n')
+    wrapper.chmod(0o755)
+    (api.instance.paths.site_configs / "login.yaml").write_text(
+        "lanes:\n  - name: via-login\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        f"    poll_interval_s: 0.5\n    send_cmd: {wrapper} {{{{ command }}}}\n")
+    job = project.create_job("test_sleep", params={"seconds": 60})
+    job.queue(lane="via-login")
+    wait_running(job)
+    job.kill()
+    sent = log.read_text()
+    assert "sbatch --parsable" in sent and "squeue -h -t all -o" in sent and f"scancel {job.model.cluster_job_id}" in sent

@@ -145,6 +145,8 @@ class ClusterLane(Lane):
             self.render_script(variables)
             for purpose in self.commands:
                 self._command(purpose, {**variables, "cluster_job_id": "12345"})
+        if self.cfg.send_cmd:
+            render(self.env, f"{self.where} send_cmd", {"command": "squeue"}, source=self.cfg.send_cmd)
 
     # -- Lane interface -----------------------------------------------------------------
     def capacity(self) -> Resources:
