@@ -25,6 +25,7 @@ HEARTBEAT = "heartbeat"
 PROGRESS = "progress"
 LOG = "log"
 OUTPUT = "output"
+CACHE = "cache"  # the SSD cache path a job actually used
 COMPLETED = "completed"
 FAILED = "failed"
 

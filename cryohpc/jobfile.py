@@ -37,6 +37,18 @@ class OutputSpecFile(BaseModel):
     passthrough_input: str | None = None
 
 
+class CacheSettings(BaseModel):
+    """The lane's SSD cache, as the worker needs it; ``path`` is expanded on the node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    quota_mb: float | None = None
+    reserve_mb: float = 10_000
+    lifetime_days: float = 30
+    threads: int = 2
+
+
 class JobFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +64,7 @@ class JobFile(BaseModel):
     outputs: list[OutputSpecFile] = Field(default_factory=list)
     resources: Resources
     heartbeat_interval_s: float = 10.0
+    cache: CacheSettings | None = None
     created_at: float
 
     def write(self, job_dir: Path) -> Path:

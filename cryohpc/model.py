@@ -143,6 +143,7 @@ class Job(Record):
         default_factory=list, description="outputs reported by a running worker, registered on completion"
     )
     exit_code: int | None = None
+    cache_path_used: str | None = Field(default=None, description="SSD cache folder as resolved on the node")
     deleted: bool = False
     cluster_job_id: str | None = None
     cluster_job_status: str | None = None

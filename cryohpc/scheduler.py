@@ -16,6 +16,7 @@ from typing import Any
 from .builder import job_dir_abs, resolve_inputs
 from .errors import BuildError, CryohpcError
 from .events import (
+    CACHE,
     COMPLETED,
     FAILED,
     OUTPUT,
@@ -84,6 +85,8 @@ def apply_event(job: Job, ev: dict[str, Any]) -> None:
         _advance(job, JobStatus.WAITING)
     elif kind == PROGRESS:
         job.progress = {k: v for k, v in ev.items() if k != "type"}
+    elif kind == CACHE:
+        job.cache_path_used = ev.get("path")
     elif kind == OUTPUT:
         job.pending_outputs = [*job.pending_outputs, ev]
     elif kind == COMPLETED and JobStatus.COMPLETED in TRANSITIONS[job.status]:
@@ -390,6 +393,7 @@ class Scheduler:
                              for g in spec.outputs],
                     resources=alloc,
                     heartbeat_interval_s=self.inst.config.heartbeat_interval_s,
+                    cache=lane.cache_settings(),
                     created_at=now(),
                 ).write(job_dir)
                 _keep_previous_events(job_dir)

@@ -202,3 +202,29 @@ def test_progress_is_reported(sim_env):
     progress = [e for e in job.events() if e["type"] == "progress"]
     assert progress and progress[-1]["done"] == progress[-1]["total"] == 1200
     assert os.path.getsize(job.dir / "job.log") > 0
+
+
+def test_reconstruction_through_the_ssd_cache_gives_the_same_map(sim_env, tmp_path, monkeypatch):
+    api, project, sim = sim_env
+    monkeypatch.setenv("CRYOHPC_TEST_SSD", str(tmp_path / "ssd"))  # resolved by the worker at run time
+    (api.instance.paths.site_configs / "cached.yaml").write_text(
+        "lanes:\n  - name: cached\n    cache_path: $CRYOHPC_TEST_SSD/node1\n    cache_reserve_mb: 0\n")
+    try:
+        plain = reconstruct(project, sim, compute_use_ssd=False)
+        done(plain)
+        cold = project.create_job("homo_reconstruct")
+        cold.connect("particles", sim.uid, "particles")
+        cold.queue(lane="cached")
+        done(cold)
+        warm = project.create_job("homo_reconstruct", params={"compute_num_ranks": 2})
+        warm.connect("particles", sim.uid, "particles")
+        warm.queue(lane="cached")
+        done(warm)
+    finally:
+        (api.instance.paths.site_configs / "cached.yaml").unlink()
+    assert cold.model.cache_path_used == str(tmp_path / "ssd" / "node1" / "cryohpc-cache")
+    assert plain.model.cache_path_used is None
+    cold_log, warm_log = "\n".join(cold.log_lines()), "\n".join(warm.log_lines())
+    assert "3 file(s) copied" in cold_log and "0 file(s) copied" in warm_log  # the second run found them
+    assert np.array_equal(volume(project, plain), volume(project, cold))
+    assert np.allclose(volume(project, cold), volume(project, warm), atol=1e-5 * np.abs(volume(project, cold)).max())

@@ -191,6 +191,8 @@ HOMO_RECONSTRUCT = register(
             ParamSpec(name="batch_size", type="int", default=128, min=1, title="Particles per batch"),
             ParamSpec(name="checkpoint_every_s", type="float", default=300.0, min=0, title="Checkpoint period (s)",
                       help="save partial sums this often so a killed job resumes (0 = never)"),
+            ParamSpec(name="compute_use_ssd", type="bool", default=True, title="Cache particle images on SSD",
+                      help="read stacks through the lane's SSD cache, when it has one"),
             *COMPUTE_PARAMS,
         ),
         resources=Resources(cpus=1, gpus=0, ram_gb=8),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -67,14 +68,39 @@ def _check_stacks(ctx: RunContext, ds: Dataset) -> tuple[int, float]:
     return next(iter(boxes))[0], float(psize[0])
 
 
-def _read_batch(ctx: RunContext, part: Dataset) -> np.ndarray:
-    """Images of a batch in file order, one read per stack."""
+def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path]) -> np.ndarray:
+    """Images of a batch in file order, one read per stack, from the SSD cache's copies."""
     out = []
     paths = part["blob/path"]
     starts = np.flatnonzero(np.r_[True, paths[1:] != paths[:-1]])
     for a, b in zip(starts, np.r_[starts[1:], len(part)], strict=True):
-        out.append(read_images(ctx.project_path(paths[a].decode()), part["blob/idx"][a:b]))
+        source = ctx.project_path(paths[a].decode()).resolve()
+        out.append(read_images(local.get(source, source), part["blob/idx"][a:b]))
     return np.concatenate(out)
+
+
+def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, done: int, align_scale, use_ctf: bool,
+                sym: np.ndarray, ckpt: Checkpoint, local: dict[Path, Path]) -> int:
+    """Insert this rank's particles from ``done`` on, checkpointing as it goes."""
+    last_ckpt = time.monotonic()
+    for b0 in range(done, len(mine), p["batch_size"]):
+        part = mine.take(np.arange(b0, min(len(mine), b0 + p["batch_size"])))
+        sl = slice(b0, b0 + len(part))
+        shifts = part["alignments3D/shift"].astype(np.float64)
+        if align_scale is not None:
+            shifts = shifts * np.where(align_scale[sl] > 0, align_scale[sl], 1.0)[:, None]
+        ctf = CtfParams(**{k: part[f"ctf/{k}"] if f"ctf/{k}" in part else np.zeros(len(part))
+                           for k in ("df1_A", "df2_A", "df_angle_rad", "accel_kv", "cs_mm", "amp_contrast",
+                                     "phase_shift_rad")}) if use_ctf else None
+        sign = part["blob/sign"] if "blob/sign" in part else np.ones(len(part))
+        rec.insert(_read_batch(ctx, part, local), rotvec_to_matrix(part["alignments3D/pose"]), shifts, ctf, sign,
+                   part["alignments3D/split"], extra_rots=sym if len(sym) > 1 else None)
+        done = b0 + len(part)
+        ctx.progress(done, len(mine), "particles inserted" + (" on rank 0" if ctx.size > 1 else ""))
+        if p["checkpoint_every_s"] > 0 and time.monotonic() - last_ckpt > p["checkpoint_every_s"] and done < len(mine):
+            ckpt.save(to_numpy(rec.acc), done)
+            last_ckpt = time.monotonic()
+    return done
 
 
 def run_homo_reconstruct(ctx: RunContext) -> None:
@@ -104,25 +130,11 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
         done = saved[1]
         ctx.log(f"resumed from checkpoint: {done} of {len(mine)} particles already inserted", all_ranks=True)
     align_scale = (mine["alignments3D/psize_A"] / mine["blob/psize_A"]) if "alignments3D/psize_A" in mine else None
-    last_ckpt = time.monotonic()
-    for b0 in range(done, len(mine), p["batch_size"]):
-        part = mine.take(np.arange(b0, min(len(mine), b0 + p["batch_size"])))
-        sl = slice(b0, b0 + len(part))
-        shifts = part["alignments3D/shift"].astype(np.float64)
-        if align_scale is not None:
-            shifts = shifts * np.where(align_scale[sl] > 0, align_scale[sl], 1.0)[:, None]
-        ctf = CtfParams(**{k: part[f"ctf/{k}"] if f"ctf/{k}" in part else np.zeros(len(part))
-                           for k in ("df1_A", "df2_A", "df_angle_rad", "accel_kv", "cs_mm", "amp_contrast",
-                                     "phase_shift_rad")}) if use_ctf else None
-        sign = part["blob/sign"] if "blob/sign" in part else np.ones(len(part))
-        rec.insert(_read_batch(ctx, part), rotvec_to_matrix(part["alignments3D/pose"]), shifts, ctf, sign,
-                   part["alignments3D/split"], extra_rots=sym if len(sym) > 1 else None)
-        done = b0 + len(part)
-        ctx.progress(done, len(mine), "particles inserted" + (" on rank 0" if ctx.size > 1 else ""))
-        if p["checkpoint_every_s"] > 0 and time.monotonic() - last_ckpt > p["checkpoint_every_s"] and done < len(mine):
-            ckpt.save(to_numpy(rec.acc), done)
-            last_ckpt = time.monotonic()
+    stacks = sorted({ctx.project_path(x.decode()) for x in np.unique(mine["blob/path"][done:]).tolist()})
+    with ctx.cached(stacks) as local:
+        done = _insert_all(ctx, p, rec, mine, done, align_scale, use_ctf, sym, ckpt, local)
 
+    total = reduce_sum(ctx.comm, to_numpy(rec.acc))
     total = reduce_sum(ctx.comm, to_numpy(rec.acc))
     if not ctx.is_root:
         return

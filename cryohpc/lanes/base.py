@@ -41,6 +41,10 @@ class Lane(ABC):
     name: str
     self_scheduling = False  # True where a batch scheduler, not cryohpc, places jobs
 
+    def cache_settings(self) -> dict | None:
+        """The SSD cache jobs on this lane use, or None."""
+        return None
+
     @abstractmethod
     def capacity(self) -> Resources:
         """Total resources jobs may use on this lane at once."""

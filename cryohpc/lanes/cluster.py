@@ -149,6 +149,11 @@ class ClusterLane(Lane):
             render(self.env, f"{self.where} send_cmd", {"command": "squeue"}, source=self.cfg.send_cmd)
 
     # -- Lane interface -----------------------------------------------------------------
+    def cache_settings(self) -> dict | None:
+        w = self.cfg.worker
+        return None if not w.cache_path else {"path": w.cache_path, "quota_mb": w.cache_quota_mb,
+                                               "reserve_mb": w.cache_reserve_mb}
+
     def capacity(self) -> Resources:
         big = 10**6
         return Resources(cpus=big, gpus=big, ram_gb=float(big), mpi_ranks=big)

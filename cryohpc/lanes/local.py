@@ -59,6 +59,11 @@ class LocalLane(Lane):
         self._children: dict[int, subprocess.Popen] = {}
         self._gpus: list[int] | None = cfg.gpus
 
+    def cache_settings(self) -> dict | None:
+        c = self.cfg
+        return None if not c.cache_path else {"path": c.cache_path, "quota_mb": c.cache_quota_mb,
+                                               "reserve_mb": c.cache_reserve_mb}
+
     def capacity(self) -> Resources:
         if self._gpus is None:
             self._gpus = detect_gpu_ids()

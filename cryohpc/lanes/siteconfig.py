@@ -30,6 +30,9 @@ class NodeLaneConfig(BaseModel):
     gpus: list[int] | None = Field(default=None, description="GPU ids (default: those nvidia-smi lists)")
     mpiexec: str | None = Field(default=None, description="MPI launcher (default: the one beside this Python)")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for workers")
+    cache_path: str | None = Field(default=None, description="SSD cache folder; may name $VARIABLES")
+    cache_quota_mb: float | None = Field(default=None, ge=0, description="most the cache may hold")
+    cache_reserve_mb: float = Field(default=10_000, ge=0, description="free space the cache leaves")
 
 
 SchedulerKind = Literal["slurm", "pbs", "sge"]

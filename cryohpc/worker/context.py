@@ -3,13 +3,15 @@ log, report progress and save outputs. It is built from ``job.json`` alone."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..dataset import Dataset
 from ..errors import DatasetError, InputFileError
-from ..events import OUTPUT, PROGRESS, RUNNING, WAITING, EventWriter
+from ..events import CACHE, OUTPUT, PROGRESS, RUNNING, WAITING, EventWriter
 from ..jobfile import JobFile
 from ..jobtypes import get_jobtype
 
@@ -56,6 +58,28 @@ class RunContext:
 
     def running(self) -> None:
         self.events.emit(RUNNING)
+
+    # -- SSD cache -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def cached(self, sources: list[Path]) -> Iterator[dict[Path, Path]]:
+        """Local copies of ``sources`` through the lane's SSD cache (the same paths when the
+        lane has none or the job's ``compute_use_ssd`` is off), held until the block ends."""
+        settings = self.jobfile.cache
+        if settings is None or not self.params.get("compute_use_ssd", True):
+            yield {Path(s).resolve(): Path(s).resolve() for s in sources}
+            return
+        from ..cache import CacheStats, SsdCache, resolve_cache_path
+
+        root = resolve_cache_path(settings.path)
+        cache = SsdCache(root, settings.quota_mb, settings.reserve_mb, settings.lifetime_days, settings.threads)
+        stats = CacheStats()
+        with cache.use(sources, on_wait=self.waiting, stats=stats) as mapping:
+            self.events.emit(CACHE, path=str(cache.root))
+            self.log(f"SSD cache {cache.root}: {stats.copied_files} file(s) copied "
+                     f"({stats.copied_bytes / 2**20:.1f} MB), {stats.hits} already there", all_ranks=True)
+            if stats.waited_s:
+                self.running()
+            yield mapping
 
     # -- paths --------------------------------------------------------------------------
     def project_path(self, rel: str) -> Path:
