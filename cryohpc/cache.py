@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,11 +34,21 @@ MB = 1024 * 1024
 
 @dataclass
 class CacheStats:
+    """What one use of the cache did; updated from several copy threads at once."""
+
     copied_bytes: int = 0
     copied_files: int = 0
     hits: int = 0
     waited_s: float = 0.0
     evicted: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, copied_bytes: int = 0, copied_files: int = 0, hits: int = 0, waited_s: float = 0.0) -> None:
+        with self._lock:
+            self.copied_bytes += copied_bytes
+            self.copied_files += copied_files
+            self.hits += hits
+            self.waited_s += waited_s
 
 
 def resolve_cache_path(path: str) -> Path:
@@ -163,7 +174,7 @@ class SsdCache:
                 fcntl.flock(fd, fcntl.LOCK_SH)  # in use from now on: never evicted under us
                 held.append(fd)
                 if dat.exists():
-                    stats.hits += 1
+                    stats.add(hits=1)
                     mapping[s] = dat
                 else:
                     missing.append(s)
@@ -195,9 +206,9 @@ class SsdCache:
                     on_wait(f"waiting for requested files to become unlocked: {source.name}")
                 t0 = time.monotonic()
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                stats.waited_s += time.monotonic() - t0
+                stats.add(waited_s=time.monotonic() - t0)
             if dat.exists():
-                stats.hits += 1
+                stats.add(hits=1)
                 return dat
             part = self.root / f"{key}.part.{os.getpid()}"
             shutil.copyfile(source, part)  # copy_file_range/sendfile where the kernel has them
@@ -205,8 +216,7 @@ class SsdCache:
                 part.unlink(missing_ok=True)
                 raise UserError(f"copying {source} to the SSD cache was cut short")
             os.replace(part, dat)  # complete, or not there at all
-            stats.copied_bytes += dat.stat().st_size
-            stats.copied_files += 1
+            stats.add(copied_bytes=dat.stat().st_size, copied_files=1)
             return dat
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -540,6 +540,48 @@ def lane_test(c: Ctx, name) -> None:
     c.emit({"ok": True, "report": report}, "\n".join(report))
 
 
+@cli.group()
+def cache() -> None:
+    """The SSD cache of a node lane on this machine."""
+
+
+def _lane_cache(c: Ctx, lane_name: str):
+    from .cache import SsdCache, resolve_cache_path
+    from .errors import UserError
+
+    settings = _lane(c, lane_name).cache_settings()
+    if not settings:
+        raise UserError(f"lane {lane_name!r} has no SSD cache (cache_path)")
+    return SsdCache(resolve_cache_path(settings["path"]), settings.get("quota_mb"), settings.get("reserve_mb", 0),
+                    settings.get("lifetime_days", 30), settings.get("threads", 2))
+
+
+@cache.command("status")
+@click.option("--lane", "lane_name", default="local", show_default=True)
+@pass_ctx
+def cache_status(c: Ctx, lane_name) -> None:
+    """Files in the cache, their size and when they were last used."""
+    import time as _time
+
+    cache_ = _lane_cache(c, lane_name)
+    entries = sorted(cache_.entries(), key=lambda e: -e.get("last_used", 0))
+    rows = [{"source": e["source"], "mb": round(e["size"] / 2**20, 1),
+             "last_used": _time.strftime("%Y-%m-%d %H:%M", _time.localtime(e.get("last_used", 0)))} for e in entries]
+    total = sum(e["size"] for e in entries) / 2**20
+    c.emit({"path": str(cache_.root), "files": rows, "used_mb": total},
+           f"{cache_.root}: {len(rows)} file(s), {total:.1f} MB\n" + _table(rows, ["source", "mb", "last_used"]))
+
+
+@cache.command("clear")
+@click.option("--lane", "lane_name", default="local", show_default=True)
+@pass_ctx
+def cache_clear(c: Ctx, lane_name) -> None:
+    """Remove every cached file that no running job is using."""
+    cache_ = _lane_cache(c, lane_name)
+    removed = cache_.clear()
+    c.emit({"removed": removed}, f"{cache_.root}: {removed} file(s) removed ({len(cache_.entries())} in use kept)")
+
+
 # -- master -----------------------------------------------------------------------------------
 @cli.group()
 def master() -> None:

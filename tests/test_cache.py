@@ -119,3 +119,11 @@ def test_cache_path_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("FAKE_TMPDIR")
     with pytest.raises(UserError, match="unset environment variable"):
         resolve_cache_path("$FAKE_TMPDIR/cryohpc")
+
+
+def test_counts_are_exact_with_many_copy_threads(tmp_path):
+    sources = make_files(tmp_path / "src", [0.05] * 200)
+    stats = CacheStats()
+    with SsdCache(tmp_path / "ssd", threads=8).use(sources, stats=stats) as mapping:
+        assert len(mapping) == 200
+    assert stats.copied_files == 200 and stats.copied_bytes == sum(p.stat().st_size for p in sources)

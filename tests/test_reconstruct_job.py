@@ -228,3 +228,31 @@ def test_reconstruction_through_the_ssd_cache_gives_the_same_map(sim_env, tmp_pa
     assert "3 file(s) copied" in cold_log and "0 file(s) copied" in warm_log  # the second run found them
     assert np.array_equal(volume(project, plain), volume(project, cold))
     assert np.allclose(volume(project, cold), volume(project, warm), atol=1e-5 * np.abs(volume(project, cold)).max())
+
+
+def test_cache_particles_warms_the_cache_and_the_cli_shows_it(sim_env, tmp_path, monkeypatch):
+    from conftest import cli
+
+    api, project = sim_env[0], sim_env[1]
+    sim = sim_env[2]
+    monkeypatch.setenv("CRYOHPC_TEST_SSD", str(tmp_path / "ssd"))
+    (api.instance.paths.site_configs / "warm.yaml").write_text(
+        "lanes:\n  - name: warm\n    cache_path: $CRYOHPC_TEST_SSD\n    cache_reserve_mb: 0\n")
+    try:
+        job = project.create_job("cache_particles")
+        job.connect("particles", sim.uid, "particles")
+        job.queue(lane="warm")
+        done(job)
+        assert job.load_output("particles")["uid"].size == 1200  # passed through
+        status = cli(api.instance.home, "cache", "status", "--lane", "warm", check=True).stdout
+        assert "3 file(s)" in status and "stack_0000.mrcs" in status
+        cleared = cli(api.instance.home, "cache", "clear", "--lane", "warm", check=True).stdout
+        assert "3 file(s) removed" in cleared
+        assert "0 file(s)" in cli(api.instance.home, "cache", "status", "--lane", "warm", check=True).stdout
+        nocache = project.create_job("cache_particles")
+        nocache.connect("particles", sim.uid, "particles")
+        nocache.queue()
+        assert nocache.wait(60) == JobStatus.FAILED
+        assert "no SSD cache configured" in nocache.model.errors_run[-1].message
+    finally:
+        (api.instance.paths.site_configs / "warm.yaml").unlink()

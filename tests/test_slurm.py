@@ -329,3 +329,22 @@ def test_send_cmd_routes_every_scheduler_command(cluster, tmp_path):
     job.kill()
     sent = log.read_text()
     assert "sbatch --parsable" in sent and "squeue -h -t all -o" in sent and f"scancel {job.model.cluster_job_id}" in sent
+
+
+def test_cache_path_is_resolved_on_the_node(cluster, tmp_path):
+    """A cache path naming a variable only the allocation has ($SLURM_JOB_ID here, as
+    $SLURM_TMPDIR at sites): resolved when the job starts, recorded on the job."""
+    api, project = cluster
+    (api.instance.paths.site_configs / "ssd.yaml").write_text(
+        "lanes:\n  - name: ssd\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        f"    poll_interval_s: 0.5\n    worker: {{cache_path: '{tmp_path}/node-ssd-$SLURM_JOB_ID', cache_reserve_mb: 0}}\n")
+    sim = project.create_job("simulate_particles", params={"n_particles": 60, "box": 16, "snr": 0})
+    sim.queue()
+    assert sim.wait(120) == JobStatus.COMPLETED
+    job = project.create_job("cache_particles")
+    job.connect("particles", sim.uid, "particles")
+    job.queue(lane="ssd")
+    assert job.wait(120) == JobStatus.COMPLETED, job.model.errors_run
+    m = job.model
+    assert m.cache_path_used == f"{tmp_path}/node-ssd-{m.cluster_job_id}/cryohpc-cache"
+    assert "export CRYOHPC_CACHE_PATH=" in m.cluster_job_submission_script

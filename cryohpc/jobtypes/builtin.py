@@ -223,3 +223,22 @@ VALIDATE_FSC = register(
         run="cryohpc.jobtypes.validation:run_validate_fsc",
     )
 )
+
+CACHE_PARTICLES = register(
+    JobTypeSpec(
+        name="cache_particles",
+        title="Cache Particles on SSD",
+        category="utility",
+        description="Copy the connected particles' stacks into the lane's SSD cache ahead of the jobs that "
+                    "read them, without holding a GPU. Passes the particles through.",
+        inputs=(
+            InputGroupSpec(name="particles", type="particle", title="Particles", count_max=None,
+                           slots=(SlotSpec(name="blob", title="Particle data"),)),
+        ),
+        outputs=(
+            OutputGroupSpec(name="particles", type="particle", title="Particles", passthrough_input="particles"),
+        ),
+        resources=Resources(cpus=2, gpus=0, ram_gb=1),
+        run="cryohpc.jobtypes.particles:run_cache_particles",
+    )
+)

@@ -28,3 +28,14 @@ def run_subset_particles(ctx: RunContext) -> None:
             ds = ds.take(np.sort(np.random.default_rng(seed).choice(len(ds), size=n, replace=False)))
     ctx.log(f"keeping {len(ds)} particles")
     ctx.save_output("particles", ds.select_prefixes(["blob"]))
+
+
+def run_cache_particles(ctx: RunContext) -> None:
+    ds = ctx.load_input("particles")
+    stacks = sorted({ctx.project_path(p) for p in set(ds.strings("blob/path"))})
+    if ctx.jobfile.cache is None:
+        raise InputFileError(f"lane of this job has no SSD cache configured (cache_path); {len(stacks)} stack(s) "
+                             "left where they are")
+    with ctx.cached(stacks):
+        pass
+    ctx.save_output("particles", ds.select([]))

@@ -152,7 +152,8 @@ class ClusterLane(Lane):
     def cache_settings(self) -> dict | None:
         w = self.cfg.worker
         return None if not w.cache_path else {"path": w.cache_path, "quota_mb": w.cache_quota_mb,
-                                               "reserve_mb": w.cache_reserve_mb}
+                                               "reserve_mb": w.cache_reserve_mb,
+                                               "lifetime_days": w.cache_lifetime_days, "threads": w.cache_threads}
 
     def capacity(self) -> Resources:
         big = 10**6

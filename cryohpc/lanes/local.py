@@ -62,7 +62,8 @@ class LocalLane(Lane):
     def cache_settings(self) -> dict | None:
         c = self.cfg
         return None if not c.cache_path else {"path": c.cache_path, "quota_mb": c.cache_quota_mb,
-                                               "reserve_mb": c.cache_reserve_mb}
+                                               "reserve_mb": c.cache_reserve_mb,
+                                               "lifetime_days": c.cache_lifetime_days, "threads": c.cache_threads}
 
     def capacity(self) -> Resources:
         if self._gpus is None:

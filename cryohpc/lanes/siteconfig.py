@@ -33,6 +33,8 @@ class NodeLaneConfig(BaseModel):
     cache_path: str | None = Field(default=None, description="SSD cache folder; may name $VARIABLES")
     cache_quota_mb: float | None = Field(default=None, ge=0, description="most the cache may hold")
     cache_reserve_mb: float = Field(default=10_000, ge=0, description="free space the cache leaves")
+    cache_lifetime_days: float = Field(default=30, gt=0, description="files unused this long are removed")
+    cache_threads: int = Field(default=2, ge=1, description="parallel copies")
 
 
 SchedulerKind = Literal["slurm", "pbs", "sge"]
@@ -99,6 +101,8 @@ class WorkerSettings(BaseModel):
     cache_path: str | None = Field(default=None, description="SSD cache; may name a variable resolved on the node, e.g. $SLURM_TMPDIR")
     cache_quota_mb: int | None = Field(default=None, ge=0)
     cache_reserve_mb: int = Field(default=10_000, ge=0)
+    cache_lifetime_days: float = Field(default=30, gt=0)
+    cache_threads: int = Field(default=2, ge=1)
 
 
 class ClusterLaneConfig(BaseModel):

@@ -73,7 +73,11 @@ class RunContext:
         root = resolve_cache_path(settings.path)
         cache = SsdCache(root, settings.quota_mb, settings.reserve_mb, settings.lifetime_days, settings.threads)
         stats = CacheStats()
-        with cache.use(sources, on_wait=self.waiting, stats=stats) as mapping:
+        def on_wait(reason: str) -> None:
+            self.log(reason, all_ranks=True)
+            self.waiting(reason)
+
+        with cache.use(sources, on_wait=on_wait, stats=stats) as mapping:
             self.events.emit(CACHE, path=str(cache.root))
             self.log(f"SSD cache {cache.root}: {stats.copied_files} file(s) copied "
                      f"({stats.copied_bytes / 2**20:.1f} MB), {stats.hits} already there", all_ranks=True)
