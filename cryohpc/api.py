@@ -110,6 +110,31 @@ class ProjectHandle:
             tx.put_workspace(ws)
         return ws
 
+    def set_default_params(self, **values: Any) -> Project:
+        """Project-wide param defaults (e.g. ``compute_use_ssd=False``); a job's own value
+        wins, None removes a default. Checked against every job type that has the param.
+
+        Raises:
+            BuildError: no job type has the param, or a value does not fit it.
+        """
+        from .jobtypes import all_jobtypes
+
+        checked = {}
+        for name, value in values.items():
+            if value is None:
+                checked[name] = None
+                continue
+            specs = [p for t in all_jobtypes() for p in t.params if p.name == name]
+            if not specs:
+                raise BuildError(f"no job type has a param {name!r}")
+            checked[name] = specs[0].coerce(value, "project default")
+        with self.api.store.write() as tx:
+            project = tx.get_project(self.uid)
+            merged = {**project.default_params, **checked}
+            project.default_params = {k: v for k, v in merged.items() if v is not None}
+            tx.put_project(project)
+            return project
+
     def set_cluster_vars(self, **values: Any) -> Project:
         """Project-level values of cluster lanes' custom variables (None removes one)."""
         with self.api.store.write() as tx:

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .errors import UserError
 
 MARKER = ".cryohpc-cache"
@@ -76,10 +78,12 @@ class SsdCache:
 
     # -- naming --------------------------------------------------------------------------
     @staticmethod
-    def key(source: Path) -> str:
+    def key(source: Path, subset: np.ndarray | None = None) -> str:
         st = source.stat()
-        text = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        h = hashlib.sha256(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        if subset is not None:
+            h.update(np.ascontiguousarray(subset, dtype=np.int64).tobytes())
+        return h.hexdigest()[:32]
 
     def _paths(self, key: str) -> tuple[Path, Path, Path]:
         """Data, metadata, and use-lock files of an entry (the copy lock is ``.copylock``)."""
@@ -157,12 +161,19 @@ class SsdCache:
     # -- use -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def use(self, sources: list[Path], on_wait: Callable[[str], None] | None = None,
-            stats: CacheStats | None = None) -> Iterator[dict[Path, Path]]:
+            stats: CacheStats | None = None,
+            subsets: dict[Path, np.ndarray] | None = None) -> Iterator[dict[Path, Path]]:
         """Cached copies of ``sources`` (copied if missing, in path order), held with
-        shared locks, so nobody evicts them, until the block ends."""
+        shared locks, so nobody evicts them, until the block ends.
+
+        For a source in ``subsets`` (sorted unique image indices of an MRC stack) only
+        those images are cached, as a compact stack in the source's own data type: image
+        ``i`` of the copy is image ``subsets[source][i]`` of the source.
+        """
         stats = stats if stats is not None else CacheStats()
         sources = sorted({Path(s).resolve() for s in sources})
-        keys = {s: self.key(s) for s in sources}
+        subsets = {Path(k).resolve(): np.asarray(v, dtype=np.int64) for k, v in (subsets or {}).items()}
+        keys = {s: self.key(s, subsets.get(s)) for s in sources}
         self.expire()
         held: list[int] = []
         mapping: dict[Path, Path] = {}
@@ -179,14 +190,15 @@ class SsdCache:
                 else:
                     missing.append(s)
             if missing:
-                self.make_room(sum(s.stat().st_size for s in missing), stats, set(keys.values()))
+                need = sum(_subset_bytes(s, subsets[s]) if s in subsets else s.stat().st_size for s in missing)
+                self.make_room(need, stats, set(keys.values()))
                 with ThreadPoolExecutor(self.threads) as pool:
-                    for s, path in zip(missing, pool.map(lambda src: self._fill(src, keys[src], stats, on_wait),
-                                                         missing), strict=True):
+                    fill = lambda src: self._fill(src, keys[src], stats, on_wait, subsets.get(src))  # noqa: E731
+                    for s, path in zip(missing, pool.map(fill, missing), strict=True):
                         mapping[s] = path
             now = time.time()
             for s in sources:
-                self._touch(keys[s], s, now)
+                self._touch(keys[s], s, now, mapping[s].stat().st_size)
             yield mapping
         finally:
             for fd in held:
@@ -194,8 +206,10 @@ class SsdCache:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
-    def _fill(self, source: Path, key: str, stats: CacheStats, on_wait: Callable[[str], None] | None) -> Path:
-        """Copy one file under its copy lock unless another job did meanwhile."""
+    def _fill(self, source: Path, key: str, stats: CacheStats, on_wait: Callable[[str], None] | None,
+              subset: np.ndarray | None = None) -> Path:
+        """Copy one file (or the subset of its images) under its copy lock unless another
+        job did meanwhile."""
         dat = self._paths(key)[0]
         fd = os.open(self.root / f"{key}.copylock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -211,8 +225,11 @@ class SsdCache:
                 stats.add(hits=1)
                 return dat
             part = self.root / f"{key}.part.{os.getpid()}"
-            shutil.copyfile(source, part)  # copy_file_range/sendfile where the kernel has them
-            if part.stat().st_size != source.stat().st_size:
+            if subset is not None:
+                _write_subset(source, subset, part)
+            else:
+                shutil.copyfile(source, part)  # copy_file_range/sendfile where the kernel has them
+            if subset is None and part.stat().st_size != source.stat().st_size:
                 part.unlink(missing_ok=True)
                 raise UserError(f"copying {source} to the SSD cache was cut short")
             os.replace(part, dat)  # complete, or not there at all
@@ -222,9 +239,9 @@ class SsdCache:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _touch(self, key: str, source: Path, now: float) -> None:
+    def _touch(self, key: str, source: Path, now: float, size: int) -> None:
         _, meta, _ = self._paths(key)
-        info = {"source": str(source), "size": source.stat().st_size, "last_used": now}
+        info = {"source": str(source), "size": size, "last_used": now}
         tmp = meta.with_suffix(f".json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, meta)
@@ -232,3 +249,25 @@ class SsdCache:
     def clear(self) -> int:
         """Remove every entry not in use; returns how many were removed."""
         return sum(self._try_remove(e["key"]) for e in self.entries())
+
+
+def _subset_bytes(source: Path, subset: np.ndarray) -> int:
+    import mrcfile
+
+    with mrcfile.mmap(source, mode="r", permissive=True) as m:
+        per_image = m.data[0].nbytes if m.data.ndim == 3 else m.data.nbytes
+    return len(subset) * per_image + 1024
+
+
+def _write_subset(source: Path, subset: np.ndarray, dest: Path) -> None:
+    """A compact stack of the chosen images, in the source's data type (float16 stays)."""
+    import mrcfile
+
+    with mrcfile.mmap(source, mode="r", permissive=False) as m:
+        data = m.data if m.data.ndim == 3 else m.data[None]
+        images = np.ascontiguousarray(data[subset])
+        voxel = m.voxel_size.copy()
+    with mrcfile.new(dest, overwrite=True) as out:
+        out.set_data(images)
+        out.set_image_stack()
+        out.voxel_size = voxel

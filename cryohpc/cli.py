@@ -119,6 +119,17 @@ def project_create(c: Ctx, title, project_dir, description) -> None:
     c.emit(_dump(p), f"{p.uid}  {p.project_dir}")
 
 
+@project.command("set-defaults")
+@click.argument("project_uid")
+@click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
+@pass_ctx
+def project_set_defaults(c: Ctx, project_uid, assignments) -> None:
+    """Project-wide param defaults, e.g. compute_use_ssd=false (an empty value removes one)."""
+    values = {k: (v if v != "" else None) for k, v in _parse_assignments(assignments).items()}
+    p = c.api.find_project(project_uid).set_default_params(**values)
+    c.emit(_dump(p), f"{p.uid}: " + (", ".join(f"{k}={v}" for k, v in p.default_params.items()) or "no defaults"))
+
+
 @project.command("set-vars")
 @click.argument("project_uid")
 @click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")

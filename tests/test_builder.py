@@ -70,6 +70,10 @@ def test_unknown_names_are_refused(project, imported):
         job.set_params(max_items="lots")
     with pytest.raises(BuildError, match="'max_items': 0 is below the minimum 1"):
         job.set_params(max_items=0)
+    with pytest.raises(BuildError, match="no job type has a param 'colour'"):
+        project.set_default_params(colour="blue")
+    with pytest.raises(BuildError, match="'compute_use_ssd': 'maybe' is not a valid bool"):
+        project.set_default_params(compute_use_ssd="maybe")
     rec = project.create_job("homo_reconstruct")
     with pytest.raises(BuildError, match=r"'symmetry': 'I3' is not valid \(use C<n> or D<n>"):
         rec.set_params(symmetry="I3")

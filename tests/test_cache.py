@@ -127,3 +127,24 @@ def test_counts_are_exact_with_many_copy_threads(tmp_path):
     with SsdCache(tmp_path / "ssd", threads=8).use(sources, stats=stats) as mapping:
         assert len(mapping) == 200
     assert stats.copied_files == 200 and stats.copied_bytes == sum(p.stat().st_size for p in sources)
+
+
+def test_subset_of_a_float16_stack_is_cached_compact_and_float16(tmp_path):
+    import mrcfile
+    import numpy as np
+
+    src = tmp_path / "src" / "stack.mrcs"
+    src.parent.mkdir()
+    images = np.random.default_rng(0).normal(size=(50, 16, 16)).astype(np.float16)
+    with mrcfile.new(src) as m:
+        m.set_data(images)
+        m.set_image_stack()
+        m.voxel_size = 1.5
+    wanted = np.array([3, 7, 41])
+    stats = CacheStats()
+    cache = SsdCache(tmp_path / "ssd")
+    with cache.use([src], subsets={src: wanted}, stats=stats) as mapping, mrcfile.open(mapping[src.resolve()]) as m:
+        assert m.data.dtype == np.float16 and m.data.shape == (3, 16, 16)
+        assert np.array_equal(m.data, images[wanted])
+        assert float(m.voxel_size.x) == 1.5
+    assert stats.copied_bytes < src.stat().st_size / 10

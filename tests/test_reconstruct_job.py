@@ -256,3 +256,34 @@ def test_cache_particles_warms_the_cache_and_the_cli_shows_it(sim_env, tmp_path,
         assert "no SSD cache configured" in nocache.model.errors_run[-1].message
     finally:
         (api.instance.paths.site_configs / "warm.yaml").unlink()
+
+
+def test_small_subset_is_cached_compactly_with_the_same_map(sim_env, tmp_path, monkeypatch):
+    api, project, sim = sim_env
+    monkeypatch.setenv("CRYOHPC_TEST_SSD", str(tmp_path / "ssd"))
+    (api.instance.paths.site_configs / "subset.yaml").write_text(
+        "lanes:\n  - name: subset-ssd\n    cache_path: $CRYOHPC_TEST_SSD\n    cache_reserve_mb: 0\n")
+    try:
+        few = project.create_job("subset_particles", params={"max_items": 120, "random_seed": 3})
+        few.connect("particles", sim.uid, "particles")
+        few.queue()
+        done(few)
+        project.set_default_params(compute_use_ssd=False)  # project default: no cache...
+        plain = project.create_job("homo_reconstruct")
+        plain.connect("particles", few.uid, "particles")
+        plain.queue(lane="subset-ssd")
+        done(plain)
+        assert "SSD cache" not in "\n".join(plain.log_lines())
+        project.set_default_params(compute_use_ssd=None)
+        cached = project.create_job("homo_reconstruct")
+        cached.connect("particles", few.uid, "particles")
+        cached.queue(lane="subset-ssd")
+        done(cached)
+    finally:
+        (api.instance.paths.site_configs / "subset.yaml").unlink()
+    log = "\n".join(cached.log_lines())
+    assert "3 as compact subsets" in log
+    stacks = sum((project.dir / p).stat().st_size for p in set(sim.load_output("particles").strings("blob/path")))
+    cache_bytes = sum(f.stat().st_size for f in (tmp_path / "ssd" / "cryohpc-cache").glob("*.dat"))
+    assert cache_bytes < stacks / 5  # ~10% of the images, not the whole stacks
+    assert np.array_equal(volume(project, plain), volume(project, cached))

@@ -68,19 +68,39 @@ def _check_stacks(ctx: RunContext, ds: Dataset) -> tuple[int, float]:
     return next(iter(boxes))[0], float(psize[0])
 
 
-def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path]) -> np.ndarray:
-    """Images of a batch in file order, one read per stack, from the SSD cache's copies."""
+SUBSET_FRACTION = 0.5  # cache only the images used when a rank needs less than this of a stack
+
+
+def _subsets(ctx: RunContext, part: Dataset) -> dict[Path, np.ndarray]:
+    """Stacks of which these particles use so few images that caching just those saves space."""
+    out = {}
+    for rel, group in part.split_by("blob/path").items():
+        source = ctx.project_path(rel).resolve()
+        used = np.unique(group["blob/idx"].astype(np.int64))
+        if len(used) < SUBSET_FRACTION * read_info(source).shape[0]:
+            out[source] = used
+    return out
+
+
+def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path],
+                subsets: dict[Path, np.ndarray] | None = None) -> np.ndarray:
+    """Images of a batch in file order, one read per stack, from the SSD cache's copies
+    (compact subset copies are indexed through the image numbers they hold)."""
     out = []
     paths = part["blob/path"]
     starts = np.flatnonzero(np.r_[True, paths[1:] != paths[:-1]])
     for a, b in zip(starts, np.r_[starts[1:], len(part)], strict=True):
         source = ctx.project_path(paths[a].decode()).resolve()
-        out.append(read_images(local.get(source, source), part["blob/idx"][a:b]))
+        idx = part["blob/idx"][a:b].astype(np.int64)
+        if subsets and source in subsets and local.get(source, source) != source:
+            idx = np.searchsorted(subsets[source], idx)
+        out.append(read_images(local.get(source, source), idx))
     return np.concatenate(out)
 
 
 def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, done: int, align_scale, use_ctf: bool,
-                sym: np.ndarray, ckpt: Checkpoint, local: dict[Path, Path]) -> int:
+                sym: np.ndarray, ckpt: Checkpoint, local: dict[Path, Path],
+                subsets: dict[Path, np.ndarray]) -> int:
     """Insert this rank's particles from ``done`` on, checkpointing as it goes."""
     last_ckpt = time.monotonic()
     for b0 in range(done, len(mine), p["batch_size"]):
@@ -93,7 +113,7 @@ def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, don
                            for k in ("df1_A", "df2_A", "df_angle_rad", "accel_kv", "cs_mm", "amp_contrast",
                                      "phase_shift_rad")}) if use_ctf else None
         sign = part["blob/sign"] if "blob/sign" in part else np.ones(len(part))
-        rec.insert(_read_batch(ctx, part, local), rotvec_to_matrix(part["alignments3D/pose"]), shifts, ctf, sign,
+        rec.insert(_read_batch(ctx, part, local, subsets), rotvec_to_matrix(part["alignments3D/pose"]), shifts, ctf, sign,
                    part["alignments3D/split"], extra_rots=sym if len(sym) > 1 else None)
         done = b0 + len(part)
         ctx.progress(done, len(mine), "particles inserted" + (" on rank 0" if ctx.size > 1 else ""))
@@ -130,9 +150,11 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
         done = saved[1]
         ctx.log(f"resumed from checkpoint: {done} of {len(mine)} particles already inserted", all_ranks=True)
     align_scale = (mine["alignments3D/psize_A"] / mine["blob/psize_A"]) if "alignments3D/psize_A" in mine else None
-    stacks = sorted({ctx.project_path(x.decode()) for x in np.unique(mine["blob/path"][done:]).tolist()})
-    with ctx.cached(stacks) as local:
-        done = _insert_all(ctx, p, rec, mine, done, align_scale, use_ctf, sym, ckpt, local)
+    todo = mine.take(np.arange(done, len(mine)))
+    stacks = sorted({ctx.project_path(x.decode()) for x in np.unique(todo["blob/path"]).tolist()})
+    subsets = _subsets(ctx, todo) if len(todo) else {}
+    with ctx.cached(stacks, subsets) as local:
+        done = _insert_all(ctx, p, rec, mine, done, align_scale, use_ctf, sym, ckpt, local, subsets)
 
     total = reduce_sum(ctx.comm, to_numpy(rec.acc))
     total = reduce_sum(ctx.comm, to_numpy(rec.acc))

@@ -61,9 +61,10 @@ class RunContext:
 
     # -- SSD cache -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def cached(self, sources: list[Path]) -> Iterator[dict[Path, Path]]:
+    def cached(self, sources: list[Path], subsets: dict[Path, object] | None = None) -> Iterator[dict[Path, Path]]:
         """Local copies of ``sources`` through the lane's SSD cache (the same paths when the
-        lane has none or the job's ``compute_use_ssd`` is off), held until the block ends."""
+        lane has none or the job's ``compute_use_ssd`` is off), held until the block ends.
+        ``subsets`` asks for compact copies of some stacks (see ``SsdCache.use``)."""
         settings = self.jobfile.cache
         if settings is None or not self.params.get("compute_use_ssd", True):
             yield {Path(s).resolve(): Path(s).resolve() for s in sources}
@@ -77,10 +78,11 @@ class RunContext:
             self.log(reason, all_ranks=True)
             self.waiting(reason)
 
-        with cache.use(sources, on_wait=on_wait, stats=stats) as mapping:
+        with cache.use(sources, on_wait=on_wait, stats=stats, subsets=subsets) as mapping:
             self.events.emit(CACHE, path=str(cache.root))
             self.log(f"SSD cache {cache.root}: {stats.copied_files} file(s) copied "
-                     f"({stats.copied_bytes / 2**20:.1f} MB), {stats.hits} already there", all_ranks=True)
+                     f"({stats.copied_bytes / 2**20:.1f} MB), {stats.hits} already there"
+                     + (f"; {len(subsets)} as compact subsets" if subsets else ""), all_ranks=True)
             if stats.waited_s:
                 self.running()
             yield mapping
