@@ -161,63 +161,61 @@ class Scheduler:
     def step(self) -> None:
         self.reload_lanes()
         self.monitor()
-        self.explain_recent_failures()
         self.launch_ready()
 
     EXPLAIN_WINDOW_S = 300.0
 
-    def explain_recent_failures(self) -> None:
-        """A cluster job the scheduler kills (time limit, memory, node failure) often
-        reports "terminated by signal" before the scheduler says why. For a few minutes
-        after such a failure, take the scheduler's verdict (recorded, or asked for) and
-        name it in the job's error."""
+    def _recently_failed(self, tx) -> list[Job]:
+        """Cluster jobs failed in the last few minutes whose error does not yet say what
+        the scheduler did: a job killed at its time limit reports "terminated by signal"
+        before the scheduler lists it as TIMEOUT."""
         t = now()
-        with self.store.read() as tx:
-            recent = [j for j in tx.list_jobs(statuses=[JobStatus.FAILED])
-                      if j.cluster_job_id and t - j.status_times.get("failed", 0) < self.EXPLAIN_WINDOW_S
-                      and j.errors_run and not j.errors_run[-1].message.startswith("the scheduler")]
-            projects = {p.uid: p for p in tx.list_projects()}
-        by_lane: dict[str, list[Job]] = defaultdict(list)
-        for j in recent:
-            by_lane[j.queued_lane or ""].append(j)
-        for lane_name, jobs in by_lane.items():
-            lane = self.lanes.get(lane_name)
-            if lane is None or not lane.self_scheduling:
-                continue
-            verdicts = {j.ref: (j.cluster_job_status, f"the scheduler ended the job: {j.cluster_job_status}")
-                        for j in jobs if (j.cluster_job_status or "").startswith(_ENDED_CODES)}
-            unknown = [j for j in jobs if j.ref not in verdicts]
-            if unknown:
-                for ref, poll in self._poll(lane, unknown, projects).items():
-                    if poll.state == RunState.EXITED and poll.detail.startswith("the scheduler ended"):
-                        verdicts[ref] = (poll.scheduler_status, poll.detail)
-            for job in jobs:
-                if job.ref not in verdicts:
-                    continue
-                status, detail = verdicts[job.ref]
-                with self.store.write() as tx:
-                    fresh = tx.get_job(job.project_uid, job.uid)
-                    last = fresh.errors_run[-1]
-                    fresh.cluster_job_status = status
-                    fresh.errors_run = [*fresh.errors_run[:-1],
-                                        last.model_copy(update={"message": f"{detail} (worker: {last.message})"})]
-                    tx.put_job(fresh)
+        return [j for j in tx.list_jobs(statuses=[JobStatus.FAILED])
+                if j.cluster_job_id and t - j.status_times.get("failed", 0) < self.EXPLAIN_WINDOW_S
+                and j.errors_run and not j.errors_run[-1].message.startswith("the scheduler")]
+
+    def _explain(self, seen: Job, poll: PollResult) -> None:
+        """Name the scheduler's verdict in a recently failed job's error, once known."""
+        if (seen.cluster_job_status or "").startswith(_ENDED_CODES):
+            status, detail = seen.cluster_job_status, f"the scheduler ended the job: {seen.cluster_job_status}"
+        elif poll.state == RunState.EXITED and poll.detail.startswith("the scheduler ended"):
+            status, detail = poll.scheduler_status, poll.detail
+        else:
+            return
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid)
+            last = job.errors_run[-1]
+            job.cluster_job_status = status
+            job.errors_run = [*job.errors_run[:-1],
+                              last.model_copy(update={"message": f"{detail} (worker: {last.message})"})]
+            tx.put_job(job)
+
     def monitor(self) -> None:
         with self.store.read() as tx:
             active = tx.list_jobs(statuses=ACTIVE)
+            failed = self._recently_failed(tx)
             projects = {p.uid: p for p in tx.list_projects()}
         by_lane: dict[str, list[Job]] = defaultdict(list)
         for job in active:
             by_lane[job.queued_lane or "local"].append(job)
-        for lane_name, jobs in by_lane.items():
+        to_explain: dict[str, list[Job]] = defaultdict(list)
+        for job in failed:
+            to_explain[job.queued_lane or "local"].append(job)
+        for lane_name in set(by_lane) | set(to_explain):
             lane = self.lanes.get(lane_name)
-            polls = self._poll(lane, jobs, projects) if lane else {}
+            jobs, late = by_lane.get(lane_name, []), to_explain.get(lane_name, [])
+            if lane is not None and not lane.self_scheduling:
+                late = []
+            polls = self._poll(lane, jobs + late, projects) if lane and (jobs or late) else {}
             for job in jobs:
                 poll = polls.get(job.ref, PollResult(RunState.UNKNOWN, detail=f"lane {lane_name} is not configured"))
                 try:
                     self._follow(job, projects[job.project_uid], poll)
                 except CryohpcError as err:
                     log.error("following %s: %s", job.ref, err)
+            for job in late:
+                if job.ref in polls:
+                    self._explain(job, polls[job.ref])
 
     def _poll(self, lane: Lane, jobs: list[Job], projects: dict) -> dict[str, PollResult]:
         """One status query for all of a lane's jobs, at most every ``poll_interval_s`` for

@@ -175,3 +175,21 @@ def test_changing_a_queued_job_is_refused(project, imported):
         tx.put_job(j)
     with pytest.raises(BuildError, match="is queued; only building jobs can be changed"):
         job.set_params(max_items=3)
+
+
+def test_override_brings_only_its_slot(project, imported):
+    """The override's file also holds ctf and alignments; they must not replace the
+    connection's."""
+    other = project.create_job("import_particles", params={
+        "particle_meta_path": str(imported.output_path("imported_particles")), "psize_A": 3.5,
+        "accel_kv": 200.0})
+    run(other)
+    rec = project.create_job("subset_particles")
+    rec.connect("particles", imported.uid, "imported_particles")
+    rec.connect_slot("particles", "blob", other.uid, "imported_particles", "blob")
+    run(rec)
+    out = rec.load_output("particles")
+    src = imported.load_output("imported_particles")
+    assert np.allclose(out["blob/psize_A"], 3.5)
+    assert np.array_equal(out["ctf/accel_kv"], src["ctf/accel_kv"])
+    assert np.array_equal(out["alignments3D/pose"], src["alignments3D/pose"])

@@ -198,6 +198,12 @@ def test_two_hundred_jobs_cost_one_status_query_per_interval(slurm, tmp_path):
         submitted = time.monotonic() - t0
         assert lane.runner.calls["submit"] == 200
         assert all(j.status == JobStatus.LAUNCHED for j in jobs)
+        with api.store.write() as tx:  # one of them failed a moment ago: still no extra query
+            failed = tx.get_job(project.uid, jobs[-1].uid)
+            failed.add_run_error("terminated by signal 15")
+            failed.status = JobStatus.FAILED
+            failed.status_times = {**failed.status_times, "failed": time.time()}
+            tx.put_job(failed)
         lane.runner.calls.clear()
         t0 = time.monotonic()
         steps = 0

@@ -9,7 +9,7 @@ from ..worker.context import RunContext
 
 
 def run_subset_particles(ctx: RunContext) -> None:
-    ds = ctx.load_input("particles")
+    ds = ctx.load_input("particles", passthrough=True)  # filters may use any field of the items
     ctx.log(f"{len(ds)} particles connected")
     field, value = ctx.params.get("where_field"), ctx.params.get("where_value")
     if field:

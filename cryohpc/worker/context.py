@@ -120,7 +120,9 @@ class RunContext:
             datasets = []
             for result, path in files.items():
                 ds = Dataset.load(path)
-                datasets.append(ds.select_prefixes([result]) if passthrough and ds.prefixes() != [result] else ds)
+                # a slot brings its result's fields only: one file may hold several results,
+                # and an override's other fields must not shadow the connection's
+                datasets.append(ds.select_prefixes([result]) if ds.prefixes() != [result] else ds)
             parts.append(Dataset.innerjoin_many(datasets))
         try:
             return Dataset.append_many(parts, allow_duplicate_uids=ispec.repeat_allowed)
