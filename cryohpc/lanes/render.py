@@ -18,7 +18,8 @@ import jinja2
 
 from ..errors import ConfigError
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
+# shipped templates: the repository's templates/, packaged through the cryohpc/templates link
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 
 
 class Raw(str):

@@ -74,6 +74,7 @@ class RunContext:
         root = resolve_cache_path(settings.path)
         cache = SsdCache(root, settings.quota_mb, settings.reserve_mb, settings.lifetime_days, settings.threads)
         stats = CacheStats()
+
         def on_wait(reason: str) -> None:
             self.log(reason, all_ranks=True)
             self.waiting(reason)
