@@ -431,12 +431,3 @@ class Scheduler:
             log.info("launched %s on lane %s (pid %s)", job.ref, lane.name, launched.pid)
             return True
 
-
-def run_until(sched: Scheduler, done, poll_s: float, timeout_s: float | None = None) -> None:
-    """Step the scheduler until ``done()`` is true; for tests and scripts without a daemon."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not done():
-        sched.step()
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError("scheduler did not reach the expected state in time")
-        time.sleep(poll_s)

@@ -22,12 +22,6 @@ def rfft2(xp: ModuleType, images: object) -> object:
     return fft_module(xp).rfft2(images)
 
 
-def fft2_centered(xp: ModuleType, images: object) -> object:
-    """Centred 2D FFT over the last two axes."""
-    f = xp.fft.fftshift
-    return f(fft_module(xp).fft2(xp.fft.ifftshift(images, axes=(-2, -1))), axes=(-2, -1))
-
-
 def ifft2_centered(xp: ModuleType, spectra: object) -> object:
     return xp.fft.fftshift(fft_module(xp).ifft2(xp.fft.ifftshift(spectra, axes=(-2, -1))), axes=(-2, -1))
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError, ConfigError
+from ..errors import BuildError
 from ..model import Job, Resources
 from .base import Lane, Launched, PollResult, RunState
 from .local import default_mpiexec
@@ -276,6 +276,3 @@ def _read_exit_code(path: Path) -> int | None:
     except (FileNotFoundError, ValueError):
         return None
 
-
-def load_error(cfg: ClusterLaneConfig, err: Exception) -> ConfigError:
-    return ConfigError(str(err)) if isinstance(err, ConfigError) else ConfigError(f"lane {cfg.name}: {err}")
