@@ -30,6 +30,8 @@ def slurm(tmp_path_factory):
     ports = {"SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
     up = subprocess.run(["bash", str(ROOT / "scripts/dev-slurm.sh"), "up", str(folder)],
                         capture_output=True, text=True, timeout=300, env={**os.environ, **ports})
+    if up.returncode != 0:  # stop whatever did start before failing
+        subprocess.run(["bash", str(ROOT / "scripts/dev-slurm.sh"), "down", str(folder)], timeout=120)
     assert up.returncode == 0, up.stdout + up.stderr
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
