@@ -16,14 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from .csfile import Compression, read_cs, write_cs
+from .csfile import Compression, field_descr, read_cs, write_cs
 
 FieldSpec = tuple  # (name, dtype) or (name, dtype, shape)
-
-
-def _descr(dtype: np.dtype, name: str) -> FieldSpec:
-    sub = dtype[name]
-    return (name, sub.base, sub.shape) if sub.shape else (name, sub)
 
 
 def _as_bytes_column(values: Any) -> np.ndarray:
@@ -162,7 +157,7 @@ class Dataset:
         return list(seen)
 
     def descr(self) -> list[FieldSpec]:
-        return [_descr(self._data.dtype, n) for n in self.fields()]
+        return [field_descr(self._data.dtype, n) for n in self.fields()]
 
     def strings(self, field: str) -> list[str]:
         """A string column decoded to Python ``str``."""
@@ -201,7 +196,7 @@ class Dataset:
         missing = [n for n in keep if n not in self]
         if missing:
             raise DatasetError(f"dataset has no field(s) {', '.join(missing)}")
-        out = np.empty(len(self), dtype=[_descr(self._data.dtype, n) for n in keep])
+        out = np.empty(len(self), dtype=[field_descr(self._data.dtype, n) for n in keep])
         for n in keep:
             out[n] = self._data[n]
         return Dataset(out)
@@ -286,7 +281,7 @@ class Dataset:
     def _join_one(self, other: Dataset) -> Dataset:
         ia, ib = _match_uids(self._data["uid"], other._data["uid"])
         extra = [f for f in other.fields() if f not in self]
-        out = np.empty(len(ia), dtype=self.descr() + [_descr(other._data.dtype, n) for n in extra])
+        out = np.empty(len(ia), dtype=self.descr() + [field_descr(other._data.dtype, n) for n in extra])
         if self._data.flags.c_contiguous and self._packed_prefix_of(out):
             # this dataset's fields lead the output at the same offsets: copy whole rows
             _rows_as_bytes(out)[:, : self._data.dtype.itemsize] = _rows_as_bytes(self._data)[ia]
@@ -336,7 +331,7 @@ class Dataset:
                 continue
             if any(s.shape != base.shape for s in subs):
                 raise DatasetError(f"cannot append: field {name!r} has different shapes {[s.shape for s in subs]}")
-            descr.append(_descr(datasets[0]._data.dtype, name))
+            descr.append(field_descr(datasets[0]._data.dtype, name))
         total = sum(len(d) for d in datasets)
         out = np.empty(total, dtype=descr)
         pos = 0

@@ -180,7 +180,8 @@ def _heap_table(heap: bytes) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(starts, dtype=np.uint64), np.asarray(strings, dtype=f"S{width}")
 
 
-def _field_descr(dtype: np.dtype, name: str) -> tuple:
+def field_descr(dtype: np.dtype, name: str) -> tuple:
+    """One field's (name, dtype[, shape]) entry, as numpy's structured dtypes take it."""
     sub = dtype[name]
     return (name, sub.base, sub.shape) if sub.shape else (name, sub)
 
@@ -214,7 +215,7 @@ def _bytes_strings(arr: np.ndarray) -> np.ndarray:
     for n in arr.dtype.names:
         if arr.dtype[n].kind in ("U", "O"):
             cols[n] = np.array([str(s).encode() for s in arr[n]], dtype=bytes)
-    descr = [(n, cols[n].dtype) if n in cols else _field_descr(arr.dtype, n) for n in arr.dtype.names]
+    descr = [(n, cols[n].dtype) if n in cols else field_descr(arr.dtype, n) for n in arr.dtype.names]
     out = np.empty(len(arr), dtype=descr)
     for n in arr.dtype.names:
         out[n] = cols.get(n, arr[n])
