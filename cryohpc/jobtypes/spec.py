@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BuildError
 from ..model import Resources
+from ..values import parse_scalar
 
 ParamType = Literal["int", "float", "str", "bool", "path", "enum"]
 Category = Literal["import", "preprocessing", "reconstruction", "refinement", "validation", "utility"]
@@ -50,28 +51,11 @@ class ParamSpec(Spec):
                 raise BuildError(f"{where} is required")
             return None
         try:
-            if self.type == "int":
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                out: Any = int(value)
-            elif self.type == "float":
-                if isinstance(value, bool):
-                    raise ValueError
-                out = float(value)
-            elif self.type == "bool":
-                if isinstance(value, bool):
-                    out = value
-                elif str(value).lower() in ("true", "yes", "on", "1"):
-                    out = True
-                elif str(value).lower() in ("false", "no", "off", "0"):
-                    out = False
-                else:
-                    raise ValueError
-            elif self.type == "path":
+            if self.type == "path":
                 # absolute now: the worker runs elsewhere (its job directory, another node)
-                out = os.path.abspath(os.path.expanduser(str(value)))
+                out: Any = os.path.abspath(os.path.expanduser(str(value)))
             else:
-                out = str(value)
+                out = parse_scalar(self.type, value)
         except (TypeError, ValueError):
             raise BuildError(f"{where}: {value!r} is not a valid {self.type}") from None
         if self.pattern and not re.fullmatch(self.pattern, out):

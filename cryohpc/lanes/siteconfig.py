@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from ..errors import ConfigError
+from ..values import parse_scalar
 
 
 class NodeLaneConfig(BaseModel):
@@ -67,23 +68,8 @@ class CustomVar(BaseModel):
             ValueError: naming the variable, the value and where it was set.
         """
         try:
-            if self.type == "int":
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError
-                return int(value)
-            if self.type == "float":
-                if isinstance(value, bool):
-                    raise ValueError
-                return float(value)
-            if self.type == "bool":
-                if isinstance(value, bool):
-                    return value
-                text = str(value).lower()
-                if text in ("true", "yes", "1", "on"):
-                    return True
-                if text in ("false", "no", "0", "off"):
-                    return False
-                raise ValueError
+            if self.type != "enum":
+                return parse_scalar(self.type, value)
         except (TypeError, ValueError):
             raise ValueError(f"custom variable {self.name!r} ({where}): {value!r} is not a valid {self.type}") from None
         text = str(value)
