@@ -20,23 +20,23 @@ import numpy as np
 try:
     import numba
 
+    @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+    def _cell(rots, b, x, y, c):  # pragma: no cover - compiled
+        """Lower corner (grid indices) of the cell holding R_b·(x, y, 0), and the offsets in it."""
+        qx = rots[b, 0, 0] * x + rots[b, 0, 1] * y
+        qy = rots[b, 1, 0] * x + rots[b, 1, 1] * y
+        qz = rots[b, 2, 0] * x + rots[b, 2, 1] * y
+        fx, fy, fz = np.floor(qx), np.floor(qy), np.floor(qz)
+        return int(fx) + c, int(fy) + c, int(fz) + c, qx - fx, qy - fy, qz - fz
+
     @numba.njit(cache=True, fastmath=True, nogil=True)
     def _insert_kernel(acc, val_re, val_im, wts, rots, kx, ky):  # pragma: no cover - compiled
         # acc is (G, G, G, 3): data re, data im, weight side by side, one cache line a corner
         g = acc.shape[0]
         c = g // 2
         for b in range(val_re.shape[0]):
-            r00, r01 = rots[b, 0, 0], rots[b, 0, 1]
-            r10, r11 = rots[b, 1, 0], rots[b, 1, 1]
-            r20, r21 = rots[b, 2, 0], rots[b, 2, 1]
             for p in range(val_re.shape[1]):
-                x, y = kx[p], ky[p]
-                qx = r00 * x + r01 * y
-                qy = r10 * x + r11 * y
-                qz = r20 * x + r21 * y
-                fx, fy, fz = np.floor(qx), np.floor(qy), np.floor(qz)
-                tx, ty, tz = qx - fx, qy - fy, qz - fz
-                ix, iy, iz = int(fx) + c, int(fy) + c, int(fz) + c
+                ix, iy, iz, tx, ty, tz = _cell(rots, b, kx[p], ky[p], c)
                 vr, vi, w = val_re[b, p], val_im[b, p], wts[b, p]
                 for dz in range(2):
                     wz = tz if dz else 1.0 - tz
@@ -53,17 +53,8 @@ try:
         g = spec_re.shape[0]
         c = g // 2
         for b in range(out_re.shape[0]):
-            r00, r01 = rots[b, 0, 0], rots[b, 0, 1]
-            r10, r11 = rots[b, 1, 0], rots[b, 1, 1]
-            r20, r21 = rots[b, 2, 0], rots[b, 2, 1]
             for p in range(out_re.shape[1]):
-                x, y = kx[p], ky[p]
-                qx = r00 * x + r01 * y
-                qy = r10 * x + r11 * y
-                qz = r20 * x + r21 * y
-                fx, fy, fz = np.floor(qx), np.floor(qy), np.floor(qz)
-                tx, ty, tz = qx - fx, qy - fy, qz - fz
-                ix, iy, iz = int(fx) + c, int(fy) + c, int(fz) + c
+                ix, iy, iz, tx, ty, tz = _cell(rots, b, kx[p], ky[p], c)
                 sr = 0.0
                 si = 0.0
                 for dz in range(2):
