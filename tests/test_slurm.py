@@ -70,6 +70,21 @@ def cluster(slurm, tmp_path):
     master.stop()
 
 
+def stepped_lane(tmp_path, name: str, extra: str, template: str = "slurm.sh.j2",
+                 templates: dict[str, str] | None = None, **settings):
+    """An instance with one SLURM lane and a scheduler the test steps by hand (no master),
+    for counting commands and injecting faults."""
+    from cryohpc.scheduler import Scheduler
+
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.05, **settings)
+    for file, text in (templates or {}).items():
+        (api.instance.paths.home / "templates").mkdir(exist_ok=True)
+        (api.instance.paths.home / "templates" / file).write_text(text)
+    (api.instance.paths.site_configs / f"{name}.yaml").write_text(
+        f"lanes:\n  - name: {name}\n    type: cluster\n    kind: slurm\n    script_template: {template}\n" + extra)
+    return api, api.create_project(name), Scheduler(api.instance)
+
+
 def wait_running(job, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while job.status != JobStatus.RUNNING and time.monotonic() < deadline:
@@ -180,19 +195,11 @@ HELD_TEMPLATE = ("#!/bin/bash\n#SBATCH --job-name={{ job_name }}\n#SBATCH --outp
 def test_two_hundred_jobs_cost_one_status_query_per_interval(slurm, tmp_path):
     """Jobs held pending by --begin: the scheduler follows 200 of them with one squeue
     per poll interval, never one per job; the scheduler's reason is shown on each."""
-    from cryohpc.scheduler import Scheduler
-
-    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.05)
-    (api.instance.paths.home / "templates").mkdir()
-    (api.instance.paths.home / "templates" / "held.sh.j2").write_text(HELD_TEMPLATE)
-    (api.instance.paths.site_configs / "held.yaml").write_text(
-        "lanes:\n  - name: held\n    type: cluster\n    kind: slurm\n    script_template: held.sh.j2\n"
-        "    poll_interval_s: 1.0\n")
-    project = api.create_project("load")
+    api, project, sched = stepped_lane(tmp_path, "held", "    poll_interval_s: 1.0\n", template="held.sh.j2",
+                                       templates={"held.sh.j2": HELD_TEMPLATE})
     jobs = [project.create_job("test_sleep", params={"seconds": 0.1}) for _ in range(200)]
     for j in jobs:
         j.queue(lane="held")
-    sched = Scheduler(api.instance)
     lane = sched.lanes["held"]
     try:
         t0 = time.monotonic()
@@ -251,17 +258,10 @@ def test_lane_test_runs_sbatch_test_only(cluster):
 
 def test_lost_submit_answer_does_not_submit_twice(slurm, tmp_path):
     """Fault injection: the submit command submits, then hangs past its timeout."""
-    from cryohpc.scheduler import Scheduler
-
-    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.05)
-    (api.instance.paths.site_configs / "lossy.yaml").write_text(
-        "lanes:\n  - name: lossy\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
-        "    command_timeout_s: 3\n    poll_interval_s: 0.5\n"
-        "    submit_cmd: sbatch --parsable {{ script_path_abs }}; sleep 10\n")
-    project = api.create_project("lossy")
+    api, project, sched = stepped_lane(tmp_path, "lossy", "    command_timeout_s: 3\n    poll_interval_s: 0.5\n"
+                                       "    submit_cmd: sbatch --parsable {{ script_path_abs }}; sleep 10\n")
     job = project.create_job("test_sleep", params={"seconds": 30})
     job.queue(lane="lossy")
-    sched = Scheduler(api.instance)
     sched.step()  # submits, the answer is lost: still queued, with the reason
     m = job.model
     assert m.status == JobStatus.QUEUED and "submission not confirmed" in m.cluster_job_status_reason
@@ -276,17 +276,12 @@ def test_lost_submit_answer_does_not_submit_twice(slurm, tmp_path):
 
 def test_unanswered_status_query_fails_nothing(slurm, tmp_path):
     """Fault injection: the status command errors; jobs stay as they were."""
-    from cryohpc.scheduler import Scheduler
-
-    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.05, heartbeat_timeout_s=0.5)
-    (api.instance.paths.site_configs / "mute.yaml").write_text(
-        "lanes:\n  - name: mute\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
-        "    poll_interval_s: 0.1\n"
-        "    status_cmd: \"echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1\"\n")
-    project = api.create_project("mute")
+    api, project, sched = stepped_lane(
+        tmp_path, "mute", "    poll_interval_s: 0.1\n"
+        "    status_cmd: \"echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1\"\n",
+        heartbeat_timeout_s=0.5)
     job = project.create_job("test_sleep", params={"seconds": 30})
     job.queue(lane="mute")
-    sched = Scheduler(api.instance)
     sched.step()
     assert job.status == JobStatus.LAUNCHED
     for _ in range(10):  # well past the heartbeat timeout
