@@ -33,7 +33,7 @@ def run_subset_particles(ctx: RunContext) -> None:
 def run_cache_particles(ctx: RunContext) -> None:
     ds = ctx.load_input("particles")
     stacks = sorted({ctx.project_path(p) for p in set(ds.strings("blob/path"))})
-    if ctx.jobfile.cache is None:
+    if not ctx.cache_enabled:
         raise InputFileError(f"lane of this job has no SSD cache configured (cache_path); {len(stacks)} stack(s) "
                              "left where they are")
     with ctx.cached(stacks):

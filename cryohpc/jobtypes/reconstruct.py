@@ -92,7 +92,7 @@ def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path],
     for a, b in zip(starts, np.r_[starts[1:], len(part)], strict=True):
         source = ctx.project_path(paths[a].decode()).resolve()
         idx = part["blob/idx"][a:b].astype(np.int64)
-        if subsets and source in subsets and local.get(source, source) != source:
+        if subsets and source in subsets:  # a compact copy: its image i is subsets[source][i]
             idx = np.searchsorted(subsets[source], idx)
         out.append(read_images(local.get(source, source), idx))
     return np.concatenate(out)
@@ -152,7 +152,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     align_scale = (mine["alignments3D/psize_A"] / mine["blob/psize_A"]) if "alignments3D/psize_A" in mine else None
     todo = mine.take(np.arange(done, len(mine)))
     stacks = sorted({ctx.project_path(x.decode()) for x in np.unique(todo["blob/path"]).tolist()})
-    subsets = _subsets(ctx, todo) if len(todo) else {}
+    subsets = _subsets(ctx, todo) if len(todo) and ctx.cache_enabled else {}
     with ctx.cached(stacks, subsets) as local:
         done = _insert_all(ctx, p, rec, mine, done, align_scale, use_ctf, sym, ckpt, local, subsets)
 

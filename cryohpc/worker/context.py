@@ -60,13 +60,18 @@ class RunContext:
         self.events.emit(RUNNING)
 
     # -- SSD cache -----------------------------------------------------------------------
+    @property
+    def cache_enabled(self) -> bool:
+        """The lane has an SSD cache and the job did not turn it off."""
+        return self.jobfile.cache is not None and bool(self.params.get("compute_use_ssd", True))
+
     @contextlib.contextmanager
     def cached(self, sources: list[Path], subsets: dict[Path, object] | None = None) -> Iterator[dict[Path, Path]]:
         """Local copies of ``sources`` through the lane's SSD cache (the same paths when the
         lane has none or the job's ``compute_use_ssd`` is off), held until the block ends.
         ``subsets`` asks for compact copies of some stacks (see ``SsdCache.use``)."""
         settings = self.jobfile.cache
-        if settings is None or not self.params.get("compute_use_ssd", True):
+        if not self.cache_enabled:
             yield {Path(s).resolve(): Path(s).resolve() for s in sources}
             return
         from ..cache import CacheStats, SsdCache, resolve_cache_path
