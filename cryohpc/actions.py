@@ -6,20 +6,39 @@ from __future__ import annotations
 import shutil
 
 from .builder import build_errors, declared_outputs, job_dir_abs
-from .errors import BuildError, TransientError, UserError
+from .errors import BuildError, CryohpcError, UserError
 from .instance import Instance
 from .jobtypes import get_jobtype
 from .model import Job, Resources, set_status
 from .status import JobStatus, QueueStatus
 
 
-def _fits_lane(job: Job, need: Resources, cap: Resources, lane: str, gpu_ids: list[int] | None) -> None:
-    if need.gpus > cap.gpus:
-        raise BuildError(f"{job.ref} needs {need.gpus} GPU(s); lane {lane!r} has {cap.gpus} ({cap.gpu_ids})")
+def _fits_lane(job: Job, need: Resources, targets: dict[str, Resources], lane: str,
+               target: str | None, gpu_ids: list[int] | None) -> None:
+    """Refuse at queue time what could never launch, instead of queueing it forever."""
+    named = len(targets) > 1 or "" not in targets  # a lane of worker targets, not one machine
+    where = f"lane {lane!r}"
+    if not targets:
+        raise BuildError(f"{job.ref}: {where} has no workers yet; add one with 'cryohpc worker connect'")
+    if target is not None:
+        if not named:
+            raise BuildError(f"{job.ref}: {where} is one machine; it has no targets to choose from")
+        if target not in targets:
+            raise BuildError(f"{job.ref}: {where} has no worker target {target!r} "
+                             f"(targets: {', '.join(targets) or 'none'})")
+        targets, where = {target: targets[target]}, f"worker {target} of lane {lane!r}"
+    elif gpu_ids is not None and named:
+        raise BuildError(f"{job.ref}: GPU ids name GPUs of one machine; give the worker target too "
+                         f"(targets of lane {lane!r}: {', '.join(targets) or 'none'})")
+    most = max((c.gpus for c in targets.values()), default=0)
+    if need.gpus > most:
+        per = ", ".join(f"{n or lane}: {c.gpus} {c.gpu_ids}" for n, c in targets.items()) or "no targets"
+        raise BuildError(f"{job.ref} needs {need.gpus} GPU(s); no machine of {where} has that many ({per})")
     if gpu_ids is not None:
+        cap = next(iter(targets.values()))
         unknown = [g for g in gpu_ids if g not in cap.gpu_ids]
         if unknown:
-            raise BuildError(f"{job.ref}: GPU(s) {unknown} are not in lane {lane!r} (GPUs: {cap.gpu_ids})")
+            raise BuildError(f"{job.ref}: GPU(s) {unknown} are not in {where} (GPUs: {cap.gpu_ids})")
         if len(gpu_ids) != need.gpus:
             raise BuildError(f"{job.ref} uses {need.gpus} GPU(s) but {len(gpu_ids)} were given: {gpu_ids}")
 
@@ -32,9 +51,11 @@ def queue_job(
     priority: int | None = None,
     gpu_ids: list[int] | None = None,
     custom_vars: dict | None = None,
+    target: str | None = None,
 ) -> Job:
-    """Queue a building job to a lane; ``custom_vars`` are job-level values for a cluster
-    lane's custom variables (checked against their declared types now).
+    """Queue a building job to a lane, optionally to one worker ``target`` of a node lane
+    and given GPU ids there; ``custom_vars`` are job-level values for a cluster lane's
+    custom variables (checked against their declared types now).
 
     Raises:
         BuildError: the job has build errors, is not building, or cannot fit the lane.
@@ -44,7 +65,6 @@ def queue_job(
     lane = lane or "local"
     if lane not in lanes:
         raise UserError(f"no lane {lane!r} (lanes: {', '.join(sorted(lanes))})")
-    cap = lanes[lane].capacity()
     with inst.store.write() as tx:
         job = tx.get_job(project_uid, job_uid)
         if job.status != JobStatus.BUILDING:
@@ -55,19 +75,20 @@ def queue_job(
             raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
         spec = get_jobtype(job.type)
         need = spec.resources_for(spec.resolve_params(tx.get_project(project_uid).default_params, job.params))
-        target = lanes[lane]
-        if target.self_scheduling:
-            if gpu_ids is not None:
-                raise BuildError(f"{job.ref}: lane {lane!r} is a cluster lane; its scheduler picks the GPUs")
-            target.custom_values(tx.get_project(project_uid).cluster_custom_vars, custom_vars or {})
+        target_lane = lanes[lane]
+        if target_lane.self_scheduling:
+            if gpu_ids is not None or target is not None:
+                raise BuildError(f"{job.ref}: lane {lane!r} is a cluster lane; its scheduler picks nodes and GPUs")
+            target_lane.custom_values(tx.get_project(project_uid).cluster_custom_vars, custom_vars or {})
             job.cluster_job_custom_vars = dict(custom_vars or {})
         else:
             if custom_vars:
                 raise BuildError(f"{job.ref}: lane {lane!r} takes no custom variables")
-            _fits_lane(job, need, cap, lane, gpu_ids)
+            _fits_lane(job, need, target_lane.targets(), lane, target, gpu_ids)
         job.resources_needed = need
         job.queued_lane = lane
         job.queued_gpu_ids = gpu_ids
+        job.queued_target = target
         if priority is not None:
             job.priority = priority
         job.build_errors = []
@@ -99,9 +120,10 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
         if lane is not None:
             try:
                 lane.kill(job)
-            except TransientError as err:
-                raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
-                                f"cancel cluster job {job.cluster_job_id} by hand") from err
+            except CryohpcError as err:
+                by_hand = (f"cancel cluster job {job.cluster_job_id}" if job.cluster_job_id else
+                           f"stop process group {job.run_pid} on {job.run_host}")
+                raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; {by_hand} by hand") from err
     return job
 
 
@@ -116,8 +138,8 @@ def restart_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None
         job = tx.get_job(project_uid, job_uid)
         if job.status not in (JobStatus.KILLED, JobStatus.FAILED):
             raise UserError(f"{job.ref} is {job.status.value}; only killed or failed jobs can be restarted")
-        if lane is not None:
-            job.queued_lane = lane
+        if lane is not None and lane != job.queued_lane:
+            job.queued_lane, job.queued_target, job.queued_gpu_ids = lane, None, None
         job.pending_outputs = []
         set_status(job, JobStatus.QUEUED)
         job.queue_status = QueueStatus.ACTIVELY_QUEUED

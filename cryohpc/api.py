@@ -209,8 +209,9 @@ class JobHandle:
 
     # -- actions ----------------------------------------------------------------------
     def queue(self, lane: str | None = None, priority: int | None = None, gpus: list[int] | None = None,
-              custom_vars: dict[str, Any] | None = None) -> Job:
-        return actions.queue_job(self.api.instance, self.project_uid, self.uid, lane, priority, gpus, custom_vars)
+              custom_vars: dict[str, Any] | None = None, target: str | None = None) -> Job:
+        return actions.queue_job(self.api.instance, self.project_uid, self.uid, lane, priority, gpus, custom_vars,
+                                 target)
 
     def kill(self) -> Job:
         return actions.kill_job(self.api.instance, self.project_uid, self.uid)

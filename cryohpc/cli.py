@@ -6,63 +6,16 @@ exit with status 2; ``job wait`` exits 0 only when the job completed.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any
 
 import click
 
+from .clikit import Ctx, _dump, _parse_assignments, _table, pass_ctx
 from .errors import CryohpcError
 
 EXIT_ERROR = 2
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[str(r.get(c, "")) if r.get(c) is not None else "" for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
-
-
-class Ctx:
-    def __init__(self, home: str | None, as_json: bool):
-        self.home, self.as_json = home, as_json
-        self._api = None
-
-    @property
-    def api(self):
-        if self._api is None:
-            from .api import Api
-
-            self._api = Api(self.home)
-        return self._api
-
-    def emit(self, data: Any, text: str | None = None) -> None:
-        if self.as_json:
-            click.echo(json.dumps(data, indent=2, default=str))
-        elif text is not None:
-            click.echo(text)
-
-
-pass_ctx = click.make_pass_decorator(Ctx)
-
-
-def _dump(model) -> dict[str, Any]:
-    return model.model_dump(mode="json")
-
-
-def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not of the form name=value")
-        out[key.strip()] = value
-    return out
 
 
 def _parse_source(text: str, parts: int) -> list[str]:
@@ -252,18 +205,20 @@ def _show_build_state(c: Ctx, j) -> None:
 @click.argument("job_uid")
 @click.option("--lane", help="lane name (default: local)")
 @click.option("--priority", type=int, help="higher launches first")
+@click.option("--target", help="worker target of an SSH node lane (default: the first with room)")
 @click.option("--gpus", help="run on these GPU ids, e.g. 0,1")
 @click.option("--var", "variables", multiple=True, help="custom variable of a cluster lane, name=value")
 @pass_ctx
-def job_queue(c: Ctx, project_uid, job_uid, lane, priority, gpus, variables) -> None:
+def job_queue(c: Ctx, project_uid, job_uid, lane, target, priority, gpus, variables) -> None:
     """Queue a job; the master launches it when its inputs are ready."""
     try:
         gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
         raise click.BadParameter(f"{gpus!r} is not a comma-separated list of GPU ids") from None
     j = c.api.find_project(project_uid).find_job(job_uid).queue(lane, priority, gpu_ids,
-                                                                _parse_assignments(variables) or None)
-    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued to lane {j.queued_lane}")
+                                                                _parse_assignments(variables) or None, target)
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued to lane {j.queued_lane}"
+                     + (f", worker {j.queued_target}" if j.queued_target else ""))
 
 
 @job.command("kill")
@@ -297,7 +252,8 @@ def job_clear(c: Ctx, project_uid, job_uid) -> None:
 
 
 def _job_row(j) -> dict[str, Any]:
-    return {"uid": j.uid, "type": j.type, "status": j.status.value, "queue": j.queue_status.value if j.queue_status else "",
+    status = j.status.value + (" (unreachable)" if j.status.active and j.cluster_job_status == "unreachable" else "")
+    return {"uid": j.uid, "type": j.type, "status": status, "queue": j.queue_status.value if j.queue_status else "",
             "lane": j.queued_lane or "", "title": j.title, "parents": ",".join(j.parents)}
 
 
@@ -326,7 +282,15 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
     lines = [f"{j.project_uid} {j.uid}  {j.type}  \"{j.title}\"", f"status: {j.status.value}"
              + (f" ({j.queue_status.value})" if j.queue_status and j.status.value == "queued" else "")]
     if j.queued_lane:
-        lines.append(f"lane: {j.queued_lane}  priority: {j.priority}")
+        alloc = j.resources_allocated
+        where = f"  on: {alloc.target}" if alloc and alloc.target else (
+            f"  target: {j.queued_target}" if j.queued_target else "")
+        lines.append(f"lane: {j.queued_lane}{where}  priority: {j.priority}")
+    if j.status.active and (j.cluster_job_status or j.cluster_job_status_reason):
+        reason = f" ({j.cluster_job_status_reason})" if j.cluster_job_status_reason else ""
+        lines.append(f"lane reports: {j.cluster_job_status or ''}{reason}")
+    elif j.status.value == "queued" and j.cluster_job_status_reason:
+        lines.append(f"launch: {j.cluster_job_status_reason}")
     if j.params:
         lines.append("params: " + ", ".join(f"{k}={v}" for k, v in j.params.items()))
     for name, conns in j.inputs.items():
@@ -482,7 +446,7 @@ def lane_list(c: Ctx) -> None:
                          "title": cfg.title})
         else:
             cap = ln.capacity()
-            rows.append({"name": name, "type": "node/local", "cpus": cap.cpus, "ram_gb": round(cap.ram_gb, 1),
+            rows.append({"name": name, "type": f"node/{cfg.kind}", "cpus": cap.cpus, "ram_gb": round(cap.ram_gb, 1),
                          "gpus": ",".join(map(str, cap.gpu_ids)) or "-", "title": cfg.title})
     c.emit(rows, _table(rows, ["name", "type", "cpus", "ram_gb", "gpus", "title"]))
 
@@ -512,6 +476,10 @@ def lane_show(c: Ctx, name) -> None:
             lines.append(f"custom variable {v.name} ({v.type}{'|'.join([''] + v.choices) if v.choices else ''}"
                          f"{', required' if v.required else ''}) = {value!r}  {v.help}")
         data["commands"] = ln.commands
+    elif ln.cfg.kind == "ssh":
+        for target, cap in ln.targets().items():
+            lines.append(f"worker {target}: {cap.cpus} CPUs, {cap.ram_gb:.1f} GB, GPUs {cap.gpu_ids or 'none'}")
+        lines.append("(see 'cryohpc worker list')" if ln.cfg.workers else "no workers: add one with 'cryohpc worker connect'")
     else:
         cap = ln.capacity()
         lines.append(f"capacity: {cap.cpus} CPUs, {cap.ram_gb:.1f} GB, GPUs {cap.gpu_ids or 'none'}")
@@ -527,15 +495,20 @@ def lane_validate(c: Ctx, paths) -> None:
     from pathlib import Path
 
     from .lanes import build_lane
-    from .lanes.siteconfig import load_site_config
+    from .lanes.siteconfig import WorkerTarget, load_site_config
 
     files = [Path(p) for p in paths] or sorted(c.api.instance.paths.site_configs.glob("*.y*ml"))
     names = []
     for f in files:
         for cfg in load_site_config(f):
+            if isinstance(cfg, WorkerTarget):
+                names.append(f"worker {cfg.name} of {cfg.lane}")
+                continue
             build_lane(cfg, c.api.instance.config.instance_uid)
             names.append(cfg.name)
-    c.emit({"valid": names}, f"{len(names)} lane(s) valid: {', '.join(names) or 'none'}")
+    if not paths:  # the instance's own files: targets must also join their lanes
+        c.api.instance.lane_configs()
+    c.emit({"valid": names}, f"{len(names)} lane(s)/worker(s) valid: {', '.join(names) or 'none'}")
 
 
 @lane.command("test")
@@ -637,6 +610,11 @@ def master_run(c: Ctx) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run_master(c.api.instance)
+
+
+from .cli_workers import worker  # noqa: E402  (registers on the group defined above)
+
+cli.add_command(worker)
 
 
 def main(argv: list[str] | None = None) -> int:

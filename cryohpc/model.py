@@ -101,6 +101,7 @@ class Resources(Record):
     ram_gb: float = 1.0
     mpi_ranks: int = 1
     gpu_ids: list[int] = Field(default_factory=list, description="set when allocated")
+    target: str = Field(default="", description="set when allocated: the lane's worker target (node lanes)")
 
 
 class Job(Record):
@@ -120,6 +121,7 @@ class Job(Record):
     queue_status: QueueStatus | None = None
     queued_lane: str | None = None
     queued_gpu_ids: list[int] | None = Field(default=None, description="GPUs asked for at queue time")
+    queued_target: str | None = Field(default=None, description="worker target asked for at queue time")
     priority: int = Field(default=0, description="higher launches first")
     status_times: dict[str, float] = Field(default_factory=dict, description="status -> last time entered")
     created_at: float = Field(default_factory=now)

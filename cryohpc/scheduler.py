@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .builder import job_dir_abs, resolve_inputs
-from .errors import BuildError, CryohpcError
+from .errors import BuildError, CryohpcError, TransientError
 from .events import (
     CACHE,
     COMPLETED,
@@ -31,6 +31,8 @@ from .jobfile import JobFile, OutputSpecFile
 from .jobtypes import get_jobtype
 from .lanes import Lane, PollResult, RunState
 from .lanes.runner import CommandError
+from .lanes.ssh import SshRefused
+from .lanes.workers import RemoteCommandError
 from .model import Job, OutputGroup, OutputResult, Resources, now, set_status
 from .status import TRANSITIONS, JobStatus, QueueStatus
 
@@ -115,6 +117,13 @@ def _keep_previous_events(job_dir: Path) -> None:
         current.rename(job_dir / f"events.{n}.jsonl")
 
 
+def _take(used: dict[tuple[str, str], Resources], lane: str, alloc: Resources) -> None:
+    u = used[(lane, alloc.target)]
+    u.cpus += alloc.cpus
+    u.ram_gb += alloc.ram_gb
+    u.gpu_ids = [*u.gpu_ids, *alloc.gpu_ids]
+
+
 def dir_size(path: Path) -> int:
     total = 0
     for p in path.rglob("*"):
@@ -133,6 +142,7 @@ class Scheduler:
         self._fixed_lanes = lanes is not None
         self._last_poll: dict[str, tuple[float, dict[str, PollResult]]] = {}
         self._config_stamp: tuple = ()
+        self._target_states: dict[tuple[str, str], tuple] = {}
         self.lanes: dict[str, Lane] = lanes if lanes is not None else {}
         self.reload_lanes()
 
@@ -162,6 +172,24 @@ class Scheduler:
         self.reload_lanes()
         self.monitor()
         self.launch_ready()
+        self.record_target_states()
+
+    def record_target_states(self) -> None:
+        """Publish worker targets' reachability (for 'cryohpc worker list'), on change only."""
+        changed = []
+        for lane in self.lanes.values():
+            for target, (state, since, detail) in lane.target_states().items():
+                key = (lane.name, target)
+                if self._target_states.get(key, (None,))[0] != state:
+                    changed.append((key, state, since or now(), detail))
+        if changed:
+            with self.store.write() as tx:
+                for (lane_name, target), state, since, detail in changed:
+                    tx.put_worker_state(lane_name, target, state, since, detail)
+                    self._target_states[(lane_name, target)] = (state, since, detail)
+            for (lane_name, target), state, _, detail in changed:
+                log.log(logging.WARNING if state == "unreachable" else logging.INFO,
+                        "worker %s of lane %s is %s %s", target, lane_name, state, detail)
 
     EXPLAIN_WINDOW_S = 300.0
 
@@ -220,7 +248,7 @@ class Scheduler:
     def _poll(self, lane: Lane, jobs: list[Job], projects: dict) -> dict[str, PollResult]:
         """One status query for all of a lane's jobs, at most every ``poll_interval_s`` for
         lanes that set one; in between the last answer stands (events are still read)."""
-        interval = getattr(getattr(lane, "cfg", None), "poll_interval_s", 0.0) if lane.self_scheduling else 0.0
+        interval = lane.poll_interval_s
         last_t, last = self._last_poll.get(lane.name, (0.0, {}))
         known = all(j.ref in last for j in jobs)
         if interval and known and time.monotonic() - last_t < interval:
@@ -293,13 +321,9 @@ class Scheduler:
         if not queued:
             return
         queued.sort(key=lambda j: (-j.priority, j.status_times.get("queued", 0.0), j.created_at))
-        used: dict[str, Resources] = defaultdict(lambda: Resources(cpus=0, gpus=0, ram_gb=0))
+        used: dict[tuple[str, str], Resources] = defaultdict(lambda: Resources(cpus=0, gpus=0, ram_gb=0))
         for j in active:
-            alloc = j.resources_allocated or j.resources_needed
-            u = used[j.queued_lane or "local"]
-            u.cpus += alloc.cpus
-            u.ram_gb += alloc.ram_gb
-            u.gpu_ids = [*u.gpu_ids, *alloc.gpu_ids]
+            _take(used, j.queued_lane or "local", j.resources_allocated or j.resources_needed)
         blocked: set[str] = set()  # lanes where a higher-priority job waits for resources
         for job in queued:
             lane_name = job.queued_lane or "local"
@@ -321,16 +345,29 @@ class Scheduler:
             if lane_name in blocked:
                 self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
                 continue
-            alloc = self._fit(job, lane.capacity(), used[lane_name])
+            targets = lane.targets()
+            if job.queued_target:
+                if job.queued_target not in targets:
+                    self._fail_queued(job, f"worker target {job.queued_target!r} is no longer in lane {lane_name!r}")
+                    continue
+                targets = {job.queued_target: targets[job.queued_target]}
+            down = lane.unavailable()
+            if targets and all(t in down for t in targets):
+                self._set_queue_status(job, QueueStatus.WAITING_UNREACHABLE)
+                continue
+            alloc = None
+            for name, cap in targets.items():
+                if name not in down:
+                    alloc = self._fit(job, cap, used[(lane_name, name)])
+                    if alloc is not None:
+                        alloc.target = name
+                        break
             if alloc is None:
                 blocked.add(lane_name)
                 self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
                 continue
             if self._launch(job, lane, alloc):
-                u = used[lane_name]
-                u.cpus += alloc.cpus
-                u.ram_gb += alloc.ram_gb
-                u.gpu_ids = [*u.gpu_ids, *alloc.gpu_ids]
+                _take(used, lane_name, alloc)
 
     @staticmethod
     def _fit(job: Job, cap: Resources, used: Resources) -> Resources | None:
@@ -391,19 +428,20 @@ class Scheduler:
                              for g in spec.outputs],
                     resources=alloc,
                     heartbeat_interval_s=self.inst.config.heartbeat_interval_s,
-                    cache=lane.cache_settings(),
+                    cache=lane.cache_settings(alloc.target),
                     created_at=now(),
                 ).write(job_dir)
                 _keep_previous_events(job_dir)
                 env = {"PYTHONUNBUFFERED": "1"}
                 if not lane.self_scheduling:
                     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in alloc.gpu_ids)
-                command = lane.worker_command(job_dir, alloc.mpi_ranks)
+                command = lane.worker_command(job_dir, alloc.mpi_ranks, alloc.target)
                 job.resources_allocated = alloc
                 custom = {}
                 if lane.self_scheduling:
                     custom = lane.custom_values(project.cluster_custom_vars, job.cluster_job_custom_vars)
-                launched = lane.launch(job, job_dir, command, env, project_dir=Path(project.project_dir), custom=custom)
+                launched = lane.launch(job, job_dir, command, env, project_dir=Path(project.project_dir), custom=custom,
+                                       target=alloc.target)
             except CommandError as err:
                 if err.timed_out:  # maybe submitted: the next pass finds it by its tag
                     job.queue_status = QueueStatus.ACTIVELY_QUEUED
@@ -413,7 +451,12 @@ class Scheduler:
                 fail(job, f"submission failed: {err}")
                 tx.put_job(job)
                 return False
-            except (BuildError, OSError, RuntimeError) as err:
+            except (TransientError, SshRefused) as err:  # the target did not answer: stay queued, retry
+                job.queue_status = QueueStatus.WAITING_UNREACHABLE
+                job.cluster_job_status_reason = f"not started, will retry: {err}"
+                tx.put_job(job)
+                return False
+            except (BuildError, OSError, RuntimeError, RemoteCommandError) as err:
                 fail(job, f"could not launch: {err}")
                 tx.put_job(job)
                 return False

@@ -70,4 +70,5 @@ class QueueStatus(StrEnum):
     ACTIVELY_QUEUED = "actively_queued"  # eligible, the scheduler will consider it next pass
     WAITING_RESOURCES = "waiting_resources"  # the lane lacks free CPUs/RAM/GPUs now
     WAITING_PARENT_FAILED = "waiting_parent_failed"  # a parent failed or was killed
+    WAITING_UNREACHABLE = "waiting_unreachable"  # the worker target(s) it may use do not answer
     LAUNCHED = "launched"

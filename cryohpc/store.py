@@ -35,6 +35,11 @@ MIGRATIONS: list[str] = [
         doc TEXT NOT NULL, PRIMARY KEY (project_uid, uid));
     CREATE INDEX jobs_status ON jobs (status, lane);
     """,
+    """
+    CREATE TABLE worker_states (
+        lane TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL, since REAL NOT NULL,
+        detail TEXT NOT NULL DEFAULT '', PRIMARY KEY (lane, target));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -127,6 +132,17 @@ class Tx:
         rows = self._c.execute(sql, args).fetchall()
         jobs = [Job.model_validate_json(r[0]) for r in rows]
         return sorted(jobs, key=lambda j: (_uid_number(j.project_uid), _uid_number(j.uid)))
+
+
+    # -- worker targets as the master last saw them ----------------------------------------
+    def put_worker_state(self, lane: str, target: str, state: str, since: float, detail: str = "") -> None:
+        self._c.execute("INSERT OR REPLACE INTO worker_states (lane, target, state, since, detail) "
+                        "VALUES (?, ?, ?, ?, ?)", (lane, target, state, since, detail))
+
+    def worker_states(self) -> dict[tuple[str, str], tuple[str, float, str]]:
+        """(lane, target) -> (state, since, detail)."""
+        rows = self._c.execute("SELECT lane, target, state, since, detail FROM worker_states").fetchall()
+        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
 
 
 class Store:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).parent / "plugins"
 os.environ["CRYOHPC_PLUGINS"] = "cryohpc_testjobs"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))
@@ -105,3 +109,68 @@ def cli(home: Path, *args: str, check: bool = False, timeout: float = 120) -> su
     if check and proc.returncode != 0:
         raise AssertionError(f"cryohpc {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Sshd:
+    """A real OpenSSH server on 127.0.0.1 (scripts/dev-sshd.sh), stoppable mid-test."""
+
+    folder: Path
+    port: int
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "client_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.folder / "known_hosts"
+
+    def host(self, **extra) -> dict:
+        """SSH settings for a site config or SshHost."""
+        return {"host": "127.0.0.1", "port": self.port, "identity_file": str(self.key),
+                "known_hosts": str(self.known_hosts), **extra}
+
+    def start(self) -> None:
+        up = subprocess.run(["bash", str(ROOT / "scripts/dev-sshd.sh"), "up", str(self.folder), str(self.port)],
+                            capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+
+    def stop(self) -> None:
+        """The listener and every connection it serves, as when the machine goes away."""
+        subprocess.run(["bash", str(ROOT / "scripts/dev-sshd.sh"), "down", str(self.folder)], check=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = Sshd(tmp_path_factory.mktemp("sshd"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_sessions(monkeypatch):
+    """A session manager of this test's own, so its connection counts start at zero."""
+    from cryohpc.lanes import ssh
+
+    manager = ssh.SshSessions()
+    monkeypatch.setattr(ssh, "_SESSIONS", manager)
+    yield manager
+    manager.close_all()
+
+
+def wait_for(pred, timeout_s: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

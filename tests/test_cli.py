@@ -56,7 +56,7 @@ def test_master_restart_from_the_cli_mid_run(inst):
     cli(inst, "master", "start", check=True)
     api = Api(inst)
     job = api.find_project("P1").find_job("J1")
-    from test_scheduler import wait_for
+    from conftest import wait_for
 
     wait_for(lambda: job.status.value == "running", what="running")
     assert "stopped" in cli(inst, "master", "stop", check=True).stdout

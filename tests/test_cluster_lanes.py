@@ -128,7 +128,7 @@ def test_pbs_status_from_real_torque_qstat_output(tmp_path):
     # Torque shows a cancelled job as C too: without the exit-code sentinel nothing is assumed
     assert ln._judge(done[1], tmp_path / "none").exit_code is None
     (tmp_path / "exit_code").write_text("0\n")
-    assert ln._judge(done[0], tmp_path / "exit_code").exit_code == 0
+    assert ln._judge(done[0], tmp_path).exit_code == 0
     assert kind.parse_submit("123.headnode\n") == "123.headnode"
 
 
@@ -157,7 +157,7 @@ def test_lane_cli_show_and_validate(tmp_path):
     assert "slurm-gpu" in listing and "cluster/slurm" in listing and "local" in listing
     shown = cli(home, "lane", "show", "slurm-gpu", check=True).stdout
     assert "custom variable partition (str) = 'gpu'" in shown and "submit command: sbatch --parsable" in shown
-    assert "1 lane(s) valid: slurm-gpu" in cli(home, "lane", "validate", check=True).stdout
+    assert "1 lane(s)/worker(s) valid: slurm-gpu" in cli(home, "lane", "validate", check=True).stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("lanes:\n  - name: b\n    type: cluster\n    kind: slurm\n    script_template: nope.sh.j2\n")
     out = cli(home, "lane", "validate", str(bad))

@@ -12,7 +12,7 @@ from conftest import ThreadMaster
 
 from cryohpc.compute.fsc import fsc
 from cryohpc.compute.io_mrc import read_volume
-from cryohpc.lanes.local import process_start_ticks
+from cryohpc.procs import process_start_ticks
 from cryohpc.status import JobStatus
 
 

@@ -7,23 +7,13 @@ import signal
 import time
 
 import pytest
-from conftest import FAST, ThreadMaster
+from conftest import FAST, ThreadMaster, wait_for
 
 from cryohpc.api import Api
 from cryohpc.errors import BuildError, UserError
-from cryohpc.lanes.local import process_start_ticks
 from cryohpc.master import run_master
+from cryohpc.procs import process_start_ticks
 from cryohpc.status import JobStatus, QueueStatus
-
-
-def wait_for(pred, timeout_s: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def lane_file(api: Api, text: str) -> None:
@@ -73,7 +63,7 @@ def test_gpus_are_allocated_and_can_be_chosen(api, project):
 def test_impossible_resources_are_a_build_error(api, project):
     lane_file(api, "lanes:\n  - name: cpu\n    gpus: []\n")
     job = project.create_job("test_sleep_gpu")
-    with pytest.raises(BuildError, match="needs 1 GPU\\(s\\); lane 'cpu' has 0"):
+    with pytest.raises(BuildError, match="needs 1 GPU\\(s\\); no machine of lane 'cpu' has that many \\(cpu: 0"):
         job.queue(lane="cpu")
     with pytest.raises(UserError, match="no lane 'nope'"):
         job.queue(lane="nope")

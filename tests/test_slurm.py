@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ThreadMaster
+import yaml
+from conftest import PLUGINS, ThreadMaster, free_port, wait_for
 
 from cryohpc.api import Api
 from cryohpc.errors import BuildError, ConfigError
 from cryohpc.status import JobStatus
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +299,8 @@ def test_pbs_lane_end_to_end_on_torque_wrappers(cluster):
     bad.queue(lane="pbs")
     assert ok.wait(120) == JobStatus.COMPLETED, ok.model.errors_run
     assert "#PBS -N cryohpc_" in ok.model.cluster_job_submission_script
+    # qsub was run in the job directory: what the wrappers drop beside the script stays there
+    assert not list(Path.cwd().glob(f"submit.sh.?{ok.model.cluster_job_id}"))
     assert bad.wait(120) == JobStatus.FAILED and "exit code 5" in bad.model.errors_run[-1].message
     slow = project.create_job("test_sleep", params={"seconds": 120})
     slow.queue(lane="pbs")
@@ -332,6 +328,32 @@ def test_send_cmd_routes_every_scheduler_command(cluster, tmp_path):
     job.kill()
     sent = log.read_text()
     assert "sbatch --parsable" in sent and "squeue -h -t all -o" in sent and f"scancel {job.model.cluster_job_id}" in sent
+
+
+def test_send_cmd_to_a_login_node_over_ssh_submits_polls_and_cancels(cluster, slurm, sshd, fresh_sessions):
+    """send_cmd naming a host: every scheduler command goes through the SSH session
+    manager to that login node (this machine's sshd), over one connection."""
+    api, project = cluster
+    env = {"SLURM_CONF": str(slurm / "slurm.conf"), "CRYOHPC_PLUGINS": "cryohpc_testjobs", "PYTHONPATH": str(PLUGINS)}
+    lane = {"name": "via-ssh", "type": "cluster", "kind": "slurm", "script_template": "slurm.sh.j2",
+            "poll_interval_s": 0.5, "send_cmd": sshd.host(), "env": env}
+    (api.instance.paths.site_configs / "login.yaml").write_text(yaml.safe_dump({"lanes": [lane]}))
+    done = project.create_job("test_sleep", params={"seconds": 1})
+    done.queue(lane="via-ssh")
+    assert done.wait(120) == JobStatus.COMPLETED, done.model.errors_run
+    assert done.model.cluster_job_id
+    long = project.create_job("test_sleep", params={"seconds": 120})
+    long.queue(lane="via-ssh")
+    wait_running(long)
+    # only squeue, run on the login node, can have said so
+    wait_for(lambda: (long.model.cluster_job_status or "").startswith("RUNNING"), 30, "squeue over ssh")
+    cluster_id = long.model.cluster_job_id
+    assert cluster_id in squeue_ids()
+    long.kill()  # from this process: its own session manager (the fixture's), its own connection
+    assert long.status == JobStatus.KILLED
+    assert cluster_id not in squeue_ids()
+    assert fresh_sessions.stats["transports_opened"] == 1
+    assert fresh_sessions.stats["commands"] >= 5  # submit, find, status polls, cancel, confirming poll
 
 
 def test_cache_path_is_resolved_on_the_node(cluster, tmp_path):

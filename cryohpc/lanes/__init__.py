@@ -19,6 +19,10 @@ def build_lane(cfg: LaneConfig, instance_uid: str = "dev") -> Lane:
         from .cluster import ClusterLane
 
         return ClusterLane(cfg, instance_uid)
+    if cfg.kind == "ssh":
+        from .workers import SshWorkerLane
+
+        return SshWorkerLane(cfg)
     return LocalLane(cfg)
 
 

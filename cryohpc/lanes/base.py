@@ -40,18 +40,38 @@ class PollResult:
 class Lane(ABC):
     name: str
     self_scheduling = False  # True where a batch scheduler, not cryohpc, places jobs
+    poll_interval_s = 0.0  # least time between two status queries (0: every master pass)
 
-    def cache_settings(self) -> dict | None:
-        """The SSD cache jobs on this lane use, or None."""
+    def cache_settings(self, target: str = "") -> dict | None:
+        """The SSD cache jobs on this lane (and target) use, or None."""
         return None
 
     @abstractmethod
     def capacity(self) -> Resources:
         """Total resources jobs may use on this lane at once."""
 
+    def targets(self) -> dict[str, Resources]:
+        """Where cryohpc places jobs on this lane, each with its own capacity. A lane of
+        one machine has a single unnamed target."""
+        return {"": self.capacity()}
+
+    def unavailable(self) -> dict[str, str]:
+        """Targets that cannot take jobs now (unreachable), with the reason."""
+        return {}
+
+    def target_states(self) -> dict[str, tuple[str, float | None, str]]:
+        """Named targets as last seen: target -> (state, since, detail)."""
+        return {}
+
     @abstractmethod
-    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str]) -> Launched:
-        """Start ``command`` for the job; return what identifies the run."""
+    def worker_command(self, job_dir: Path, ranks: int, target: str = "") -> list[str]:
+        """The command line that runs the job's worker (under MPI for ``ranks`` > 1)."""
+
+    @abstractmethod
+    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], *, target: str = "",
+               project_dir: Path | None = None, custom: dict | None = None) -> Launched:
+        """Start ``command`` for the job (on ``target``, for lanes that have several);
+        return what identifies the run. Cluster lanes render ``custom`` variables."""
 
     @abstractmethod
     def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError
+from ..exitcode import EXIT_CODE_NAME, read_exit_code
 from ..model import Job, Resources
 from .base import Lane, Launched, PollResult, RunState
 from .local import default_mpiexec
@@ -24,7 +25,6 @@ from .schedulers import KINDS, Phase, SchedulerStatus, strip_server
 from .siteconfig import ClusterLaneConfig
 
 SCRIPT_NAME = "submit.sh"
-EXIT_CODE_NAME = "exit_code"
 CANCEL_CONFIRM_S = 60.0
 # resource shapes every template must render for when a lane is loaded
 SAMPLE_SHAPES = (Resources(cpus=1, gpus=0, ram_gb=2, mpi_ranks=1), Resources(cpus=8, gpus=4, ram_gb=64, mpi_ranks=4))
@@ -40,6 +40,7 @@ class ClusterLane(Lane):
 
     def __init__(self, cfg: ClusterLaneConfig, instance_uid: str = "dev", template_dirs: list[Path] | None = None):
         self.cfg, self.name, self.instance_uid = cfg, cfg.name, instance_uid
+        self.poll_interval_s = cfg.poll_interval_s
         self.kind = KINDS[cfg.kind]
         dirs = list(template_dirs or [])
         if cfg.source:
@@ -89,7 +90,7 @@ class ClusterLane(Lane):
             out[name] = value
         return out
 
-    def worker_command(self, job_dir: Path, ranks: int) -> list[str]:
+    def worker_command(self, job_dir: Path, ranks: int, target: str = "") -> list[str]:
         worker = shlex.split(self.cfg.worker.bin_path) if self.cfg.worker.bin_path else [
             sys.executable, "-m", "cryohpc.worker.main"]
         return [*worker, "--job-dir", str(job_dir)]
@@ -145,15 +146,12 @@ class ClusterLane(Lane):
             self.render_script(variables)
             for purpose in self.commands:
                 self._command(purpose, {**variables, "cluster_job_id": "12345"})
-        if self.cfg.send_cmd:
+        if isinstance(self.cfg.send_cmd, str):
             render(self.env, f"{self.where} send_cmd", {"command": "squeue"}, source=self.cfg.send_cmd)
 
     # -- Lane interface -----------------------------------------------------------------
-    def cache_settings(self) -> dict | None:
-        w = self.cfg.worker
-        return None if not w.cache_path else {"path": w.cache_path, "quota_mb": w.cache_quota_mb,
-                                               "reserve_mb": w.cache_reserve_mb,
-                                               "lifetime_days": w.cache_lifetime_days, "threads": w.cache_threads}
+    def cache_settings(self, target: str = "") -> dict | None:
+        return self.cfg.worker.cache_settings()
 
     def capacity(self) -> Resources:
         big = 10**6
@@ -164,7 +162,7 @@ class ClusterLane(Lane):
         variables = self.variables(job, job_dir, project_dir, res, custom)
         return self.render_script(variables), variables
 
-    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str],
+    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], *, target: str = "",
                project_dir: Path | None = None, custom: dict[str, Any] | None = None) -> Launched:
         script, variables = self.prepare(job, job_dir, project_dir or job_dir.parent, custom or {})
         (job_dir / EXIT_CODE_NAME).unlink(missing_ok=True)
@@ -174,7 +172,7 @@ class ClusterLane(Lane):
         existing = self.find(job)
         if existing:  # an earlier submit went through but its answer was lost
             return Launched(cluster_job_id=existing, script=script)
-        out = self.runner.run("submit", self._command("submit", variables))
+        out = self.runner.run("submit", self._command("submit", variables), cwd=job_dir)
         try:
             job_id = self.kind.parse_submit(out)
         except ValueError as err:
@@ -211,12 +209,12 @@ class ClusterLane(Lane):
         out = {}
         for job in jobs:
             row = listed.get(strip_server(job.cluster_job_id or ""))
-            sentinel = (job_dirs or {}).get(job.ref, Path("/nonexistent")) / EXIT_CODE_NAME
-            out[job.ref] = self._judge(row, sentinel)
+            job_dir = (job_dirs or {}).get(job.ref, Path("/nonexistent"))
+            out[job.ref] = self._judge(row, job_dir)
         return out
 
-    def _judge(self, row: SchedulerStatus | None, sentinel: Path) -> PollResult:
-        code = _read_exit_code(sentinel)
+    def _judge(self, row: SchedulerStatus | None, job_dir: Path) -> PollResult:
+        code = read_exit_code(job_dir)
         if row is None:
             if code is not None:
                 return PollResult(RunState.EXITED, exit_code=code, detail="gone from the queue")
@@ -268,11 +266,3 @@ class ClusterLane(Lane):
                                                      source=self.kind.test) + " 2>&1")
                 report.append(f"test-only: {out.strip()}")
         return report
-
-
-def _read_exit_code(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-

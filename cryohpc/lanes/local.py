@@ -9,41 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from ..machine import gpu_ids, ram_gb
 from ..model import Job, Resources
+from ..procs import is_alive, kill_group, process_start_ticks
 from .base import Lane, Launched, PollResult, RunState
-from .siteconfig import NodeLaneConfig, machine_ram_gb
-
-KILL_GRACE_S = 5.0
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of a live (non-zombie) process in clock ticks since boot, else None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def detect_gpu_ids() -> list[int]:
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        out = subprocess.run([exe, "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=15, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return []
-    return [int(x) for x in out.split() if x.strip().isdigit()]
+from .siteconfig import NodeLaneConfig
 
 
 def default_mpiexec() -> str | None:
@@ -59,23 +33,20 @@ class LocalLane(Lane):
         self._children: dict[int, subprocess.Popen] = {}
         self._gpus: list[int] | None = cfg.gpus
 
-    def cache_settings(self) -> dict | None:
-        c = self.cfg
-        return None if not c.cache_path else {"path": c.cache_path, "quota_mb": c.cache_quota_mb,
-                                               "reserve_mb": c.cache_reserve_mb,
-                                               "lifetime_days": c.cache_lifetime_days, "threads": c.cache_threads}
+    def cache_settings(self, target: str = "") -> dict | None:
+        return self.cfg.cache_settings()
 
     def capacity(self) -> Resources:
         if self._gpus is None:
-            self._gpus = detect_gpu_ids()
+            self._gpus = gpu_ids()
         return Resources(
             cpus=self.cfg.cpus or os.cpu_count() or 1,
-            ram_gb=self.cfg.ram_gb or machine_ram_gb(),
+            ram_gb=self.cfg.ram_gb or ram_gb(),
             gpus=len(self._gpus),
             gpu_ids=list(self._gpus),
         )
 
-    def worker_command(self, job_dir: Path, ranks: int) -> list[str]:
+    def worker_command(self, job_dir: Path, ranks: int, target: str = "") -> list[str]:
         cmd = [sys.executable, "-m", "cryohpc.worker.main", "--job-dir", str(job_dir)]
         if ranks > 1:
             mpiexec = self.cfg.mpiexec or default_mpiexec()
@@ -95,10 +66,7 @@ class LocalLane(Lane):
         return Launched(pid=proc.pid, pid_start=process_start_ticks(proc.pid), host=os.uname().nodename)
 
     def _alive(self, job: Job) -> bool:
-        if job.run_pid is None:
-            return False
-        ticks = process_start_ticks(job.run_pid)
-        return ticks is not None and (job.run_pid_start is None or ticks == job.run_pid_start)
+        return is_alive(job.run_pid, job.run_pid_start)
 
     def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
         out = {}
@@ -118,23 +86,8 @@ class LocalLane(Lane):
         return out
 
     def kill(self, job: Job) -> None:
-        if not self._alive(job):
+        if job.run_pid is None:
             return
-        pgid = job.run_pid
-        for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 2.0)):
-            try:
-                os.killpg(pgid, sig)
-                os.killpg(pgid, signal.SIGCONT)  # a stopped process only acts on SIGTERM once resumed
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and self._alive(job):
-                proc = self._children.get(pgid)
-                if proc is not None:
-                    proc.poll()
-                time.sleep(0.05)
-            if not self._alive(job):
-                break
-        proc = self._children.pop(pgid, None)
-        if proc is not None:
-            proc.poll()
+        proc = self._children.get(job.run_pid)
+        kill_group(job.run_pid, job.run_pid_start, reap=proc.poll if proc is not None else None)
+        self._children.pop(job.run_pid, None)

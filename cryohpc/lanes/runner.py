@@ -1,18 +1,25 @@
-"""Every scheduler command goes through one place: rendered, optionally wrapped by the
-lane's ``send_cmd`` (e.g. ssh to a login node), run with a timeout, counted, and turned
-into an error that carries the command, exit code, stdout and stderr."""
+"""Every scheduler command goes through one place: rendered, run with a timeout, counted,
+and turned into an error that carries the command, exit code, stdout and stderr.
+
+A lane's ``send_cmd`` runs the commands elsewhere: a template (``ssh login01 {{ command }}``)
+wraps them for a local subprocess; a host mapping sends them through cryohpc's SSH session
+manager to that login node, over one kept connection.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 from collections import Counter
+from pathlib import Path
 
 import jinja2
 
 from ..errors import TransientError, UserError
 from .render import Raw, render
+from .siteconfig import SshHost
 
 log = logging.getLogger("cryohpc.lanes")
 
@@ -21,36 +28,42 @@ class CommandError(TransientError):
     """A scheduler command failed or did not answer; ``timed_out`` tells which."""
 
     def __init__(self, purpose: str, command: str, returncode: int | None, stdout: str, stderr: str,
-                 timed_out: bool = False):
+                 timed_out: bool = False, unsent: bool = False):
         self.purpose, self.command, self.returncode = purpose, command, returncode
-        self.stdout, self.stderr, self.timed_out = stdout, stderr, timed_out
-        what = "timed out" if timed_out else f"exited {returncode}"
+        self.stdout, self.stderr = stdout, stderr
+        self.timed_out = timed_out or unsent  # either way the outcome is unknown: retry, do not fail
+        what = "could not be sent" if unsent else "timed out" if timed_out else f"exited {returncode}"
         detail = (stderr or stdout).strip().splitlines()[-3:]
         super().__init__(f"{purpose} command {what}: {command}" + (f" -- {' / '.join(detail)}" if detail else ""))
 
 
 class CommandRunner:
-    def __init__(self, env: jinja2.Environment, lane_name: str, send_cmd: str | None, timeout_s: float,
+    def __init__(self, env: jinja2.Environment, lane_name: str, send_cmd: str | SshHost | None, timeout_s: float,
                  extra_env: dict[str, str] | None = None):
         self.env, self.lane_name, self.send_cmd = env, lane_name, send_cmd
         self.timeout_s, self.extra_env = timeout_s, extra_env or {}
         self.calls: Counter[str] = Counter()
 
-    def run(self, purpose: str, command: str, timeout_s: float | None = None) -> str:
-        """Run a rendered command line through ``/bin/sh -c``; returns stdout.
+    def run(self, purpose: str, command: str, timeout_s: float | None = None, cwd: Path | None = None) -> str:
+        """Run a rendered command line through ``/bin/sh -c``, in ``cwd`` if given (so
+        files a scheduler drops beside the script land in the job directory); returns stdout.
 
         Raises:
             CommandError: non-zero exit or timeout.
         """
+        self.calls[purpose] += 1
+        if isinstance(self.send_cmd, SshHost):
+            if cwd is not None:
+                command = f"cd {shlex.quote(str(cwd))} && {command}"
+            return self._run_ssh(self.send_cmd, purpose, command, timeout_s or self.timeout_s)
         if self.send_cmd:
             command = render(self.env, f"lane {self.lane_name} send_cmd", {"command": command},
                              source=self.send_cmd)
-        self.calls[purpose] += 1
         log.debug("lane %s %s: %s", self.lane_name, purpose, command)
         try:
             proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
                                   timeout=timeout_s or self.timeout_s, env={**os.environ, **self.extra_env},
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, cwd=cwd)
         except subprocess.TimeoutExpired as err:
             raise CommandError(purpose, command, None, str(err.stdout or ""), str(err.stderr or ""),
                                timed_out=True) from err
@@ -59,6 +72,27 @@ class CommandRunner:
         if proc.returncode != 0:
             raise CommandError(purpose, command, proc.returncode, proc.stdout, proc.stderr)
         return proc.stdout
+
+
+    def _run_ssh(self, host: SshHost, purpose: str, command: str, timeout_s: float) -> str:
+        """The same command on the login node; SSH failures become CommandErrors, marked
+        ``timed_out`` where nothing is known to have run (so a submit is retried, not failed)."""
+        from .ssh import HostUnreachable, RemoteTimeout, SshRefused, sessions
+
+        exports = "".join(f"export {shlex.quote(f'{k}={v}')}; " for k, v in self.extra_env.items())
+        where = f"{command} (on {host.address})"
+        log.debug("lane %s %s via ssh %s: %s", self.lane_name, purpose, host.address, command)
+        try:
+            res = sessions().run(host, exports + command, timeout_s=timeout_s)
+        except HostUnreachable as err:
+            raise CommandError(purpose, where, None, "", str(err), unsent=True) from err
+        except RemoteTimeout as err:
+            raise CommandError(purpose, where, None, "", str(err), timed_out=True) from err
+        except SshRefused as err:
+            raise CommandError(purpose, where, None, "", str(err)) from err
+        if res.exit_status != 0:
+            raise CommandError(purpose, where, res.exit_status, res.stdout, res.stderr)
+        return res.stdout
 
 
 __all__ = ["CommandError", "CommandRunner", "Raw"]

@@ -6,7 +6,6 @@ named ``local`` exists even without any file (this machine, all of it).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,25 +16,93 @@ from ..errors import ConfigError
 from ..values import parse_scalar
 
 
-class NodeLaneConfig(BaseModel):
-    """A lane of worker machines reached directly; ``kind: local`` is this machine."""
+class CacheFields(BaseModel):
+    """SSD cache settings, for a machine (node lane, worker target) or a cluster's nodes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cache_path: str | None = Field(default=None, description="SSD cache folder; may name $VARIABLES resolved "
+                                                              "where the job runs, e.g. $SLURM_TMPDIR")
+    cache_quota_mb: float | None = Field(default=None, ge=0, description="most the cache may hold")
+    cache_reserve_mb: float = Field(default=10_000, ge=0, description="free space the cache leaves")
+    cache_lifetime_days: float = Field(default=30, gt=0, description="files unused this long are removed")
+    cache_threads: int = Field(default=2, ge=1, description="parallel copies")
+
+    def cache_settings(self) -> dict | None:
+        """What ``job.json`` carries for the worker's cache, or None without a cache."""
+        if not self.cache_path:
+            return None
+        return {"path": self.cache_path, "quota_mb": self.cache_quota_mb, "reserve_mb": self.cache_reserve_mb,
+                "lifetime_days": self.cache_lifetime_days, "threads": self.cache_threads}
+
+
+class SshHost(BaseModel):
+    """How the master reaches a machine over SSH (a worker target or a login node)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1, description="host name or address")
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = Field(default=None, description="login name (default: the master's user)")
+    identity_file: str | None = Field(default=None, description="private key (default: ssh-agent and ~/.ssh/id_*)")
+    known_hosts: str = Field(default="~/.ssh/known_hosts", description="host keys trusted for this host")
+    host_key_policy: Literal["verify", "accept-new"] = Field(
+        default="verify", description="'accept-new' records an unknown host's key on first contact")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    keepalive_s: int = Field(default=15, ge=0, description="SSH keepalive interval on the kept connection")
+    max_channels: int = Field(default=8, ge=1, description="commands in flight at once on the connection")
+    max_connects_per_min: int = Field(default=6, ge=1, description="new connections allowed per minute")
+    retries: int = Field(default=2, ge=0, description="extra connection attempts, with jittered backoff")
+    breaker_threshold: int = Field(default=3, ge=1, description="failed attempts in a row that mark the host unreachable")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, description="wait before trying an unreachable host again")
+
+    @property
+    def address(self) -> str:
+        return self.host if self.port == 22 else f"{self.host}:{self.port}"
+
+
+class WorkerTarget(SshHost, CacheFields):
+    """A worker machine of a node lane, reached over SSH (CryoSPARC's ``cryosparcw connect``).
+
+    The job directories must be on a filesystem it shares with the master, at the same path.
+    """
+
+    lane: str | None = Field(default=None, description="the node lane it serves (in a top-level 'workers:' list)")
+    name: str | None = Field(default=None, description="target name used with 'job queue --target' (default: host[:port])")
+    title: str = ""
+    gpus: list[int] = Field(default_factory=list, description="GPU ids jobs may use")
+    cpus: int = Field(default=1, ge=1, description="CPU cores jobs may use")
+    ram_gb: float = Field(default=4.0, gt=0, description="memory jobs may use")
+    python: str | None = Field(default=None, description="Python with cryohpc installed there (default: the master's path)")
+    mpiexec: str | None = Field(default=None, description="MPI launcher there (default: the one beside that Python)")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for its workers")
+    source: str | None = Field(default=None, description="the file it came from (set on load)")
+
+    @model_validator(mode="after")
+    def _name(self) -> WorkerTarget:
+        if self.name is None:
+            self.name = self.address
+        return self
+
+
+class NodeLaneConfig(CacheFields):
+    """A lane of worker machines reached directly: ``kind: local`` is this machine,
+    ``kind: ssh`` the worker targets listed under ``workers``."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="lane name used with 'job queue --lane'")
     title: str = ""
     type: Literal["node"] = "node"
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "ssh"] = "local"
+    workers: list[WorkerTarget] = Field(default_factory=list, description="kind ssh: the worker targets")
+    source: str | None = Field(default=None, description="the file this lane came from (set on load)")
     cpus: int | None = Field(default=None, ge=1, description="CPU cores jobs may use (default: all)")
     ram_gb: float | None = Field(default=None, gt=0, description="memory jobs may use (default: all)")
     gpus: list[int] | None = Field(default=None, description="GPU ids (default: those nvidia-smi lists)")
     mpiexec: str | None = Field(default=None, description="MPI launcher (default: the one beside this Python)")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for workers")
-    cache_path: str | None = Field(default=None, description="SSD cache folder; may name $VARIABLES")
-    cache_quota_mb: float | None = Field(default=None, ge=0, description="most the cache may hold")
-    cache_reserve_mb: float = Field(default=10_000, ge=0, description="free space the cache leaves")
-    cache_lifetime_days: float = Field(default=30, gt=0, description="files unused this long are removed")
-    cache_threads: int = Field(default=2, ge=1, description="parallel copies")
+    poll_interval_s: float = Field(default=5.0, gt=0, description="kind ssh: least time between status queries")
 
 
 SchedulerKind = Literal["slurm", "pbs", "sge"]
@@ -78,17 +145,10 @@ class CustomVar(BaseModel):
         return text
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(CacheFields):
     """How a compute node runs workers."""
 
-    model_config = ConfigDict(extra="forbid")
-
     bin_path: str | None = Field(default=None, description="cryohpc-worker on the nodes (default: this Python's)")
-    cache_path: str | None = Field(default=None, description="SSD cache; may name a variable resolved on the node, e.g. $SLURM_TMPDIR")
-    cache_quota_mb: int | None = Field(default=None, ge=0)
-    cache_reserve_mb: int = Field(default=10_000, ge=0)
-    cache_lifetime_days: float = Field(default=30, gt=0)
-    cache_threads: int = Field(default=2, ge=1)
 
 
 class ClusterLaneConfig(BaseModel):
@@ -106,7 +166,9 @@ class ClusterLaneConfig(BaseModel):
     cancel_cmd: str | None = None
     info_cmd: str | None = None
     find_cmd: str | None = Field(default=None, description="lists scheduler jobs by their cryohpc tag")
-    send_cmd: str | None = Field(default=None, description="wrapper to run commands elsewhere, e.g. ssh login01 {{ command }}")
+    send_cmd: str | SshHost | None = Field(
+        default=None, description="run commands elsewhere: a wrapper template such as 'ssh login01 {{ command }}', "
+                                  "or a login node (host, port, user...) reached through cryohpc's SSH session manager")
     mpi_launcher: str | None = Field(default=None, description="e.g. 'srun --mpi=pmi2' (default: mpiexec -n RANKS)")
     poll_interval_s: float = Field(default=10.0, gt=0)
     command_timeout_s: float = Field(default=60.0, gt=0)
@@ -128,6 +190,7 @@ class ClusterLaneConfig(BaseModel):
 
 LaneConfig = Annotated[NodeLaneConfig | ClusterLaneConfig, Field(discriminator="type")]
 _LANE = TypeAdapter(LaneConfig)
+_WORKER = TypeAdapter(WorkerTarget)
 
 
 def default_local_lane() -> NodeLaneConfig:
@@ -152,11 +215,19 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def load_site_config(path: Path) -> list[LaneConfig]:
+def load_site_config(path: Path) -> list[SiteEntry]:
     """Raises:
     ConfigError: YAML syntax, unknown key or wrong type; the message names file, line, key.
     """
     text = path.read_text()
+    lanes, workers = _parse_site_config(path, text)
+    return lanes + workers
+
+
+SiteEntry = LaneConfig | WorkerTarget
+
+
+def _parse_site_config(path: Path, text: str) -> tuple[list[LaneConfig], list[WorkerTarget]]:
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -164,46 +235,65 @@ def load_site_config(path: Path) -> list[LaneConfig]:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("lanes"), list):
-        raise ConfigError(f"{path}: expected a mapping with a 'lanes:' list")
-    lanes_node = next((v for k, v in root.value if k.value == "lanes"), None)
-    out: list[LaneConfig] = []
-    for i, entry in enumerate(data["lanes"]):
-        try:
-            if isinstance(entry, dict):
-                entry = {"type": "node", **entry}
-            lane = _LANE.validate_python(entry)
-            if isinstance(lane, ClusterLaneConfig):
-                lane.source = str(path)
-            out.append(lane)
-        except ValidationError as err:
-            e = err.errors()[0]
-            loc = tuple(x for x in e["loc"] if x not in ("node", "cluster"))  # drop the union's tag
-            line = _line_of(lanes_node, (i, *loc))
-            key = ".".join(str(x) for x in loc) or "(lane)"
-            raise ConfigError(f"{path}:{line}: lanes[{i}].{key}: {e['msg']}") from err
-    return out
+    if not isinstance(data, dict) or not ({"lanes", "workers"} & set(data)) or set(data) - {"lanes", "workers"}:
+        raise ConfigError(f"{path}: expected a mapping with a 'lanes:' and/or a 'workers:' list")
+    lanes: list[LaneConfig] = []
+    workers: list[WorkerTarget] = []
+    for section, adapter, out in (("lanes", _LANE, lanes), ("workers", _WORKER, workers)):
+        entries = data.get(section) or []
+        node = next((v for k, v in root.value if k.value == section), None)
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}:{_line_of(node, ())}: '{section}:' must be a list")
+        for i, entry in enumerate(entries):
+            try:
+                if section == "lanes" and isinstance(entry, dict):
+                    entry = {"type": "node", **entry}
+                item = adapter.validate_python(entry)
+            except ValidationError as err:
+                e = err.errors()[0]
+                loc = tuple(x for x in e["loc"] if x not in ("node", "cluster"))  # drop the union's tag
+                key = ".".join(str(x) for x in loc) or "(entry)"
+                raise ConfigError(f"{path}:{_line_of(node, (i, *loc))}: {section}[{i}].{key}: {e['msg']}") from err
+            item.source = str(path) if section == "lanes" else f"{path}:{_line_of(node, (i,))}"
+            if section == "workers" and not item.lane:
+                raise ConfigError(f"{item.source}: workers[{i}]: 'lane' names the node lane it serves")
+            for w in getattr(item, "workers", []):
+                w.source = item.source
+            out.append(item)
+    return lanes, workers
 
 
 def load_lane_configs(dirs: list[Path]) -> dict[str, LaneConfig]:
-    """All lanes of the given site-config directories; a later file may not redefine a lane."""
+    """All lanes of the given site-config directories, each ssh node lane with its worker
+    targets (listed inline or in any file's top-level ``workers:``); a later file may not
+    redefine a lane, nor a lane list a target name twice."""
     lanes: dict[str, LaneConfig] = {}
     origin: dict[str, Path] = {}
+    loose: list[WorkerTarget] = []
     for d in dirs:
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-            for lane in load_site_config(path):
+            found, workers = _parse_site_config(path, path.read_text())
+            for lane in found:
                 if lane.name in origin:
                     raise ConfigError(f"{path}: lane {lane.name!r} is already defined in {origin[lane.name]}")
                 lanes[lane.name] = lane
                 origin[lane.name] = path
+            loose.extend(workers)
     lanes.setdefault("local", default_local_lane())
+    for w in loose:
+        lane = lanes.get(w.lane or "")
+        if not isinstance(lane, NodeLaneConfig) or lane.kind != "ssh":
+            ssh_lanes = [n for n, c in lanes.items() if isinstance(c, NodeLaneConfig) and c.kind == "ssh"]
+            raise ConfigError(f"{w.source}: worker {w.name}: lane {w.lane!r} is not a node lane of kind ssh "
+                              f"(those are: {', '.join(ssh_lanes) or 'none'})")
+        lane.workers.append(w)
+    for lane in lanes.values():
+        seen: dict[str, str | None] = {}
+        for w in getattr(lane, "workers", []):
+            if w.name in seen:
+                raise ConfigError(f"{w.source}: worker {w.name} of lane {lane.name!r} is already defined at {seen[w.name]}")
+            seen[w.name] = w.source
+            w.lane = lane.name
     return lanes
-
-
-def machine_ram_gb() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    except (ValueError, OSError):
-        return 4.0

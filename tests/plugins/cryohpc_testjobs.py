@@ -18,6 +18,7 @@ register(JobTypeSpec(
     params=(ParamSpec(name="seconds", type="float", default=1.0),
             ParamSpec(name="gpus", type="int", default=0)),
     resources=Resources(cpus=1, gpus=0, ram_gb=0.1),
+    resource_params={"gpus": "gpus"},
     run="cryohpc_testjobs:run_sleep",
 ))
 register(JobTypeSpec(

@@ -1,0 +1,55 @@
+"""What every command module shares: the context (instance, output mode) and tables."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) if r.get(c) is not None else "" for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+class Ctx:
+    def __init__(self, home: str | None, as_json: bool):
+        self.home, self.as_json = home, as_json
+        self._api = None
+
+    @property
+    def api(self):
+        if self._api is None:
+            from .api import Api
+
+            self._api = Api(self.home)
+        return self._api
+
+    def emit(self, data: Any, text: str | None = None) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        elif text is not None:
+            click.echo(text)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _dump(model) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not of the form name=value")
+        out[key.strip()] = value
+    return out

@@ -1,0 +1,146 @@
+"""A node lane of worker machines reached over SSH (``kind: ssh``), CryoSPARC's
+standalone workers: cryohpc places jobs on the targets by free GPUs and starts them
+through ``cryohpc.worker.detach`` on the target, which outlives the SSH connection.
+
+All SSH traffic goes through the process's one session manager. A target the manager
+cannot reach is reported unreachable: its jobs are neither followed nor failed until it
+answers again, when their true state (still running, or exited with the code its
+supervisor wrote into the job directory) is read.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import CryohpcError, TransientError, UserError
+from ..exitcode import read_exit_code
+from ..model import Job, Resources
+from .base import Lane, Launched, PollResult, RunState
+from .siteconfig import NodeLaneConfig, WorkerTarget
+from .ssh import SshRefused, SshSessions, sessions
+
+DETACH = "cryohpc.worker.detach"
+
+
+class RemoteCommandError(CryohpcError):
+    """The helper ran on the target but failed (e.g. no cryohpc there); carries its stderr."""
+
+
+class SshWorkerLane(Lane):
+    def __init__(self, cfg: NodeLaneConfig, manager: SshSessions | None = None):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.workers: dict[str, WorkerTarget] = {w.name or w.address: w for w in cfg.workers}
+        self.ssh = manager or sessions()
+        self.poll_interval_s = cfg.poll_interval_s
+
+    # -- where jobs go ------------------------------------------------------------------
+    def targets(self) -> dict[str, Resources]:
+        return {name: Resources(cpus=w.cpus, ram_gb=w.ram_gb, gpus=len(w.gpus), gpu_ids=list(w.gpus))
+                for name, w in self.workers.items()}
+
+    def capacity(self) -> Resources:
+        caps = list(self.targets().values())
+        return Resources(cpus=sum(c.cpus for c in caps), ram_gb=sum(c.ram_gb for c in caps),
+                         gpus=sum(c.gpus for c in caps), gpu_ids=[])
+
+    def unavailable(self) -> dict[str, str]:
+        return {name: f"worker {name} unreachable: {detail}"
+                for name, (state, _, detail) in self.target_states().items() if state == "unreachable"}
+
+    def target_states(self) -> dict[str, tuple[str, float | None, str]]:
+        return {name: self.ssh.reachability(w) for name, w in self.workers.items()}
+
+    def worker(self, target: str) -> WorkerTarget:
+        try:
+            return self.workers[target]
+        except KeyError:
+            raise UserError(f"lane {self.name} has no worker target {target!r} "
+                            f"(targets: {', '.join(self.workers) or 'none'})") from None
+
+    def cache_settings(self, target: str = "") -> dict | None:
+        return self.worker(target).cache_settings()
+
+    def _python(self, w: WorkerTarget) -> str:
+        return w.python or sys.executable
+
+    def worker_command(self, job_dir: Path, ranks: int, target: str = "") -> list[str]:
+        w = self.worker(target)
+        cmd = [self._python(w), "-m", "cryohpc.worker.main", "--job-dir", str(job_dir)]
+        if ranks > 1:
+            mpiexec = w.mpiexec or str(Path(self._python(w)).parent / "mpiexec")
+            cmd = [mpiexec, "-n", str(ranks), *cmd]
+        return cmd
+
+    # -- talking to a target -------------------------------------------------------------
+    def _helper(self, w: WorkerTarget, *args: str, timeout_s: float = 60.0) -> dict:
+        """Run the detach helper on the target; its one JSON line.
+
+        Raises:
+            HostUnreachable, RemoteTimeout, SshRefused: from the session manager.
+            RemoteCommandError: the helper failed there (e.g. cryohpc missing).
+        """
+        command = shlex.join([self._python(w), "-m", DETACH, *args])
+        res = self.ssh.run(w, command, timeout_s=timeout_s)
+        last = res.stdout.strip().splitlines()[-1:] or [""]
+        if res.exit_status != 0 or not last[0].startswith("{"):
+            tail = " / ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+            raise RemoteCommandError(f"worker {w.name}: {command} exited {res.exit_status}: {tail}")
+        return json.loads(last[0])
+
+    def facts(self, target: str) -> dict:
+        """Cores, memory, GPUs, cryohpc version and cache space, as the target reports them."""
+        w = self.worker(target)
+        return self._helper(w, "facts", *(["--cache-path", w.cache_path] if w.cache_path else []))
+
+    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], *, target: str = "",
+               **_: object) -> Launched:
+        w = self.worker(target)
+        env_args = [f"--env={k}={v}" for k, v in {**w.env, **env}.items()]
+        started = self._helper(w, "start", "--job-dir", str(job_dir), *env_args, "--", *command)
+        return Launched(pid=started["pid"], pid_start=started["start"], host=target)
+
+    def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
+        by_target: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_target.setdefault(_target_of(job), []).append(job)
+        out: dict[str, PollResult] = {}
+        for target, group in by_target.items():
+            w = self.workers.get(target)
+            if w is None:
+                for job in group:
+                    out[job.ref] = PollResult(RunState.UNREACHABLE, scheduler_status="unreachable",
+                                              detail=f"worker target {target!r} is no longer in lane {self.name}")
+                continue
+            pids = [f"{j.run_pid}:{j.run_pid_start or ''}" for j in group if j.run_pid is not None]
+            try:
+                alive = self._helper(w, "status", *pids) if pids else {}
+            except (TransientError, SshRefused, RemoteCommandError) as err:
+                for job in group:
+                    out[job.ref] = PollResult(RunState.UNREACHABLE, scheduler_status="unreachable", detail=str(err))
+                continue
+            for job in group:
+                key = f"{job.run_pid}:{job.run_pid_start or ''}"
+                if alive.get(key):
+                    out[job.ref] = PollResult(RunState.ALIVE, scheduler_status="running")
+                else:
+                    job_dir = (job_dirs or {}).get(job.ref)
+                    code = read_exit_code(job_dir) if job_dir else None
+                    out[job.ref] = PollResult(RunState.EXITED, exit_code=code, scheduler_status="exited")
+        return out
+
+    def kill(self, job: Job) -> None:
+        if job.run_pid is None:
+            return
+        w = self.worker(_target_of(job))
+        answer = self._helper(w, "kill", f"{job.run_pid}:{job.run_pid_start or ''}", timeout_s=30)
+        if not answer.get("gone"):
+            raise RemoteCommandError(f"worker {w.name}: process group {job.run_pid} survived SIGKILL")
+
+
+def _target_of(job: Job) -> str:
+    alloc = job.resources_allocated
+    return alloc.target if alloc is not None and alloc.target else (job.run_host or "")

@@ -1,0 +1,270 @@
+"""SSH worker targets of node lanes, against a real sshd on 127.0.0.1 (scripts/dev-sshd.sh).
+
+The worker runs on the same machine through SSH, so the job directory is "shared" for
+real, and process checks by PID see what the remote side left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import PLUGINS, ThreadMaster, cli, db_snapshot, wait_for
+
+from cryohpc.api import Api
+from cryohpc.errors import BuildError
+from cryohpc.lanes.siteconfig import SshHost
+from cryohpc.lanes.ssh import HostKeyError, HostUnreachable, RemoteTimeout
+from cryohpc.procs import process_start_ticks
+from cryohpc.status import JobStatus, QueueStatus
+
+WORKER_ENV = {"CRYOHPC_PLUGINS": "cryohpc_testjobs", "PYTHONPATH": str(PLUGINS)}
+
+
+def ssh_lane(api: Api, sshd, *, targets: list[dict] | None = None, poll_interval_s: float = 0.3, **extra) -> None:
+    """A site config with lane 'boxes' of SSH workers on the test sshd."""
+    targets = targets or [{}]
+    workers = [{"lane": "boxes", **sshd.host(), "cpus": 4, "ram_gb": 8, "env": WORKER_ENV, **extra, **t}
+               for t in targets]
+    text = yaml.safe_dump({"lanes": [{"name": "boxes", "kind": "ssh", "poll_interval_s": poll_interval_s}],
+                           "workers": workers})
+    (api.instance.paths.site_configs / "boxes.yaml").write_text(text)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies excluded)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                out.append(int(entry.name))
+    return out
+
+
+def test_worker_connect_list_show_test_update_remove(api, sshd, tmp_path):
+    home = api.instance.home
+    base = ["--host", "127.0.0.1", "--port", str(sshd.port), "--identity-file", str(sshd.key),
+            "--known-hosts", str(sshd.known_hosts)]
+    before = db_snapshot(api)
+    missing = cli(home, "worker", "connect", *base, "--lane", "boxes")
+    assert missing.returncode == 2 and "add --new-lane" in missing.stderr
+    assert not (api.instance.paths.site_configs / "workers.yaml").exists() and db_snapshot(api) == before
+    ssd = tmp_path / "ssd"
+    out = cli(home, "worker", "connect", *base, "--lane", "boxes", "--new-lane", "--ssd-path", str(ssd),
+              "--ssd-quota", "500", check=True).stdout
+    assert f"worker 127.0.0.1:{sshd.port}" in out and "connected to lane boxes" in out
+    target = api.instance.lane_configs()["boxes"].workers[0]
+    assert (target.cpus, target.cache_path, target.cache_quota_mb) == (os.cpu_count(), str(ssd), 500)
+    assert target.ram_gb > 0.5  # probed over SSH, not a default
+    again = cli(home, "worker", "connect", *base, "--lane", "boxes")
+    assert again.returncode == 2 and "already connected" in again.stderr and "--update" in again.stderr
+    listed = cli(home, "worker", "list", check=True).stdout
+    assert f"127.0.0.1:{sshd.port}" in listed and str(ssd) in listed
+    tested = cli(home, "worker", "test", f"127.0.0.1:{sshd.port}", check=True).stdout
+    assert "host key verified" in tested and "writable" in tested
+    cli(home, "worker", "connect", *base, "--lane", "boxes", "--update", "--no-ssd", "--cpus", "1", check=True)
+    target = api.instance.lane_configs()["boxes"].workers[0]
+    assert (target.cpus, target.cache_path, target.identity_file) == (1, None, str(sshd.key))
+    assert "SSD cache: none" in cli(home, "worker", "show", f"127.0.0.1:{sshd.port}", check=True).stdout
+    bad_ssd = cli(home, "worker", "connect", *base, "--lane", "boxes", "--update", "--ssd-path", "/proc/no")
+    assert bad_ssd.returncode == 2 and "SSD cache folder is not usable" in bad_ssd.stderr
+    assert api.instance.lane_configs()["boxes"].workers[0].cache_path is None  # the refused change left nothing
+    cli(home, "worker", "remove", f"127.0.0.1:{sshd.port}", check=True)
+    assert api.instance.lane_configs()["boxes"].workers == []
+    job = api.create_project("empty lane").create_job("test_sleep")
+    with pytest.raises(BuildError, match="lane 'boxes' has no workers yet; add one with 'cryohpc worker connect'"):
+        job.queue(lane="boxes")
+
+
+def test_job_runs_on_ssh_worker_and_kill_leaves_no_process(api, sshd, fresh_sessions):
+    ssh_lane(api, sshd)
+    project = api.create_project("ssh")
+    master = ThreadMaster(api).start()
+    try:
+        done = project.create_job("test_sleep", params={"seconds": 0.3})
+        done.queue(lane="boxes")
+        assert done.wait(60) == JobStatus.COMPLETED
+        model = done.model
+        assert model.resources_allocated.target == f"127.0.0.1:{sshd.port}"
+        assert (done.dir / "exit_code").read_text().strip() == "0"  # written by the remote supervisor
+        long = project.create_job("test_sleep", params={"seconds": 120})
+        long.queue(lane="boxes")
+        wait_for(lambda: long.model.status == JobStatus.RUNNING, 60, "the long job to run")
+        pgid = long.model.run_pid
+        members = group_members(pgid)
+        assert len(members) >= 2  # supervisor and worker
+        assert process_start_ticks(pgid) == long.model.run_pid_start
+        cli(api.instance.home, "job", "kill", project.uid, long.uid, check=True)
+        assert long.model.status == JobStatus.KILLED
+        assert group_members(pgid) == []
+        assert all(process_start_ticks(p) is None for p in members)
+        assert fresh_sessions.stats["transports_opened"] == 1
+    finally:
+        master.stop()
+
+
+def test_unreachable_target_is_not_failed_and_is_reconciled(tmp_path, sshd, fresh_sessions):
+    """sshd goes away while three jobs run: one finishes meanwhile, one's worker dies,
+    one keeps running. None is failed while the host is unreachable (the heartbeat limit
+    passes meanwhile); once sshd is back each gets its true state."""
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.1, heartbeat_interval_s=0.2,
+                   heartbeat_timeout_s=2.0)
+    ssh_lane(api, sshd, breaker_cooldown_s=1.0, retries=0, breaker_threshold=1)
+    project = api.create_project("outage")
+    master = ThreadMaster(api).start()
+    finishes, dies, keeps = (project.create_job("test_sleep", params={"seconds": s}) for s in (4, 60, 12))
+    try:
+        for job in (finishes, dies, keeps):
+            job.queue(lane="boxes")
+        wait_for(lambda: all(j.model.status == JobStatus.RUNNING for j in (finishes, dies, keeps)), 60, "all running")
+        sshd.stop()
+        wait_for(lambda: dies.model.cluster_job_status == "unreachable", 30, "the lane to report unreachable")
+        worker_pid = next(p for p in group_members(dies.model.run_pid) if p != dies.model.run_pid)
+        os.kill(worker_pid, signal.SIGKILL)  # its supervisor records -9; nobody reports to the master
+        with api.instance.store.read() as tx:
+            state = tx.worker_states()[("boxes", f"127.0.0.1:{sshd.port}")]
+        assert state[0] == "unreachable" and "cannot connect" in state[2]
+        assert "(unreachable)" in cli(api.instance.home, "job", "list", project.uid, check=True).stdout
+        assert finishes.wait(30) == JobStatus.COMPLETED  # its events still reach the shared job directory
+        time.sleep(4)  # twice the heartbeat limit with no word from the dead worker
+        assert dies.model.status == JobStatus.RUNNING and keeps.model.status == JobStatus.RUNNING
+        sshd.start()
+        assert dies.wait(30) == JobStatus.FAILED
+        assert dies.model.exit_code == -9 and "exit code -9" in dies.model.errors_run[-1].message
+        wait_for(lambda: keeps.model.cluster_job_status == "running", 30, "the survivor to be seen running")
+        assert keeps.model.status == JobStatus.RUNNING
+        assert keeps.wait(30) == JobStatus.COMPLETED
+        with api.instance.store.read() as tx:
+            assert tx.worker_states()[("boxes", f"127.0.0.1:{sshd.port}")][0] == "reachable"
+    finally:
+        master.stop()
+        if not (sshd.folder / "sshd.pid").exists():
+            sshd.start()
+
+
+def test_wrong_or_unknown_host_key_is_refused_with_a_clear_message(api, sshd, tmp_path, fresh_sessions):
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = tmp_path / "wrong_known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(Path(f'{other}.pub').read_text().split()[:2])}\n")
+    with pytest.raises(HostKeyError, match="HOST KEY MISMATCH.*wrong_known_hosts"):
+        fresh_sessions.run(SshHost(**sshd.host(known_hosts=str(wrong))), "true")
+    unknown = tmp_path / "empty_known_hosts"
+    with pytest.raises(HostKeyError, match=f"host key not known .*ssh-keyscan -p {sshd.port} 127.0.0.1 >> {unknown}"):
+        fresh_sessions.run(SshHost(**sshd.host(known_hosts=str(unknown))), "true")
+    assert fresh_sessions.stats["transports_opened"] == 0 and not unknown.exists()
+    # the CLI says the same and records nothing
+    home = api.instance.home
+    base = ["--host", "127.0.0.1", "--port", str(sshd.port), "--identity-file", str(sshd.key), "--lane", "boxes",
+            "--new-lane"]
+    refused = cli(home, "worker", "connect", *base, "--known-hosts", str(wrong))
+    assert refused.returncode == 2 and "HOST KEY MISMATCH" in refused.stderr
+    assert not (api.instance.paths.site_configs / "workers.yaml").exists()
+    # a job on a target whose key changed waits, unlaunched and not failed
+    ssh_lane(api, sshd, known_hosts=str(wrong))
+    job = api.create_project("keys").create_job("test_sleep", params={"seconds": 0.1})
+    job.queue(lane="boxes")
+    master = ThreadMaster(api).start()
+    try:
+        wait_for(lambda: "HOST KEY MISMATCH" in (job.model.cluster_job_status_reason or ""), 30, "the refusal")
+        assert job.model.status == JobStatus.QUEUED
+        assert job.model.queue_status == QueueStatus.WAITING_UNREACHABLE
+    finally:
+        master.stop()
+    # explicit opt-in records the key on first contact
+    (api.instance.paths.site_configs / "boxes.yaml").unlink()
+    accepted = tmp_path / "accepted_known_hosts"
+    cli(home, "worker", "connect", *base, "--known-hosts", str(accepted), "--accept-new-host-key", check=True)
+    assert Path(f"{sshd.folder}/host_key.pub").read_text().split()[1] in accepted.read_text()
+
+
+def test_fifty_jobs_on_one_worker_open_one_transport(api, sshd, fresh_sessions):
+    ssh_lane(api, sshd)
+    project = api.create_project("many")
+    jobs = [project.create_job("test_sleep", params={"seconds": 0}) for _ in range(50)]
+    for j in jobs:
+        j.queue(lane="boxes")
+    master = ThreadMaster(api).start()
+    try:
+        for j in jobs:
+            assert j.wait(240) == JobStatus.COMPLETED
+    finally:
+        master.stop()
+    assert fresh_sessions.stats["transports_opened"] == 1
+    assert fresh_sessions.stats["commands"] >= 50  # every start went over that one connection
+    assert {j.model.run_host for j in jobs} == {f"127.0.0.1:{sshd.port}"}
+
+
+def test_placement_by_free_gpus_and_direct_queueing(api, sshd, fresh_sessions):
+    """Two targets on the one sshd (two names): GPU jobs fill them by free GPUs; a job
+    asking for more GPUs than any target has is a build error; a target and GPU ids can
+    be named at queue time."""
+    ssh_lane(api, sshd, targets=[{"name": "box1", "gpus": [0, 1]}, {"name": "box2", "gpus": [0]}])
+    project = api.create_project("gpus")
+    too_big = project.create_job("test_sleep", params={"gpus": 3})
+    with pytest.raises(BuildError, match=r"needs 3 GPU\(s\); no machine of lane 'boxes' has that many "
+                                         r"\(box1: 2 \[0, 1\], box2: 1 \[0\]\)"):
+        too_big.queue(lane="boxes")
+    with pytest.raises(BuildError, match="give the worker target too"):
+        project.create_job("test_sleep_gpu").queue(lane="boxes", gpus=[1])
+    with pytest.raises(BuildError, match="GPU\\(s\\) \\[1\\] are not in worker box2"):
+        project.create_job("test_sleep_gpu").queue(lane="boxes", target="box2", gpus=[1])
+    three = [project.create_job("test_sleep_gpu", params={"seconds": 3}) for _ in range(3)]
+    fourth = project.create_job("test_sleep_gpu", params={"seconds": 0.1})
+    direct = project.create_job("test_sleep_gpu", params={"seconds": 0.1})
+    for j in three:
+        j.queue(lane="boxes")
+    fourth.queue(lane="boxes")
+    direct.queue(lane="boxes", target="box1", gpus=[1])
+    master = ThreadMaster(api).start()
+    try:
+        wait_for(lambda: all(j.model.status.active for j in three), 60, "three GPU jobs placed")
+        placed = sorted((j.model.resources_allocated.target, j.model.resources_allocated.gpu_ids[0]) for j in three)
+        assert placed == [("box1", 0), ("box1", 1), ("box2", 0)]
+        wait_for(lambda: fourth.model.queue_status == QueueStatus.WAITING_RESOURCES, 30, "the fourth to wait")
+        assert fourth.model.status == JobStatus.QUEUED
+        for j in (*three, fourth, direct):
+            assert j.wait(60) == JobStatus.COMPLETED
+        assert (direct.model.resources_allocated.target, direct.model.resources_allocated.gpu_ids) == ("box1", [1])
+        assert (direct.dir / "gpus.txt").read_text() == "1"
+    finally:
+        master.stop()
+    assert fresh_sessions.stats["transports_opened"] == 1  # two targets, one host: one connection
+
+
+def test_session_manager_breaker_backoff_and_timeouts(sshd, fresh_sessions):
+    closed = SshHost(**sshd.host(port=sshd.port + 1 if sshd.port < 65535 else sshd.port - 1),
+                     retries=2, breaker_threshold=3, breaker_cooldown_s=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(HostUnreachable, match="cannot connect"):
+        fresh_sessions.run(closed, "true")
+    assert fresh_sessions.stats["connect_attempts"] == 3  # retried with backoff, then the breaker opened
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(HostUnreachable, match="unreachable since"):
+        fresh_sessions.run(closed, "true")
+    assert fresh_sessions.stats["connect_attempts"] == 3  # refused at once, no new attempt
+    assert fresh_sessions.reachability(closed)[0] == "unreachable"
+    time.sleep(0.6)
+    with pytest.raises(HostUnreachable, match="cannot connect"):
+        fresh_sessions.run(closed, "true")
+    assert fresh_sessions.stats["connect_attempts"] == 4  # one probe after the cool-down
+    ok = SshHost(**sshd.host(max_channels=2))
+    with pytest.raises(RemoteTimeout, match="did not finish"):
+        fresh_sessions.run(ok, "sleep 5", timeout_s=0.5)
+    res = fresh_sessions.run(ok, "echo out; echo err >&2; exit 7")
+    assert (res.exit_status, res.stdout, res.stderr) == (7, "out\n", "err\n")
+    assert fresh_sessions.stats["transports_opened"] == 1  # the timeout did not cost the connection
+    limited = SshHost(**sshd.host(user="root", max_connects_per_min=1))  # another key: its own connection
+    fresh_sessions.run(limited, "true")
+    fresh_sessions.close_all()  # as if the connection dropped
+    with pytest.raises(HostUnreachable, match="limit 1"):
+        fresh_sessions.run(limited, "true")
