@@ -96,17 +96,19 @@ def test_job_runs_on_ssh_worker_and_kill_leaves_no_process(api, sshd, fresh_sess
         model = done.model
         assert model.resources_allocated.target == f"127.0.0.1:{sshd.port}"
         assert (done.dir / "exit_code").read_text().strip() == "0"  # written by the remote supervisor
-        long = project.create_job("test_sleep", params={"seconds": 120})
+        long = project.create_job("test_sleep", params={"seconds": 120, "ranks": 2})  # under mpiexec there
         long.queue(lane="boxes")
         wait_for(lambda: long.model.status == JobStatus.RUNNING, 60, "the long job to run")
+        ranks = [int(wait_for(lambda r=r: (long.dir / f"pid.rank{r}").exists() and (long.dir / f"pid.rank{r}").read_text(),
+                              30, f"rank {r}")) for r in (0, 1)]
         pgid = long.model.run_pid
         members = group_members(pgid)
-        assert len(members) >= 2  # supervisor and worker
+        assert len(members) >= 2 and all(process_start_ticks(r) for r in ranks)  # supervisor, mpiexec; ranks live
         assert process_start_ticks(pgid) == long.model.run_pid_start
         cli(api.instance.home, "job", "kill", project.uid, long.uid, check=True)
         assert long.model.status == JobStatus.KILLED
         assert group_members(pgid) == []
-        assert all(process_start_ticks(p) is None for p in members)
+        assert all(process_start_ticks(p) is None for p in [*members, *ranks])
         assert fresh_sessions.stats["transports_opened"] == 1
     finally:
         master.stop()
@@ -268,3 +270,39 @@ def test_session_manager_breaker_backoff_and_timeouts(sshd, fresh_sessions):
     fresh_sessions.close_all()  # as if the connection dropped
     with pytest.raises(HostUnreachable, match="limit 1"):
         fresh_sessions.run(limited, "true")
+
+
+def test_channels_in_flight_are_bounded(sshd, fresh_sessions, tmp_path):
+    """Six commands at once on a connection allowing two: never more than two run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    host = SshHost(**sshd.host(max_channels=2))
+    trace = tmp_path / "trace"
+    command = f"echo + >> {trace}; sleep 0.3; echo - >> {trace}"
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: fresh_sessions.run(host, command), range(6)))
+    assert [r.exit_status for r in results] == [0] * 6
+    depth = peak = 0
+    for mark in trace.read_text().split():
+        depth += 1 if mark == "+" else -1
+        peak = max(peak, depth)
+    assert peak == 2 and fresh_sessions.stats["transports_opened"] == 1
+
+
+def test_job_on_ssh_worker_uses_that_workers_ssd_cache(api, sshd, tmp_path, fresh_sessions):
+    ssd = tmp_path / "worker-ssd"
+    ssh_lane(api, sshd, cache_path=str(ssd), cache_reserve_mb=0)
+    project = api.create_project("cache")
+    master = ThreadMaster(api).start()
+    try:
+        sim = project.create_job("simulate_particles", params={"n_particles": 40, "box": 16, "snr": 0})
+        sim.queue()  # on this machine's local lane
+        assert sim.wait(120) == JobStatus.COMPLETED, sim.model.errors_run
+        job = project.create_job("cache_particles")
+        job.connect("particles", sim.uid, "particles")
+        job.queue(lane="boxes")
+        assert job.wait(120) == JobStatus.COMPLETED, job.model.errors_run
+    finally:
+        master.stop()
+    assert job.model.cache_path_used == str(ssd / "cryohpc-cache")
+    assert any((ssd / "cryohpc-cache").glob("*.dat"))  # the stack, copied there

@@ -16,9 +16,10 @@ from cryohpc.model import Resources
 register(JobTypeSpec(
     name="test_sleep", title="Sleep (test)", category="utility",
     params=(ParamSpec(name="seconds", type="float", default=1.0),
-            ParamSpec(name="gpus", type="int", default=0)),
+            ParamSpec(name="gpus", type="int", default=0),
+            ParamSpec(name="ranks", type="int", default=1)),
     resources=Resources(cpus=1, gpus=0, ram_gb=0.1),
-    resource_params={"gpus": "gpus"},
+    resource_params={"gpus": "gpus", "mpi_ranks": "ranks"},
     run="cryohpc_testjobs:run_sleep",
 ))
 register(JobTypeSpec(
@@ -37,6 +38,7 @@ register(JobTypeSpec(
 
 def run_sleep(ctx) -> None:
     total = ctx.params["seconds"]
+    (ctx.job_dir / f"pid.rank{ctx.rank}").write_text(str(os.getpid()))
     (ctx.job_dir / "gpus.txt").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
     steps = max(1, int(total / 0.1))
     for i in range(steps):
