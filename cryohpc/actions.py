@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 from .builder import build_errors, declared_outputs, job_dir_abs
-from .errors import BuildError, CryohpcError, UserError
+from .errors import BuildError, CryohpcError, TransientError, UserError
 from .instance import Instance
 from .jobtypes import get_jobtype
 from .model import Job, Resources, set_status
@@ -98,14 +98,21 @@ def queue_job(
     return job
 
 
+def _by_hand(job: Job) -> str:
+    if job.cluster_job_id:
+        return f"cancel cluster job {job.cluster_job_id}"
+    return f"stop process group {job.run_pid} on {job.run_host}"
+
+
 def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
     """Kill a queued or running job; its worker and every process it started are stopped.
 
     The job is marked killed first, so the master, seeing the worker vanish, does not
-    record it as failed meanwhile.
+    record it as failed meanwhile. A job on an SSH worker that does not answer stays
+    marked for killing (``kill_pending``); the master stops it once the worker is back.
 
     Raises:
-        UserError: the job is not queued or running.
+        UserError: the job is not queued or running, or stopping it failed for good.
     """
     with inst.store.write() as tx:
         job = tx.get_job(project_uid, job_uid)
@@ -120,10 +127,18 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
         if lane is not None:
             try:
                 lane.kill(job)
+            except TransientError as err:
+                if not lane.targets() or "" in lane.targets():  # a cluster or this machine: say so now
+                    raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
+                                    f"{_by_hand(job)} by hand") from err
+                with inst.store.write() as tx:
+                    job = tx.get_job(project_uid, job_uid)
+                    job.kill_pending = True
+                    job.cluster_job_status_reason = f"will be stopped when its worker answers again ({err})"
+                    tx.put_job(job)
             except CryohpcError as err:
-                by_hand = (f"cancel cluster job {job.cluster_job_id}" if job.cluster_job_id else
-                           f"stop process group {job.run_pid} on {job.run_host}")
-                raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; {by_hand} by hand") from err
+                raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
+                                f"{_by_hand(job)} by hand") from err
     return job
 
 

@@ -291,6 +291,8 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
         lines.append(f"lane reports: {j.cluster_job_status or ''}{reason}")
     elif j.status.value == "queued" and j.cluster_job_status_reason:
         lines.append(f"launch: {j.cluster_job_status_reason}")
+    elif j.kill_pending:
+        lines.append(f"kill pending: {j.cluster_job_status_reason}")
     if j.params:
         lines.append("params: " + ", ".join(f"{k}={v}" for k, v in j.params.items()))
     for name, conns in j.inputs.items():

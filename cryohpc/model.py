@@ -140,6 +140,8 @@ class Job(Record):
     run_pid: int | None = Field(default=None, description="local/ssh lane: worker process group id")
     run_pid_start: int | None = Field(default=None, description="start time of run_pid, against PID reuse")
     run_host: str | None = None
+    kill_pending: bool = Field(default=False, description="killed while its SSH worker was unreachable: "
+                                                          "the master stops it when the worker answers")
     events_offset: int = Field(default=0, description="bytes of events.jsonl already applied")
     pending_outputs: list[dict[str, Any]] = Field(
         default_factory=list, description="outputs reported by a running worker, registered on completion"

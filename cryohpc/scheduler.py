@@ -143,6 +143,7 @@ class Scheduler:
         self._last_poll: dict[str, tuple[float, dict[str, PollResult]]] = {}
         self._config_stamp: tuple = ()
         self._target_states: dict[tuple[str, str], tuple] = {}
+        self._next_kill_check = 0.0
         self.lanes: dict[str, Lane] = lanes if lanes is not None else {}
         self.reload_lanes()
 
@@ -171,8 +172,36 @@ class Scheduler:
     def step(self) -> None:
         self.reload_lanes()
         self.monitor()
+        self.finish_pending_kills()
         self.launch_ready()
         self.record_target_states()
+
+    PENDING_KILL_CHECK_S = 2.0
+
+    def finish_pending_kills(self) -> None:
+        """Stop jobs killed while their SSH worker was unreachable, once it answers
+        (looked for every few seconds: it reads every killed job)."""
+        if time.monotonic() < self._next_kill_check:
+            return
+        self._next_kill_check = time.monotonic() + self.PENDING_KILL_CHECK_S
+        with self.store.read() as tx:
+            pending = [j for j in tx.list_jobs(statuses=[JobStatus.KILLED]) if j.kill_pending]
+        for seen in pending:
+            lane = self.lanes.get(seen.queued_lane or "local")
+            target = seen.resources_allocated.target if seen.resources_allocated else ""
+            if lane is None or target in lane.unavailable():
+                continue
+            try:
+                lane.kill(seen)
+            except CryohpcError as err:
+                log.info("kill of %s still pending: %s", seen.ref, err)
+                continue
+            with self.store.write() as tx:
+                job = tx.get_job(seen.project_uid, seen.uid, include_deleted=True)
+                job.kill_pending = False
+                job.cluster_job_status_reason = "stopped once its worker answered again"
+                tx.put_job(job)
+            log.info("stopped %s, killed while its worker was unreachable", seen.ref)
 
     def record_target_states(self) -> None:
         """Publish worker targets' reachability (for 'cryohpc worker list'), on change only."""

@@ -306,3 +306,28 @@ def test_job_on_ssh_worker_uses_that_workers_ssd_cache(api, sshd, tmp_path, fres
         master.stop()
     assert job.model.cache_path_used == str(ssd / "cryohpc-cache")
     assert any((ssd / "cryohpc-cache").glob("*.dat"))  # the stack, copied there
+
+
+def test_kill_while_unreachable_is_carried_out_when_the_worker_answers(api, sshd, fresh_sessions):
+    ssh_lane(api, sshd, breaker_cooldown_s=0.5, retries=0, breaker_threshold=1)
+    job = api.create_project("late kill").create_job("test_sleep", params={"seconds": 120})
+    job.queue(lane="boxes")
+    master = ThreadMaster(api).start()
+    try:
+        wait_for(lambda: job.model.status == JobStatus.RUNNING, 60, "the job to run")
+        pgid = job.model.run_pid
+        sshd.stop()
+        killed = cli(api.instance.home, "job", "kill", job.project_uid, job.uid, check=True)
+        assert "killed" in killed.stdout
+        model = job.model
+        assert model.status == JobStatus.KILLED and model.kill_pending
+        assert "will be stopped when its worker answers again" in model.cluster_job_status_reason
+        time.sleep(1.0)
+        assert group_members(pgid)  # nobody could reach it yet
+        sshd.start()
+        wait_for(lambda: not job.model.kill_pending, 30, "the pending kill to be carried out")
+        assert group_members(pgid) == [] and job.model.status == JobStatus.KILLED
+    finally:
+        master.stop()
+        if not (sshd.folder / "sshd.pid").exists():
+            sshd.start()
