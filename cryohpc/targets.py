@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from .errors import NotFoundError, UserError
 from .instance import Instance
@@ -38,6 +39,16 @@ def find_target(inst: Instance, name: str, lane: str | None = None) -> WorkerTar
         raise UserError(f"{name!r} names targets of several lanes ({', '.join(w.lane for w in found)}); add --lane")
     known = [f"{w.name} ({ln})" for ln, c in ssh_lanes(inst).items() for w in c.workers]
     raise NotFoundError(f"no worker target {name!r} (targets: {', '.join(known) or 'none'})")
+
+
+def _target(**fields: Any) -> WorkerTarget:
+    """Raises: UserError naming the option and what is wrong with its value."""
+    try:
+        return WorkerTarget(**fields)
+    except ValidationError as err:
+        e = err.errors()[0]
+        key = ".".join(str(x) for x in e["loc"]) or "worker"
+        raise UserError(f"worker setting {key}: {e['msg']} (got {e.get('input')!r})") from None
 
 
 def _managed(inst: Instance) -> tuple[Path, dict]:
@@ -102,7 +113,7 @@ def connect(inst: Instance, lane: str, host: str, *, new_lane: bool = False, upd
             raise NotFoundError(f"no lane {lane!r}; add --new-lane to create an SSH node lane of that name")
         if not (isinstance(existing_lane, NodeLaneConfig) and existing_lane.kind == "ssh"):
             raise UserError(f"lane {lane!r} is not a node lane of kind ssh; workers cannot join it")
-    probe_cfg = WorkerTarget(lane=lane, host=host, **given)
+    probe_cfg = _target(lane=lane, host=host, **given)
     current = next((w for w in (existing_lane.workers if existing_lane else []) if w.name == probe_cfg.name), None)
     if current is not None and not update:
         raise UserError(f"worker {probe_cfg.name} is already connected to lane {lane!r}; add --update to change it")
@@ -114,12 +125,12 @@ def connect(inst: Instance, lane: str, host: str, *, new_lane: bool = False, upd
     merged = {**(_dump_target(current) if current else {}), **given, "lane": lane, "host": host}
     if no_ssd:
         merged = {k: v for k, v in merged.items() if not k.startswith("cache_")}
-    target = WorkerTarget(**merged)
+    target = _target(**merged)
     facts: dict = {}
     if probe:
         facts = probe_target(target)
         detected = {"cpus": facts["cpus"], "ram_gb": facts["ram_gb"], "gpus": facts["gpus"]}
-        target = WorkerTarget(**{**detected, **merged})
+        target = _target(**{**detected, **merged})
     workers = [w for w in data.get("workers") or []
                if not (w.get("lane") == lane and WorkerTarget(**w).name == target.name)]
     data["workers"] = [*workers, _dump_target(target)]

@@ -57,6 +57,8 @@ def test_worker_connect_list_show_test_update_remove(api, sshd, tmp_path):
     before = db_snapshot(api)
     missing = cli(home, "worker", "connect", *base, "--lane", "boxes")
     assert missing.returncode == 2 and "add --new-lane" in missing.stderr
+    bad_port = cli(home, "worker", "connect", "--host", "127.0.0.1", "--port", "0", "--lane", "boxes", "--new-lane")
+    assert bad_port.returncode == 2 and "worker setting port: Input should be greater than or equal to 1" in bad_port.stderr
     assert not (api.instance.paths.site_configs / "workers.yaml").exists() and db_snapshot(api) == before
     ssd = tmp_path / "ssd"
     out = cli(home, "worker", "connect", *base, "--lane", "boxes", "--new-lane", "--ssd-path", str(ssd),
