@@ -135,9 +135,9 @@ def worker_test(c: Ctx, name, lane) -> None:
 
     w = find_target(c.api.instance, name, lane)
     t0 = time.monotonic()
-    facts = probe_target(w)
+    facts = probe_target(c.api.instance, w)
     ms = (time.monotonic() - t0) * 1000
-    lines = [f"worker {w.name}: reachable, host key verified ({ms:.0f} ms)",
+    lines = [f"worker {w.name}: reachable, host key verified, projects root shared ({ms:.0f} ms)",
              f"host {facts['host']}, cryohpc {facts['cryohpc']}, python {facts['python']}",
              f"has {facts['cpus']} CPUs, {facts['ram_gb']:g} GB, GPUs {facts['gpus'] or 'none'}; "
              f"lane uses {w.cpus} CPUs, {w.ram_gb:g} GB, GPUs {w.gpus or 'none'}"]

@@ -11,6 +11,7 @@ for its cores, memory and GPUs, so nothing unreachable or broken is recorded.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,7 @@ def connect(inst: Instance, lane: str, host: str, *, new_lane: bool = False, upd
     target = _target(**merged)
     facts: dict = {}
     if probe:
-        facts = probe_target(target)
+        facts = probe_target(inst, target)
         detected = {"cpus": facts["cpus"], "ram_gb": facts["ram_gb"], "gpus": facts["gpus"]}
         target = _target(**{**detected, **merged})
     workers = [w for w in data.get("workers") or []
@@ -141,20 +142,31 @@ def connect(inst: Instance, lane: str, host: str, *, new_lane: bool = False, upd
     return target, facts
 
 
-def probe_target(target: WorkerTarget) -> dict:
-    """Ask the machine what it has; refuse a target whose cache folder is unusable.
+def probe_target(inst: Instance, target: WorkerTarget) -> dict:
+    """Ask the machine what it has; refuse a target that cannot run jobs: no cryohpc,
+    the projects root not shared at the same path, an unusable cache folder.
 
     Raises:
-        UserError: cryohpc does not run there, or its cache folder cannot be written.
+        UserError: naming what is wrong there.
     """
     from .lanes.workers import RemoteCommandError, SshWorkerLane
 
     lane = SshWorkerLane(NodeLaneConfig(name=target.lane or "probe", kind="ssh", workers=[target]))
+    root = Path(inst.config.projects_root)
+    root.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(8)
+    marker = root / f".cryohpc-shared-{token}"
+    marker.write_text(token)
     try:
-        facts = lane.facts(target.name or target.address)
+        facts = lane.facts(target.name or target.address, shared_file=marker)
     except RemoteCommandError as err:
         raise UserError(f"{err}; is cryohpc installed there (python: {lane._python(target)})? "
                         f"Give its Python with --python") from err
+    finally:
+        marker.unlink(missing_ok=True)
+    if facts.get("shared_token") != token:
+        raise UserError(f"worker {target.name}: the projects root {root} is not shared with it at the same path "
+                        f"({facts.get('shared_error', 'it reads another file there')}); job directories must be")
     if "cache_error" in facts:
         raise UserError(f"worker {target.name}: SSD cache folder is not usable: {facts['cache_error']}")
     for gpu in target.gpus:

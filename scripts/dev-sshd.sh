@@ -7,6 +7,8 @@
 #   scripts/dev-sshd.sh down DIR      stop the server and every connection it serves
 #
 # Files under DIR: client_key (identity file), known_hosts, sshd.pid, sshd.log.
+# With SSHD_HIDE=/some/dir the server runs in its own mount namespace where an empty
+# tmpfs covers that folder: a "worker" that does not share it (for tests).
 set -euo pipefail
 cmd="${1:?usage: dev-sshd.sh up DIR PORT | down DIR}"
 DIR="$(mkdir -p "${2:?usage: dev-sshd.sh up DIR PORT | down DIR}" && cd "$2" && pwd)"
@@ -70,7 +72,13 @@ MaxStartups 64
 Subsystem sftp internal-sftp
 CONF
     $SSHD -t -f "$DIR/sshd_config"
-    $SSHD -f "$DIR/sshd_config" -E "$DIR/sshd.log"
+    if [ -n "${SSHD_HIDE:-}" ]; then
+        unshare --mount --propagation private sh -c \
+            'mount -t tmpfs cryohpc-hidden "$1" && exec "$2" -f "$3" -E "$4"' \
+            sh "$SSHD_HIDE" "$SSHD" "$DIR/sshd_config" "$DIR/sshd.log"
+    else
+        $SSHD -f "$DIR/sshd_config" -E "$DIR/sshd.log"
+    fi
     for _ in $(seq 100); do
         [ -s "$DIR/sshd.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && exit 0
         sleep 0.05

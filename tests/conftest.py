@@ -123,6 +123,7 @@ class Sshd:
 
     folder: Path
     port: int
+    hide: str | None = None  # a folder this server's sessions do not see (not shared)
 
     @property
     def key(self) -> Path:
@@ -138,8 +139,9 @@ class Sshd:
                 "known_hosts": str(self.known_hosts), **extra}
 
     def start(self) -> None:
+        env = {**os.environ, **({"SSHD_HIDE": self.hide} if self.hide else {})}
         up = subprocess.run(["bash", str(ROOT / "scripts/dev-sshd.sh"), "up", str(self.folder), str(self.port)],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=env)
         assert up.returncode == 0, up.stdout + up.stderr
 
     def stop(self) -> None:

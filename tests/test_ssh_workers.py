@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PLUGINS, ThreadMaster, cli, db_snapshot, wait_for
+from conftest import PLUGINS, Sshd, ThreadMaster, cli, db_snapshot, free_port, wait_for
 
 from cryohpc.api import Api
 from cryohpc.errors import BuildError
@@ -333,3 +333,22 @@ def test_kill_while_unreachable_is_carried_out_when_the_worker_answers(api, sshd
         master.stop()
         if not (sshd.folder / "sshd.pid").exists():
             sshd.start()
+
+
+def test_connect_refuses_a_worker_that_does_not_share_the_projects_root(api, tmp_path):
+    """An sshd whose sessions see an empty tmpfs over the projects root (its own mount
+    namespace): a machine that could not reach the job directories."""
+    root = Path(api.instance.config.projects_root)
+    root.mkdir(parents=True, exist_ok=True)
+    elsewhere = Sshd(tmp_path / "sshd-elsewhere", free_port(), hide=str(root))
+    elsewhere.start()
+    try:
+        res = cli(api.instance.home, "worker", "connect", "--host", "127.0.0.1", "--port", str(elsewhere.port),
+                  "--identity-file", str(elsewhere.key), "--known-hosts", str(elsewhere.known_hosts),
+                  "--lane", "boxes", "--new-lane")
+    finally:
+        elsewhere.stop()
+    assert res.returncode == 2
+    assert f"the projects root {root} is not shared with it at the same path" in res.stderr
+    assert not (api.instance.paths.site_configs / "workers.yaml").exists()
+    assert not list(root.glob(".cryohpc-shared-*"))  # the marker is cleaned up

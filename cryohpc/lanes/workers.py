@@ -91,10 +91,13 @@ class SshWorkerLane(Lane):
             raise RemoteCommandError(f"worker {w.name}: {command} exited {res.exit_status}: {tail}")
         return json.loads(last[0])
 
-    def facts(self, target: str) -> dict:
-        """Cores, memory, GPUs, cryohpc version and cache space, as the target reports them."""
+    def facts(self, target: str, shared_file: Path | None = None) -> dict:
+        """Cores, memory, GPUs, cryohpc version and cache space, as the target reports
+        them, and what it reads in ``shared_file`` (a file of the master's)."""
         w = self.worker(target)
-        return self._helper(w, "facts", *(["--cache-path", w.cache_path] if w.cache_path else []))
+        args = [*(["--cache-path", w.cache_path] if w.cache_path else []),
+                *(["--shared-file", str(shared_file)] if shared_file else [])]
+        return self._helper(w, "facts", *args)
 
     def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], *, target: str = "",
                **_: object) -> Launched:

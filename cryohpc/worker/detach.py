@@ -87,12 +87,19 @@ def _parse_pid(text: str) -> tuple[int, int | None]:
     return int(pid), (int(ticks) if ticks else None)
 
 
-def facts(cache_path: str | None) -> dict:
-    """What ``worker connect`` records and ``worker test`` checks."""
+def facts(cache_path: str | None, shared_file: str | None = None) -> dict:
+    """What ``worker connect`` records and ``worker test`` checks; ``shared_file`` is a
+    file the master just wrote under its projects root, read back here to show that the
+    job directories are shared at the same path."""
     from .. import __version__
 
     out: dict = {"host": socket.gethostname(), "cpus": os.cpu_count() or 1, "ram_gb": round(ram_gb(), 1),
                  "gpus": gpu_ids(), "python": sys.executable, "cryohpc": __version__}
+    if shared_file:
+        try:
+            out["shared_token"] = Path(shared_file).read_text().strip()
+        except OSError as err:
+            out["shared_error"] = f"{shared_file}: {err.strerror or err}"
     if cache_path:
         path = Path(os.path.expandvars(cache_path))
         try:
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace-s", type=float, default=5.0)
     p = sub.add_parser("facts")
     p.add_argument("--cache-path")
+    p.add_argument("--shared-file")
     args = parser.parse_args(argv)
     try:
         if args.action == "start":
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "kill":
             out = {"gone": kill_group(*_parse_pid(args.pid), grace_s=args.grace_s)}
         else:
-            out = facts(args.cache_path)
+            out = facts(args.cache_path, args.shared_file)
     except (OSError, RuntimeError, ValueError) as err:
         print(f"cryohpc.worker.detach {args.action}: {err}", file=sys.stderr)
         return 1
