@@ -19,6 +19,7 @@ from .errors import BuildError, NotFoundError, UserError
 from .events import FAILED, format_event, read_events
 from .instance import Instance
 from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
+from .lanes.siteconfig import WorkerTarget
 from .model import Job, Project, SlotRef, Workspace
 from .status import JobStatus
 
@@ -81,6 +82,24 @@ class Api:
     def projects(self) -> list[Project]:
         with self.store.read() as tx:
             return tx.list_projects()
+
+    def connect_worker(self, lane: str, host: str, *, new_lane: bool = False, update: bool = False,
+                       **settings: Any) -> WorkerTarget:
+        """Register an SSH worker target, as ``cryohpc worker connect`` does (settings are
+        WorkerTarget fields: port, user, gpus, cache_path...)."""
+        from . import targets
+
+        return targets.connect(self.instance, lane, host, new_lane=new_lane, update=update, **settings)[0]
+
+    def workers(self, lane: str | None = None) -> list[WorkerTarget]:
+        from .targets import ssh_lanes
+
+        return [w for name, cfg in ssh_lanes(self.instance).items() if lane in (None, name) for w in cfg.workers]
+
+    def remove_worker(self, name: str, lane: str | None = None) -> WorkerTarget:
+        from .targets import remove
+
+        return remove(self.instance, name, lane)
 
     def jobtypes(self) -> list[JobTypeSpec]:
         return all_jobtypes()

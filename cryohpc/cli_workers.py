@@ -84,9 +84,7 @@ def worker_connect(c: Ctx, host, port, user, lane, new_lane, gpus, cpus, ram_gb,
 @pass_ctx
 def worker_list(c: Ctx, lane) -> None:
     """Workers with their resources and the state the master last saw."""
-    from .targets import ssh_lanes
-
-    rows = [_row(c, w) for name, cfg in ssh_lanes(c.api.instance).items() if lane in (None, name) for w in cfg.workers]
+    rows = [_row(c, w) for w in c.api.workers(lane)]
     c.emit(rows, _table(rows, ["lane", "name", "user", "gpus", "cpus", "ram_gb", "ssd", "state", "since"]))
 
 
@@ -119,9 +117,7 @@ def worker_show(c: Ctx, name, lane) -> None:
 @pass_ctx
 def worker_remove(c: Ctx, name, lane) -> None:
     """Forget a worker (refused while jobs run on it)."""
-    from .targets import remove
-
-    w = remove(c.api.instance, name, lane)
+    w = c.api.remove_worker(name, lane)
     c.emit({"removed": w.name, "lane": w.lane}, f"worker {w.name} removed from lane {w.lane}")
 
 

@@ -81,7 +81,13 @@ def test_worker_connect_list_show_test_update_remove(api, sshd, tmp_path):
     assert bad_ssd.returncode == 2 and "SSD cache folder is not usable" in bad_ssd.stderr
     assert api.instance.lane_configs()["boxes"].workers[0].cache_path is None  # the refused change left nothing
     cli(home, "worker", "remove", f"127.0.0.1:{sshd.port}", check=True)
-    assert api.instance.lane_configs()["boxes"].workers == []
+    assert api.workers("boxes") == []
+    # the Python facade does what the CLI does
+    again = api.connect_worker("boxes", "127.0.0.1", port=sshd.port, identity_file=str(sshd.key),
+                               known_hosts=str(sshd.known_hosts), gpus=[])
+    assert [w.name for w in api.workers()] == [again.name] and again.cpus == os.cpu_count()
+    api.remove_worker(again.name)
+    assert api.workers() == []
     job = api.create_project("empty lane").create_job("test_sleep")
     with pytest.raises(BuildError, match="lane 'boxes' has no workers yet; add one with 'cryohpc worker connect'"):
         job.queue(lane="boxes")
