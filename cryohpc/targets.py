@@ -10,10 +10,13 @@ for its cores, memory and GPUs, so nothing unreachable or broken is recorded.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -22,6 +25,7 @@ from .errors import NotFoundError, UserError
 from .instance import Instance
 from .lanes.siteconfig import NodeLaneConfig, WorkerTarget, load_lane_configs
 
+T = TypeVar("T")
 MANAGED_FILE = "workers.yaml"
 HEADER = "# Written by 'cryohpc worker connect/remove'. Hand edits are kept, comments are not.\n"
 
@@ -40,6 +44,19 @@ def find_target(inst: Instance, name: str, lane: str | None = None) -> WorkerTar
         raise UserError(f"{name!r} names targets of several lanes ({', '.join(w.lane for w in found)}); add --lane")
     known = [f"{w.name} ({ln})" for ln, c in ssh_lanes(inst).items() for w in c.workers]
     raise NotFoundError(f"no worker target {name!r} (targets: {', '.join(known) or 'none'})")
+
+
+def _one_editor(fn: Callable[..., T]) -> Callable[..., T]:
+    """Serialise read-modify-write of the managed file between concurrent commands."""
+
+    @functools.wraps(fn)
+    def wrapper(inst: Instance, *args: Any, **kwargs: Any) -> T:
+        inst.paths.site_configs.mkdir(parents=True, exist_ok=True)
+        with open(inst.paths.site_configs / f".{MANAGED_FILE}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return fn(inst, *args, **kwargs)
+
+    return wrapper
 
 
 def _target(**fields: Any) -> WorkerTarget:
@@ -93,6 +110,7 @@ def _save(inst: Instance, data: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@_one_editor
 def connect(inst: Instance, lane: str, host: str, *, new_lane: bool = False, update: bool = False,
             probe: bool = True, no_ssd: bool = False, **settings: Any) -> tuple[WorkerTarget, dict]:
     """Register (or with ``update``, change) a worker target; returns it and what the
@@ -185,6 +203,7 @@ def jobs_on(inst: Instance, target: WorkerTarget) -> list[str]:
                 if j.resources_allocated and j.resources_allocated.target == target.name]
 
 
+@_one_editor
 def remove(inst: Instance, name: str, lane: str | None = None) -> WorkerTarget:
     """Raises: UserError for a target defined in an admin's file, or with jobs running."""
     target = find_target(inst, name, lane)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -358,3 +359,15 @@ def test_connect_refuses_a_worker_that_does_not_share_the_projects_root(api, tmp
     assert f"the projects root {root} is not shared with it at the same path" in res.stderr
     assert not (api.instance.paths.site_configs / "workers.yaml").exists()
     assert not list(root.glob(".cryohpc-shared-*"))  # the marker is cleaned up
+
+
+def test_concurrent_connects_lose_no_worker(api):
+    """Six 'worker connect' processes at once (recorded without probing): all six land."""
+    home = api.instance.home
+    cli(home, "worker", "connect", "--host", "gpu00", "--lane", "boxes", "--new-lane", "--no-probe", check=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "cryohpc.cli", "--home", str(home), "worker", "connect",
+                               "--host", f"gpu{i:02d}", "--lane", "boxes", "--no-probe", "--gpus", "0,1",
+                               "--cpus", "8", "--ram-gb", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(1, 7)]
+    assert [p.wait(60) for p in procs] == [0] * 6
+    assert sorted(w.name for w in api.workers("boxes")) == [f"gpu{i:02d}" for i in range(7)]
