@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -371,3 +372,36 @@ def test_concurrent_connects_lose_no_worker(api):
              for i in range(1, 7)]
     assert [p.wait(60) for p in procs] == [0] * 6
     assert sorted(w.name for w in api.workers("boxes")) == [f"gpu{i:02d}" for i in range(7)]
+
+
+def test_a_silent_host_is_marked_unreachable_and_blocks_no_one(api, sshd, fresh_sessions):
+    """Fault injection: a target whose port accepts TCP but never speaks SSH (a hung
+    machine). It is marked unreachable after its connect timeout; a job queued to it
+    waits, not failed; jobs on the real worker beside it run."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        ssh_lane(api, sshd, targets=[{"name": "real"},
+                                     {"name": "hung", "port": silent.getsockname()[1], "connect_timeout_s": 1.0}],
+                 retries=0, breaker_threshold=1, breaker_cooldown_s=60)
+        project = api.create_project("silent")
+        stuck = project.create_job("test_sleep", params={"seconds": 0.1})
+        stuck.queue(lane="boxes", target="hung")
+        fine = [project.create_job("test_sleep", params={"seconds": 0.1}) for _ in range(3)]
+        master = ThreadMaster(api).start()
+        try:
+            for j in fine:
+                j.queue(lane="boxes", target="real")
+            for j in fine:
+                assert j.wait(60) == JobStatus.COMPLETED
+            wait_for(lambda: stuck.model.queue_status == QueueStatus.WAITING_UNREACHABLE, 30, "the stuck job to wait")
+            assert stuck.model.status == JobStatus.QUEUED
+            assert "no SSH banner within 1 s" in stuck.model.cluster_job_status_reason
+            with api.instance.store.read() as tx:
+                states = tx.worker_states()
+            assert states[("boxes", "hung")][0] == "unreachable" and states[("boxes", "real")][0] == "reachable"
+        finally:
+            master.stop()
+    finally:
+        silent.close()

@@ -177,8 +177,13 @@ class SshSessions:
             client.close()
             raise SshRefused(f"{cfg.address}: login as {cfg.user or 'the current user'} failed: {err}") from None
         except (OSError, paramiko.SSHException, EOFError) as err:
+            transport = client.get_transport()
+            cause = str(err) or type(err).__name__
+            if transport is not None and not transport.remote_version:  # paramiko says "No existing session"
+                cause = (f"no SSH banner within {cfg.connect_timeout_s:g} s "
+                         "(the port accepts connections but nothing answers: a hung host?)")
             client.close()
-            raise HostUnreachable(f"{cfg.address}: cannot connect: {err or type(err).__name__}") from None
+            raise HostUnreachable(f"{cfg.address}: cannot connect: {cause}") from None
         st.connects.append(t)  # only connections made count: failing attempts are the breaker's
         transport = client.get_transport()
         # small request/answer packets: without this, Nagle + delayed ACK add ~40 ms per channel

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import CryohpcError, TransientError, UserError
@@ -23,6 +24,7 @@ from .siteconfig import NodeLaneConfig, WorkerTarget
 from .ssh import SshRefused, SshSessions, sessions
 
 DETACH = "cryohpc.worker.detach"
+MAX_PARALLEL_POLLS = 16
 
 
 class RemoteCommandError(CryohpcError):
@@ -107,32 +109,40 @@ class SshWorkerLane(Lane):
         return Launched(pid=started["pid"], pid_start=started["start"], host=target)
 
     def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
+        """One status command per target, the targets asked at once: a host that hangs
+        costs this pass its own timeout, not the sum of everyone's."""
         by_target: dict[str, list[Job]] = {}
         for job in jobs:
             by_target.setdefault(_target_of(job), []).append(job)
         out: dict[str, PollResult] = {}
-        for target, group in by_target.items():
-            w = self.workers.get(target)
-            if w is None:
-                for job in group:
-                    out[job.ref] = PollResult(RunState.UNREACHABLE, scheduler_status="unreachable",
-                                              detail=f"worker target {target!r} is no longer in lane {self.name}")
-                continue
-            pids = [f"{j.run_pid}:{j.run_pid_start or ''}" for j in group if j.run_pid is not None]
-            try:
-                alive = self._helper(w, "status", *pids) if pids else {}
-            except (TransientError, SshRefused, RemoteCommandError) as err:
-                for job in group:
-                    out[job.ref] = PollResult(RunState.UNREACHABLE, scheduler_status="unreachable", detail=str(err))
-                continue
-            for job in group:
-                key = f"{job.run_pid}:{job.run_pid_start or ''}"
-                if alive.get(key):
-                    out[job.ref] = PollResult(RunState.ALIVE, scheduler_status="running")
-                else:
-                    job_dir = (job_dirs or {}).get(job.ref)
-                    code = read_exit_code(job_dir) if job_dir else None
-                    out[job.ref] = PollResult(RunState.EXITED, exit_code=code, scheduler_status="exited")
+        if len(by_target) <= 1:
+            for target, group in by_target.items():
+                out.update(self._poll_target(target, group, job_dirs or {}))
+            return out
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_POLLS, len(by_target))) as pool:
+            for part in pool.map(lambda item: self._poll_target(item[0], item[1], job_dirs or {}), by_target.items()):
+                out.update(part)
+        return out
+
+    def _poll_target(self, target: str, group: list[Job], job_dirs: dict[str, Path]) -> dict[str, PollResult]:
+        w = self.workers.get(target)
+        if w is None:
+            gone = f"worker target {target!r} is no longer in lane {self.name}"
+            return {j.ref: PollResult(RunState.UNREACHABLE, scheduler_status="unreachable", detail=gone) for j in group}
+        pids = [f"{j.run_pid}:{j.run_pid_start or ''}" for j in group if j.run_pid is not None]
+        try:
+            alive = self._helper(w, "status", *pids) if pids else {}
+        except (TransientError, SshRefused, RemoteCommandError) as err:
+            return {j.ref: PollResult(RunState.UNREACHABLE, scheduler_status="unreachable", detail=str(err))
+                    for j in group}
+        out = {}
+        for job in group:
+            if alive.get(f"{job.run_pid}:{job.run_pid_start or ''}"):
+                out[job.ref] = PollResult(RunState.ALIVE, scheduler_status="running")
+            else:
+                job_dir = job_dirs.get(job.ref)
+                code = read_exit_code(job_dir) if job_dir else None
+                out[job.ref] = PollResult(RunState.EXITED, exit_code=code, scheduler_status="exited")
         return out
 
     def kill(self, job: Job) -> None:
