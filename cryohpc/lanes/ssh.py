@@ -126,9 +126,6 @@ class SshSessions:
                 h.cfg = cfg  # a reloaded site config changes limits, not the connection
             return h
 
-    def state(self, cfg: SshHost) -> HostState:
-        return self._host(cfg).state
-
     def is_open(self, cfg: SshHost) -> bool:
         """True while the breaker refuses calls to this host."""
         return time.monotonic() < self._host(cfg).state.open_until
