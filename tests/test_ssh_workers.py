@@ -405,3 +405,21 @@ def test_a_silent_host_is_marked_unreachable_and_blocks_no_one(api, sshd, fresh_
             master.stop()
     finally:
         silent.close()
+
+
+def test_job_outlives_the_masters_connection_and_a_master_restart(api, sshd, fresh_sessions):
+    ssh_lane(api, sshd)
+    job = api.create_project("restart").create_job("test_sleep", params={"seconds": 4})
+    job.queue(lane="boxes")
+    master = ThreadMaster(api).start()
+    wait_for(lambda: job.model.status == JobStatus.RUNNING, 60, "the job to run")
+    master.stop()
+    fresh_sessions.close_all()  # the master's SSH connection is gone: the worker must not care
+    time.sleep(1.0)
+    assert group_members(job.model.run_pid) and job.model.status == JobStatus.RUNNING
+    master = ThreadMaster(api).start()
+    try:
+        assert job.wait(60) == JobStatus.COMPLETED
+    finally:
+        master.stop()
+    assert fresh_sessions.stats["transports_opened"] == 2  # one per master
