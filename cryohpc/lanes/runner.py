@@ -20,6 +20,7 @@ import jinja2
 from ..errors import TransientError, UserError
 from .render import Raw, render
 from .siteconfig import SshHost
+from .ssh import HostUnreachable, RemoteTimeout, SshRefused, sessions
 
 log = logging.getLogger("cryohpc.lanes")
 
@@ -77,8 +78,6 @@ class CommandRunner:
     def _run_ssh(self, host: SshHost, purpose: str, command: str, timeout_s: float) -> str:
         """The same command on the login node; SSH failures become CommandErrors, marked
         ``timed_out`` where nothing is known to have run (so a submit is retried, not failed)."""
-        from .ssh import HostUnreachable, RemoteTimeout, SshRefused, sessions
-
         exports = "".join(f"export {shlex.quote(f'{k}={v}')}; " for k, v in self.extra_env.items())
         where = f"{command} (on {host.address})"
         log.debug("lane %s %s via ssh %s: %s", self.lane_name, purpose, host.address, command)

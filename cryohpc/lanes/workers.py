@@ -35,7 +35,7 @@ class SshWorkerLane(Lane):
     def __init__(self, cfg: NodeLaneConfig, manager: SshSessions | None = None):
         self.cfg = cfg
         self.name = cfg.name
-        self.workers: dict[str, WorkerTarget] = {w.name or w.address: w for w in cfg.workers}
+        self.workers: dict[str, WorkerTarget] = {w.name: w for w in cfg.workers}
         self.ssh = manager or sessions()
         self.poll_interval_s = cfg.poll_interval_s
 
@@ -129,7 +129,7 @@ class SshWorkerLane(Lane):
         if w is None:
             gone = f"worker target {target!r} is no longer in lane {self.name}"
             return {j.ref: PollResult(RunState.UNREACHABLE, scheduler_status="unreachable", detail=gone) for j in group}
-        pids = [f"{j.run_pid}:{j.run_pid_start or ''}" for j in group if j.run_pid is not None]
+        pids = [_pid_arg(j) for j in group if j.run_pid is not None]
         try:
             alive = self._helper(w, "status", *pids) if pids else {}
         except (TransientError, SshRefused, RemoteCommandError) as err:
@@ -137,7 +137,7 @@ class SshWorkerLane(Lane):
                     for j in group}
         out = {}
         for job in group:
-            if alive.get(f"{job.run_pid}:{job.run_pid_start or ''}"):
+            if alive.get(_pid_arg(job)):
                 out[job.ref] = PollResult(RunState.ALIVE, scheduler_status="running")
             else:
                 job_dir = job_dirs.get(job.ref)
@@ -149,11 +149,15 @@ class SshWorkerLane(Lane):
         if job.run_pid is None:
             return
         w = self.worker(_target_of(job))
-        answer = self._helper(w, "kill", f"{job.run_pid}:{job.run_pid_start or ''}", timeout_s=30)
+        answer = self._helper(w, "kill", _pid_arg(job), timeout_s=30)
         if not answer.get("gone"):
             raise RemoteCommandError(f"worker {w.name}: process group {job.run_pid} survived SIGKILL")
 
 
 def _target_of(job: Job) -> str:
-    alloc = job.resources_allocated
-    return alloc.target if alloc is not None and alloc.target else (job.run_host or "")
+    return job.resources_allocated.target if job.resources_allocated else ""
+
+
+def _pid_arg(job: Job) -> str:
+    """``PID:START`` as the detach helper takes and answers it."""
+    return f"{job.run_pid}:{job.run_pid_start or ''}"
