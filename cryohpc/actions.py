@@ -128,7 +128,7 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
             try:
                 lane.kill(job)
             except TransientError as err:
-                if not lane.targets() or "" in lane.targets():  # a cluster or this machine: say so now
+                if not lane.kill_when_back:
                     raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
                                     f"{_by_hand(job)} by hand") from err
                 with inst.store.write() as tx:

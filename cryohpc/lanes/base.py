@@ -41,6 +41,7 @@ class Lane(ABC):
     name: str
     self_scheduling = False  # True where a batch scheduler, not cryohpc, places jobs
     poll_interval_s = 0.0  # least time between two status queries (0: every master pass)
+    kill_when_back = False  # True where a kill that found the target unreachable can wait for it
 
     def cache_settings(self, target: str = "") -> dict | None:
         """The SSD cache jobs on this lane (and target) use, or None."""

@@ -32,6 +32,7 @@ class RemoteCommandError(CryohpcError):
 
 
 class SshWorkerLane(Lane):
+    kill_when_back = True  # the master stops it once the worker answers again
     def __init__(self, cfg: NodeLaneConfig, manager: SshSessions | None = None):
         self.cfg = cfg
         self.name = cfg.name
