@@ -96,6 +96,11 @@ class Api:
 
         return [w for name, cfg in ssh_lanes(self.instance).items() if lane in (None, name) for w in cfg.workers]
 
+    def find_worker(self, name: str, lane: str | None = None) -> WorkerTarget:
+        from .targets import find_target
+
+        return find_target(self.instance, name, lane)
+
     def remove_worker(self, name: str, lane: str | None = None) -> WorkerTarget:
         from .targets import remove
 

@@ -93,9 +93,9 @@ def worker_list(c: Ctx, lane) -> None:
 @click.option("--lane")
 @pass_ctx
 def worker_show(c: Ctx, name, lane) -> None:
-    from .targets import find_target, jobs_on
+    from .targets import jobs_on
 
-    w = find_target(c.api.instance, name, lane)
+    w = c.api.find_worker(name, lane)
     row = _row(c, w)
     jobs = jobs_on(c.api.instance, w)
     data = {**w.model_dump(mode="json"), "state": row["state"], "since": row["since"], "detail": row["detail"],
@@ -127,9 +127,9 @@ def worker_remove(c: Ctx, name, lane) -> None:
 @pass_ctx
 def worker_test(c: Ctx, name, lane) -> None:
     """Connect now (host key checked), and report what the worker has."""
-    from .targets import find_target, probe_target
+    from .targets import probe_target
 
-    w = find_target(c.api.instance, name, lane)
+    w = c.api.find_worker(name, lane)
     t0 = time.monotonic()
     facts = probe_target(c.api.instance, w)
     ms = (time.monotonic() - t0) * 1000

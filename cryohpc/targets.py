@@ -75,6 +75,11 @@ def _managed(inst: Instance) -> tuple[Path, dict]:
     return path, data if isinstance(data, dict) else {}
 
 
+def _others(data: dict, lane: str | None, name: str | None) -> list[dict]:
+    """The managed file's worker entries except the one named."""
+    return [w for w in data.get("workers") or [] if not (w.get("lane") == lane and WorkerTarget(**w).name == name)]
+
+
 def _dump_target(w: WorkerTarget) -> dict[str, Any]:
     data = w.model_dump(mode="json", exclude_defaults=True, exclude={"source"})
     if data.get("name") == w.address:
@@ -150,9 +155,7 @@ def connect(inst: Instance, lane: str, host: str, *, new_lane: bool = False, upd
         facts = probe_target(inst, target)
         detected = {"cpus": facts["cpus"], "ram_gb": facts["ram_gb"], "gpus": facts["gpus"]}
         target = _target(**{**detected, **merged})
-    workers = [w for w in data.get("workers") or []
-               if not (w.get("lane") == lane and WorkerTarget(**w).name == target.name)]
-    data["workers"] = [*workers, _dump_target(target)]
+    data["workers"] = [*_others(data, lane, target.name), _dump_target(target)]
     if new_lane:
         data["lanes"] = [*(data.get("lanes") or []), {"name": lane, "type": "node", "kind": "ssh",
                                                       "title": f"SSH workers ({lane})"}]
@@ -213,7 +216,6 @@ def remove(inst: Instance, name: str, lane: str | None = None) -> WorkerTarget:
     busy = jobs_on(inst, target)
     if busy:
         raise UserError(f"worker {target.name} runs {', '.join(busy)}; kill or wait for them first")
-    data["workers"] = [w for w in data.get("workers") or []
-                       if not (w.get("lane") == target.lane and WorkerTarget(**w).name == target.name)]
+    data["workers"] = _others(data, target.lane, target.name)
     _save(inst, data)
     return target
