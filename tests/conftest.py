@@ -176,3 +176,18 @@ def wait_for(pred, timeout_s: float = 30, what: str = "condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def random_slices(rng, n_slices: int, n_points: int, radius: float):
+    """Central-slice samples for insertion tests: in-plane frequencies within ``radius``,
+    random poses, complex values and weights (kx, ky, rotations, values, weights)."""
+    import numpy as np
+
+    from cryohpc.compute.geometry import random_rotations
+
+    r, a = radius * np.sqrt(rng.random(n_points)), rng.uniform(0, 2 * np.pi, n_points)
+    kx, ky = (r * np.cos(a)).astype(np.float32), (r * np.sin(a)).astype(np.float32)
+    rots = random_rotations(n_slices, rng)
+    vals = (rng.normal(size=(n_slices, n_points)) + 1j * rng.normal(size=(n_slices, n_points))).astype(np.complex64)
+    wts = rng.random((n_slices, n_points)).astype(np.float32)
+    return kx, ky, rots, vals, wts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import random_slices
 
 from cryohpc.compute.backproject import add_friedel_mates, extract_slices, insert_slices
 from cryohpc.compute.ctf import ctf_values, electron_wavelength_A
@@ -45,11 +46,7 @@ def test_ctf_is_amplitude_contrast_at_origin_and_zero_where_theory_says():
 def test_numba_kernel_matches_vectorised_insertion():
     rng = np.random.default_rng(0)
     g, b, p = 36, 7, 300  # a grid of 36 with its margin holds frequencies up to 16
-    r, a = 16 * np.sqrt(rng.random(p)), rng.uniform(0, 2 * np.pi, p)
-    kx, ky = (r * np.cos(a)).astype(np.float32), (r * np.sin(a)).astype(np.float32)
-    rots = random_rotations(b, rng)
-    vals = (rng.normal(size=(b, p)) + 1j * rng.normal(size=(b, p))).astype(np.complex64)
-    wts = rng.random((b, p)).astype(np.float32)
+    kx, ky, rots, vals, wts = random_slices(rng, b, p, radius=16)
     fast = np.zeros((g, g, g, 3), np.float32)
     slow = np.zeros((g, g, g, 3), np.float32)
     insert_slices(np, fast, vals, wts, rots, kx, ky, use_kernel=True)

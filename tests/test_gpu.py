@@ -12,6 +12,7 @@ if not cupy_usable():
     pytest.skip("no usable GPU (CuPy with a CUDA device)", allow_module_level=True)
 
 import cupy  # noqa: E402
+from conftest import random_slices  # noqa: E402
 
 from cryohpc.compute.backproject import extract_slices, insert_slices  # noqa: E402
 from cryohpc.compute.geometry import random_rotations  # noqa: E402
@@ -23,11 +24,7 @@ from cryohpc.compute.reconstruct import Reconstructor  # noqa: E402
 def test_gpu_insertion_matches_cpu_kernel():
     rng = np.random.default_rng(0)
     g, b, p = 40, 16, 500
-    r, a = 17 * np.sqrt(rng.random(p)), rng.uniform(0, 2 * np.pi, p)
-    kx, ky = (r * np.cos(a)).astype(np.float32), (r * np.sin(a)).astype(np.float32)
-    rots = random_rotations(b, rng)
-    vals = (rng.normal(size=(b, p)) + 1j * rng.normal(size=(b, p))).astype(np.complex64)
-    wts = rng.random((b, p)).astype(np.float32)
+    kx, ky, rots, vals, wts = random_slices(rng, b, p, radius=17)
     cpu = np.zeros((g, g, g, 3), np.float32)
     insert_slices(np, cpu, vals, wts, rots, kx, ky)
     gpu = cupy.zeros((g, g, g, 3), cupy.float32)
