@@ -31,6 +31,11 @@ def _row(c: Ctx, w) -> dict[str, Any]:
             "since": time.strftime("%Y-%m-%d %H:%M", time.localtime(since)) if since else "", "detail": detail}
 
 
+def one_worker(fn):
+    """The options of a command about one worker: its name, and its lane where the name is ambiguous."""
+    return click.argument("name")(click.option("--lane", help="the worker's lane, if the name is in several")(pass_ctx(fn)))
+
+
 @click.group()
 def worker() -> None:
     """Worker machines of SSH node lanes (CryoSPARC's 'cryosparcw connect')."""
@@ -89,9 +94,7 @@ def worker_list(c: Ctx, lane) -> None:
 
 
 @worker.command("show")
-@click.argument("name")
-@click.option("--lane")
-@pass_ctx
+@one_worker
 def worker_show(c: Ctx, name, lane) -> None:
     from .targets import jobs_on
 
@@ -112,9 +115,7 @@ def worker_show(c: Ctx, name, lane) -> None:
 
 
 @worker.command("remove")
-@click.argument("name")
-@click.option("--lane")
-@pass_ctx
+@one_worker
 def worker_remove(c: Ctx, name, lane) -> None:
     """Forget a worker (refused while jobs run on it)."""
     w = c.api.remove_worker(name, lane)
@@ -122,9 +123,7 @@ def worker_remove(c: Ctx, name, lane) -> None:
 
 
 @worker.command("test")
-@click.argument("name")
-@click.option("--lane")
-@pass_ctx
+@one_worker
 def worker_test(c: Ctx, name, lane) -> None:
     """Connect now (host key checked), and report what the worker has."""
     from .targets import probe_target
