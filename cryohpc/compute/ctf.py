@@ -7,6 +7,7 @@ with Δf(θ) = ½(df1 + df2) + ½(df1 − df2) cos 2(θ − α), s in 1/Å, Cs a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -35,26 +36,46 @@ class CtfGrid:
                bfactor=None, scale=None) -> object:
         """CTF (B, P) float32 for B particles."""
         xp = self.xp
+        k = ctf_coefficients(df1_A, df2_A, df_angle_rad, accel_kv, cs_mm, amp_contrast, phase_shift_rad)
 
         def col(v):
             return xp.asarray(np.asarray(v, dtype=np.float64).reshape(-1, 1))
 
-        lam = electron_wavelength_A(np.asarray(accel_kv, dtype=np.float64)).reshape(-1, 1)
-        dfu, dfv, az = np.asarray(df1_A, np.float64), np.asarray(df2_A, np.float64), np.asarray(df_angle_rad)
-        mean, half_diff = col(0.5 * (dfu + dfv)), col(0.5 * (dfu - dfv))
-        cos2az, sin2az = col(np.cos(2 * az)), col(np.sin(2 * az))
-        defocus = mean + half_diff * (self.cos2 * cos2az + self.sin2 * sin2az)  # Δf(θ)
-        a = col(-np.pi * lam)  # per particle
-        b = col(0.5 * np.pi * np.asarray(cs_mm, np.float64).reshape(-1, 1) * 1e7 * lam**3)
-        offset = col(np.asarray(phase_shift_rad, np.float64) + np.arcsin(np.clip(np.asarray(amp_contrast, np.float64),
-                                                                                   0.0, 0.999999)))
-        gamma = (a * defocus + b * self.s2) * self.s2 - offset
+        defocus = col(k.df_mean) + col(k.df_half_diff) * (self.cos2 * col(k.cos2az) + self.sin2 * col(k.sin2az))
+        gamma = (col(k.a) * defocus + col(k.b) * self.s2) * self.s2 - col(k.offset)
         out = -xp.sin(gamma.astype(xp.float32))
         if bfactor is not None:
             out = out * xp.exp(-col(bfactor).astype(xp.float32) * self.s2 / 4.0)
         if scale is not None:
             out = out * col(scale).astype(xp.float32)
         return out.astype(xp.float32)
+
+
+@dataclass
+class CtfCoefficients:
+    """What the CTF of each of B particles needs besides the frequency, float64 (B,):
+    γ = (a Δf(θ) + b s²) s² − offset, Δf(θ) = df_mean + df_half_diff cos 2(θ − α) written
+    with cos 2α and sin 2α. The CPU grid and the GPU kernel both evaluate this form."""
+
+    df_mean: np.ndarray
+    df_half_diff: np.ndarray
+    cos2az: np.ndarray
+    sin2az: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    offset: np.ndarray
+
+
+def ctf_coefficients(df1_A, df2_A, df_angle_rad, accel_kv, cs_mm, amp_contrast, phase_shift_rad) -> CtfCoefficients:
+    def f64(v):
+        return np.asarray(v, dtype=np.float64).reshape(-1)
+
+    lam = electron_wavelength_A(f64(accel_kv))
+    dfu, dfv, az = f64(df1_A), f64(df2_A), f64(df_angle_rad)
+    return CtfCoefficients(
+        df_mean=0.5 * (dfu + dfv), df_half_diff=0.5 * (dfu - dfv), cos2az=np.cos(2 * az), sin2az=np.sin(2 * az),
+        a=-np.pi * lam, b=0.5 * np.pi * f64(cs_mm) * 1e7 * lam**3,
+        offset=f64(phase_shift_rad) + np.arcsin(np.clip(f64(amp_contrast), 0.0, 0.999999)))
 
 
 def ctf_values(
