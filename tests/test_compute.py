@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import random_slices
 
-from cryohpc.compute.backproject import add_friedel_mates, extract_slices, insert_slices
+from cryohpc.compute.backproject import CHANNELS, add_friedel_mates, extract_slices, insert_slices
 from cryohpc.compute.ctf import ctf_values, electron_wavelength_A
 from cryohpc.compute.fsc import fsc
 from cryohpc.compute.geometry import random_rotations
@@ -47,8 +47,8 @@ def test_numba_kernel_matches_vectorised_insertion():
     rng = np.random.default_rng(0)
     g, b, p = 36, 7, 300  # a grid of 36 with its margin holds frequencies up to 16
     kx, ky, rots, vals, wts = random_slices(rng, b, p, radius=16)
-    fast = np.zeros((g, g, g, 3), np.float32)
-    slow = np.zeros((g, g, g, 3), np.float32)
+    fast = np.zeros((g, g, g, CHANNELS), np.float32)
+    slow = np.zeros((g, g, g, CHANNELS), np.float32)
     insert_slices(np, fast, vals, wts, rots, kx, ky, use_kernel=True)
     insert_slices(np, slow, vals, wts, rots, kx, ky, use_kernel=False)
     assert np.allclose(fast, slow, atol=1e-5)
@@ -63,7 +63,7 @@ def test_numba_kernel_matches_vectorised_insertion():
 
 def test_friedel_mates_make_a_real_map():
     rng = np.random.default_rng(1)
-    acc = np.zeros((20, 20, 20, 3), np.float32)
+    acc = np.zeros((20, 20, 20, CHANNELS), np.float32)
     insert_slices(np, acc, (rng.normal(size=(3, 40)) + 1j * rng.normal(size=(3, 40))).astype(np.complex64),
                   np.ones((3, 40), np.float32), random_rotations(3, rng), rng.uniform(-6, 6, 40), rng.uniform(0, 6, 40))
     re, im, w = add_friedel_mates(np, acc)

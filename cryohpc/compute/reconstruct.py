@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 
 from .backproject import (
+    CHANNELS,
     add_friedel_mates,
     grid_with_margin,
     insert_slices,
@@ -24,7 +25,6 @@ from .fourier import crop_center, half_plane_points, ifftn_centered, rfft2
 from .xp import to_numpy
 
 HALVES = 2
-ARRAYS = ("re", "im", "w")
 
 
 @dataclass
@@ -89,14 +89,25 @@ class Reconstructor:
         self.use_kernel = use_kernel
         self.gridding_correction = True
         m = grid_with_margin(self.g)
-        self.acc = xp.zeros((HALVES, m, m, m, len(ARRAYS)), dtype=xp.float32)
+        self.acc = xp.zeros((HALVES, m, m, m, CHANNELS), dtype=xp.float32)
         self.count = 0
+        self.device = None  # the CUDA kernels' batch pipeline, on CuPy
+        if xp is not np and use_kernel:
+            from .reconstruct_cuda import DeviceInserter
+
+            self.device = DeviceInserter(box, pad, self.kx, self.ky, np.asarray(self.ky % box), np.asarray(self.kx),
+                                         (self._ctf.s2, self._ctf.cos2, self._ctf.sin2))
 
     def insert(self, images: np.ndarray, rots: np.ndarray, shifts_px: np.ndarray, ctf: CtfParams | None,
                sign: np.ndarray, split: np.ndarray, extra_rots: np.ndarray | None = None) -> None:
         """Insert B images (B, box, box) with rotations (B, 3, 3), shifts (B, 2) in pixels,
         half-set labels ``split`` (0/1); ``extra_rots`` (k, 3, 3) are symmetry operators."""
         xp = self.xp
+        ops = np.eye(3)[None] if extra_rots is None else np.asarray(extra_rots, np.float64)
+        if self.device is not None:
+            self.device.insert(self.acc, images, rots, shifts_px, ctf, sign, split, ops)
+            self.count += len(images)
+            return
         imgs = xp.asarray(images, dtype=xp.float32) * xp.asarray(sign, dtype=xp.float32)[:, None, None]
         spec = rfft2(xp, imgs)
         values = spec[:, self._rows, self._cols] * self._centre_sign  # (B, P), centred origin
@@ -111,7 +122,6 @@ class Reconstructor:
             weights = c * c
         else:
             weights = xp.ones(values.shape, dtype=xp.float32)
-        ops = [np.eye(3)] if extra_rots is None else list(extra_rots)
         split = np.asarray(split)
         for h in range(HALVES):
             sel = np.flatnonzero(split == h)
@@ -119,20 +129,28 @@ class Reconstructor:
                 continue
             sel_x = xp.asarray(sel)
             for op in ops:
-                r = np.asarray(op) @ np.asarray(rots)[sel]  # symmetry-equivalent orientations
+                r = op @ np.asarray(rots)[sel]  # symmetry-equivalent orientations
                 insert_slices(xp, self.acc[h], values[sel_x], weights[sel_x], r, self._gx, self._gy,
                               use_kernel=self.use_kernel)
         self.count += len(images)
 
     # -- finishing ------------------------------------------------------------------------
-    def _map(self, acc, wiener: float) -> np.ndarray:
+    def _map(self, acc, wiener: float, other=None) -> np.ndarray:
+        """The map of ``acc`` (+ ``other``, the second half set, for the full map)."""
         xp = self.xp
-        re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, acc))
-        positive = w[w > 0]
-        lam = float(wiener * xp.median(positive)) if positive.size else 1.0
-        spec = (re + 1j * im) / (w + lam) * nyquist_sphere(xp, self.g)
-        real = xp.real(ifftn_centered(xp, spec))
-        vol = crop_center(real, self.box, 3)
+        if self.device is not None:
+            from .reconstruct_cuda import finish_map_device
+
+            vol = finish_map_device(acc, other, self.g, self.box, wiener)
+        else:
+            if other is not None:
+                acc = acc + other
+            re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, acc))
+            positive = w[w > 0]
+            lam = float(wiener * xp.median(positive)) if positive.size else 1.0
+            spec = (re + 1j * im) / (w + lam) * nyquist_sphere(xp, self.g)
+            real = xp.real(ifftn_centered(xp, spec))
+            vol = crop_center(real, self.box, 3)
         if self.gridding_correction:
             vol = vol / trilinear_gridding_correction(xp, self.box, self.g)
         return to_numpy(soft_mask_outside_sphere(xp, vol)).astype(np.float32)
@@ -141,5 +159,5 @@ class Reconstructor:
         """Half map A, half map B, full map (real space, box³, float32)."""
         half_a = self._map(self.acc[0], wiener)
         half_b = self._map(self.acc[1], wiener)
-        full = self._map(self.acc[0] + self.acc[1], wiener)
+        full = self._map(self.acc[0], wiener, other=self.acc[1])
         return half_a, half_b, full

@@ -1,0 +1,160 @@
+"""The GPU side of :class:`~cryohpc.compute.reconstruct.Reconstructor`.
+
+A batch travels once: images and per-particle rows are copied into one of two pinned
+host buffers and sent to the device asynchronously, so the host reads the next batch
+while the device transforms (cuFFT, one plan per batch shape, reused) and inserts this
+one (one fused kernel, :mod:`backproject_cuda`). The host waits only before it refills a
+pinned buffer whose previous copy is still in flight. Finishing works on the device with
+a handful of n³ grids, so a box 512 reconstruction at padding 2 fits on an 80 GB GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cupy as cp
+import cupyx
+import cupyx.scipy.fft as cufft
+import numpy as np
+
+from . import backproject_cuda as kernels
+from .backproject import CHANNELS, grid_with_margin
+from .ctf import ctf_coefficients
+
+GB = 1e9
+
+
+GPU_BATCH = 2048  # particles a GPU inserts at once at least: slab passes pay off over large batches
+GPU_BATCH_BYTES = 256 << 20  # ... unless that many images take more than this
+
+
+def gpu_batch_size(box: int, asked: int) -> int:
+    """Batch size on a GPU: the one asked for, raised to GPU_BATCH particles where their
+    images fit in GPU_BATCH_BYTES (a box 128 batch of 2048 inserts 1.6x faster than 256)."""
+    return max(asked, min(GPU_BATCH, GPU_BATCH_BYTES // (box * box * 4)))
+
+
+def device_bytes_needed(box: int, pad: int, batch: int, finishing: bool = True) -> int:
+    """Peak device memory of one rank: the two half-set accumulators, a batch in flight,
+    and (on the rank that finishes) the finishing grids, with 5 % slack for the pool."""
+    g = pad * box
+    m = grid_with_margin(g)
+    acc = 2 * m**3 * CHANNELS * 4
+    batches = 2 * batch * (box * box * 4 + box * (box // 2 + 1) * 8)
+    # complex data 8 + weights 4 + mask 1 + positive weights and the median's copy 8 per voxel
+    finish = 21 * g**3 if finishing else 0
+    return int(1.05 * (acc + batches + finish))
+
+
+@dataclass
+class PhaseTimes:
+    """Device seconds spent per phase, from CUDA events read once at the end."""
+
+    marks: list = field(default_factory=list)  # (start, after fft, after insertion) per batch
+
+    def seconds(self) -> dict[str, float]:
+        fft = ins = 0.0
+        for a, b, c in self.marks:
+            c.synchronize()
+            fft += cp.cuda.get_elapsed_time(a, b) / 1e3
+            ins += cp.cuda.get_elapsed_time(b, c) / 1e3
+        return {"fft": fft, "insertion": ins}
+
+
+class DeviceInserter:
+    """Inserts batches of images into ``acc`` (2, G, G, G, 4) on the current device, in
+    z-slab passes sized to the L2 cache (:func:`backproject_cuda.z_slabs`)."""
+
+    def __init__(self, box: int, pad: int, kx: np.ndarray, ky: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                 ctf_terms: tuple):
+        self.box = box
+        self.slabs = kernels.slabs_for(grid_with_margin(pad * box), kernels.l2_bytes())
+        s2, cos2, sin2 = (cp.ascontiguousarray(cp.asarray(t, dtype=cp.float32).reshape(-1)) for t in ctf_terms)
+        self.points = {
+            "rows": cp.asarray(rows, dtype=cp.int32), "cols": cp.asarray(cols, dtype=cp.int32),
+            "kx": cp.asarray(kx, dtype=cp.float32), "ky": cp.asarray(ky, dtype=cp.float32),
+            "gx": cp.asarray(kx * pad, dtype=cp.float32), "gy": cp.asarray(ky * pad, dtype=cp.float32),
+            "s2": s2, "cos2": cos2, "sin2": sin2,
+        }
+        self._slots: list[dict | None] = [None, None]
+        self._turn = 0
+        self._plans: dict[tuple, object] = {}
+        self.times = PhaseTimes()
+
+    def _slot(self, n: int, n_ops: int) -> dict:
+        """The next pinned buffer set, large enough, once its previous copy has landed."""
+        slot = self._slots[self._turn]
+        if slot is not None:
+            slot["copied"].synchronize()
+        if slot is None or slot["images"].shape[0] < n or slot["rots"].shape[1] != n_ops:
+            slot = {"images": cupyx.empty_pinned((n, self.box, self.box), np.float32),
+                    "part": cupyx.empty_pinned((n, kernels.N_PARAMS), np.float64),
+                    "rots": cupyx.empty_pinned((n, n_ops, 9), np.float32), "copied": None}
+            self._slots[self._turn] = slot
+        self._turn ^= 1
+        return slot
+
+    def insert(self, acc: cp.ndarray, images: np.ndarray, rots: np.ndarray, shifts_px: np.ndarray, ctf,
+               sign: np.ndarray, split: np.ndarray, ops: np.ndarray) -> None:
+        n = len(images)
+        if n == 0:
+            return
+        slot = self._slot(n, len(ops))
+        host_imgs, host_part, host_rots = slot["images"][:n], slot["part"][:n], slot["rots"][:n]
+        host_imgs[...] = images
+        host_part[...] = particle_rows(shifts_px, ctf, sign, split)
+        host_rots[...] = np.einsum("kij,bjl->bkil", ops, np.asarray(rots, np.float64)).reshape(n, len(ops), 9)
+        stream = cp.cuda.get_current_stream()
+        imgs = cp.empty(host_imgs.shape, cp.float32)
+        part = cp.empty(host_part.shape, cp.float64)
+        drots = cp.empty(host_rots.shape, cp.float32)
+        for dev, host in ((imgs, host_imgs), (part, host_part), (drots, host_rots)):
+            dev.set(host, stream=stream)
+        slot["copied"] = stream.record()
+        start = stream.record()
+        plan = self._plans.get(imgs.shape)
+        if plan is None:
+            plan = self._plans[imgs.shape] = cufft.get_fft_plan(imgs, axes=(-2, -1), value_type="R2C")
+        spec = cufft.rfft2(imgs, plan=plan)
+        after_fft = stream.record()
+        kernels.insert_spectra(acc, spec, self.box, self.points, part, drots, ctf is not None, self.slabs)
+        self.times.marks.append((start, after_fft, stream.record()))
+
+
+def particle_rows(shifts_px: np.ndarray, ctf, sign: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """(B, N_PARAMS) float64: the columns the kernel reads (see P_* in its source)."""
+    n = len(split)
+    rows = np.zeros((n, kernels.N_PARAMS))
+    rows[:, 0] = sign
+    rows[:, 1:3] = shifts_px
+    rows[:, 3] = split
+    if ctf is not None:
+        k = ctf_coefficients(ctf.df1_A, ctf.df2_A, ctf.df_angle_rad, ctf.accel_kv, ctf.cs_mm, ctf.amp_contrast,
+                             ctf.phase_shift_rad)
+        rows[:, 4:] = np.stack([k.df_mean, k.df_half_diff, k.cos2az, k.sin2az, k.a, k.b, k.offset], axis=1)
+    return rows
+
+
+def finish_map_device(a: cp.ndarray, b: cp.ndarray | None, g: int, box: int, wiener: float) -> cp.ndarray:
+    """Real-space box³ map (centred) of accumulator ``a`` (+ ``b``): Friedel completion,
+    N / (W + λ) within the Nyquist sphere, inverse FFT in place, crop. λ = wiener × median
+    of the positive weights, as on the CPU."""
+    data, weight = kernels.friedel_complete(a, b, g)
+    positive = weight[weight > 0]
+    lam = float(wiener * cp.median(positive)) if positive.size else 1.0
+    del positive
+    kernels.divide_for_ifft(data, weight, lam)
+    del weight
+    data = cufft.ifftn(data, overwrite_x=True)
+    lo = g // 2 - box // 2
+    vol = cp.ascontiguousarray(data[lo:lo + box, lo:lo + box, lo:lo + box].real)
+    del data
+    # the centred inverse is (-1)^(x+y+z+3g/2) times the unshifted one of the signed input
+    idx = cp.arange(lo, lo + box)
+    parity = (idx[:, None, None] + idx[None, :, None] + idx[None, None, :] + 3 * g // 2) % 2
+    return vol * (1 - 2 * parity).astype(cp.float32)
+
+
+def free_and_total_bytes() -> tuple[int, int]:
+    cp.get_default_memory_pool().free_all_blocks()
+    return cp.cuda.runtime.memGetInfo()
