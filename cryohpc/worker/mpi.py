@@ -64,12 +64,60 @@ def local_rank(comm) -> int:
     return comm.Split_type(MPI.COMM_TYPE_SHARED).rank
 
 
-def reduce_sum(comm, array: np.ndarray) -> np.ndarray | None:
-    """Sum of every rank's array on rank 0 (None elsewhere)."""
+def mpi_takes_device_buffers() -> bool:
+    """Whether this MPI build reads and writes GPU memory itself (CUDA-aware).
+    ``CRYOHPC_MPI_DEVICE_BUFFERS=1|0`` overrides what the library says of itself."""
+    forced = os.environ.get("CRYOHPC_MPI_DEVICE_BUFFERS")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        from mpi4py import MPI
+
+        query = getattr(MPI, "Query_cuda_support", None)
+        return bool(query()) if query is not None else False
+    except Exception:  # an MPI without the extension, or one that refuses the query
+        return False
+
+
+REDUCE_CHUNK_BYTES = 64 << 20
+
+
+def reduce_sum(comm, array):
+    """Sum of every rank's array on rank 0 (None elsewhere). A GPU array is reduced on the
+    device where MPI takes device buffers, else through pinned host memory in chunks (so a
+    30 GB accumulator never needs 30 GB of host memory twice); the result stays on the GPU."""
     if comm.size == 1:
         return array
     from mpi4py import MPI
 
+    if not isinstance(array, np.ndarray):
+        return reduce_device_array(comm, array, MPI.SUM)
     out = np.empty_like(array) if comm.rank == 0 else None
     comm.Reduce(np.ascontiguousarray(array), out, op=MPI.SUM, root=0)
     return out
+
+
+def reduce_device_array(comm, array, op):
+    """:func:`reduce_sum` of a CuPy array with reduction ``op``; the result on rank 0's GPU."""
+    import cupy
+    import cupyx
+
+    array = cupy.ascontiguousarray(array)
+    cupy.cuda.get_current_stream().synchronize()
+    root = comm.rank == 0
+    if mpi_takes_device_buffers():
+        out = cupy.empty_like(array) if root else None
+        comm.Reduce(array, out, op=op, root=0)
+        return out
+    flat = array.reshape(-1)
+    chunk = max(1, REDUCE_CHUNK_BYTES // flat.itemsize)
+    send = cupyx.empty_pinned(min(chunk, flat.size), flat.dtype)
+    recv = cupyx.empty_pinned(min(chunk, flat.size), flat.dtype) if root else None
+    out = cupy.empty_like(flat) if root else None
+    for a in range(0, flat.size, chunk):
+        b = min(flat.size, a + chunk)
+        flat[a:b].get(out=send[: b - a])
+        comm.Reduce(send[: b - a], recv[: b - a] if root else None, op=op, root=0)
+        if root:
+            out[a:b].set(recv[: b - a])
+    return out.reshape(array.shape) if root else None
