@@ -5,8 +5,8 @@ RELION simulates the particles (relion_project --ctf, white noise at the request
 from the built-in phantom; RELION (1 and 2 MPI ranks) and cryohpc (1 and 2 ranks,
 through import_particles and homo_reconstruct on the local lane) reconstruct them.
 Prints particles/second (whole reconstruction, reading included) and the FSC of each
-map against the truth. With a usable GPU, also times the CuPy insertion at box 128 and
-256 against the memory-bandwidth bound of the scatter.
+map against the truth. With a usable GPU, first prints the GPU figures of bench_gpu.py
+(insertion against its bounds, box 512 memory, end to end through the master).
 """
 
 from __future__ import annotations
@@ -65,43 +65,22 @@ def ours(data, work: Path, ranks: int) -> tuple[float, np.ndarray, float]:
         thread.join(timeout=30)
 
 
-def gpu_section(box: int, n: int) -> None:  # pragma: no cover - needs a GPU
-    import cupy
-
-    from cryohpc.compute.reconstruct import Reconstructor
-
-    dev = cupy.cuda.Device()
-    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
-    bw = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8  # bytes/s (DDR)
-    rng = np.random.default_rng(0)
-    for b in (128, 256):
-        rec = Reconstructor(cupy, b, 1.0)
-        imgs = cupy.asarray(rng.normal(size=(256, b, b)).astype(np.float32))
-        rots = random_rotations(256, rng)
-        rec.insert(imgs[:8], rots[:8], np.zeros((8, 2)), None, np.ones(8), np.arange(8) % 2)  # warm-up
-        cupy.cuda.Device().synchronize()
-        t0, done = time.perf_counter(), 0
-        while done < n:
-            rec.insert(imgs, rots, np.zeros((256, 2)), None, np.ones(256), np.arange(256) % 2)
-            done += 256
-        cupy.cuda.Device().synchronize()
-        rate = done / (time.perf_counter() - t0)
-        points = len(rec.kx)
-        bytes_per_particle = points * 8 * 3 * 4 * 2  # 8 corners x 3 arrays x float32 read+write
-        bound = bw / bytes_per_particle
-        print(f"GPU insertion box {b}: {rate:,.0f} particles/s; scatter bandwidth bound {bound:,.0f}/s "
-              f"({rate / bound:.1%} of it; {bw / 1e12:.2f} TB/s)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--box", type=int, default=128)
     parser.add_argument("--psize", type=float, default=1.5)
     parser.add_argument("--snr", type=float, default=0.1)
+    parser.add_argument("--gpu-e2e-n", type=int, default=100000,
+                        help="particles for the GPU end-to-end run (0: none); with a usable GPU only")
+    parser.add_argument("--gpu-only", action="store_true", help="the GPU figures alone, no RELION comparison")
     args = parser.parse_args()
     if cupy_usable():
-        gpu_section(args.box, max(args.n, 20000))
+        from bench_gpu import report
+
+        report(args.gpu_e2e_n, args.box)
+    if args.gpu_only:
+        return
     if not relion_available():
         sys.exit("RELION is not installed (apt-get install relion)")
     with tempfile.TemporaryDirectory() as tmp:
