@@ -43,14 +43,27 @@ def read_info(path: str | os.PathLike) -> MrcInfo:
     return MrcInfo(path=path, shape=tuple(int(s) for s in shape), dtype=dtype, psize_A=vs, is_stack=is_stack)
 
 
-def read_images(path: str | os.PathLike, indices: np.ndarray | None = None) -> np.ndarray:
-    """Images of a stack (all, or those at ``indices``) as float32, shape (n, y, x)."""
+def read_images(path: str | os.PathLike, indices: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Images of a stack (all, or those at ``indices``) as float32, shape (n, y, x); into
+    ``out`` when given (e.g. pinned memory a GPU copies from), with a single copy from the
+    file when the indices are one ascending run."""
     path = Path(path)
     try:
         with mrcfile.mmap(path, mode="r", permissive=False) as m:
             data = m.data if m.data.ndim == 3 else m.data[None]
-            out = data[:] if indices is None else data[np.asarray(indices)]
-            return np.asarray(out, dtype=np.float32)
+            if indices is None:
+                picked = data[:]
+            else:
+                idx = np.asarray(indices, dtype=np.int64)
+                if len(idx) and (idx.max() >= len(data) or idx.min() < -len(data)):
+                    bad = idx[(idx >= len(data)) | (idx < -len(data))][0]
+                    raise IndexError(f"index {bad} is out of bounds for a stack of {len(data)} images")
+                run = len(idx) and idx[0] >= 0 and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1)
+                picked = data[idx[0]:idx[-1] + 1] if run else data[idx]
+            if out is None:  # a copy: slices of the file's mapping must not outlive it
+                return np.array(picked, dtype=np.float32, copy=True)
+            out[...] = picked
+            return out
     except (ValueError, OSError, EOFError) as err:
         raise InputFileError(f"{path}: cannot read images ({err})") from err
     except IndexError as err:
