@@ -167,3 +167,38 @@ def test_two_ranks_share_one_gpu_through_the_master(tmp_path):
         assert close(maps[1], maps[2]) < TOL
     finally:
         master.stop()
+
+
+def test_pinned_reads_reach_the_gpu_and_their_buffer_comes_back():
+    """A batch read into a pooled pinned buffer goes to the device without a host copy and
+    the buffer returns to the pool: one buffer serves every batch."""
+    _, imgs, rots, shifts, ctf, sign, split = particles(32, 300, 2.0, seed=8)
+    cpu, gpu = Reconstructor(np, 32, 2.0), Reconstructor(cupy, 32, 2.0)
+    gpu.reserve_host_buffers(1, 128)
+    for a in range(0, 300, 128):
+        sl = slice(a, min(300, a + 128))
+        buf = gpu.host_buffer(sl.stop - sl.start)  # waits for the previous batch's copy
+        buf[...] = imgs[sl]
+        gpu.insert(buf, rots[sl], shifts[sl], ctf.take(sl), sign[sl], split[sl])
+        cpu.insert(imgs[sl], rots[sl], shifts[sl], ctf.take(sl), sign[sl], split[sl])
+    assert close(cpu.acc, gpu.acc.get()) < TOL
+    gpu.release_host_buffers()
+
+
+def test_released_host_buffers_wake_a_waiting_reader():
+    """When inserting stops on an error, readers waiting for a buffer that will never come
+    back raise instead of hanging the job."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    rec = Reconstructor(cupy, 16, 1.0)
+    rec.reserve_host_buffers(2, 8)
+    assert rec.host_buffer(8).shape == (8, 16, 16) and rec.host_buffer(5).shape == (5, 16, 16)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(rec.host_buffer, 4)
+        time.sleep(0.3)
+        assert not waiting.done()
+        rec.release_host_buffers()
+        with pytest.raises(RuntimeError, match="released"):
+            waiting.result(timeout=10)
+    assert rec.host_buffer(3).shape == (3, 16, 16)  # afterwards: plain host arrays

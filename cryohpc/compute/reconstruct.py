@@ -98,6 +98,25 @@ class Reconstructor:
             self.device = DeviceInserter(box, pad, self.kx, self.ky, np.asarray(self.ky % box), np.asarray(self.kx),
                                          (self._ctf.s2, self._ctf.cos2, self._ctf.sin2))
 
+    def reserve_host_buffers(self, count: int, batch: int) -> None:
+        """Have ``count`` image buffers of ``batch`` images ready for :meth:`host_buffer`
+        (pinned on a GPU; call from the thread that inserts)."""
+        if self.device is not None:
+            self.device.reserve_host_buffers(count, batch)
+
+    def release_host_buffers(self) -> None:
+        """Give the buffers back; readers still waiting for one raise (call when inserting stops)."""
+        if self.device is not None:
+            self.device.release_host_buffers()
+
+    def host_buffer(self, n: int) -> np.ndarray:
+        """An (n, box, box) float32 array to read images into, from any thread; on a GPU a
+        pinned buffer that goes to the device without another host copy (it returns to
+        the pool once :meth:`insert` has copied it)."""
+        if self.device is not None and self.device.pool_ready:
+            return self.device.host_buffer(n)
+        return np.empty((n, self.box, self.box), np.float32)
+
     def insert(self, images: np.ndarray, rots: np.ndarray, shifts_px: np.ndarray, ctf: CtfParams | None,
                sign: np.ndarray, split: np.ndarray, extra_rots: np.ndarray | None = None) -> None:
         """Insert B images (B, box, box) with rotations (B, 3, 3), shifts (B, 2) in pixels,

@@ -10,6 +10,7 @@ a handful of n³ grids, so a box 512 reconstruction at padding 2 fits on an 80 G
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass, field
 
 import cupy as cp
@@ -77,9 +78,47 @@ class DeviceInserter:
             "s2": s2, "cos2": cos2, "sin2": sin2,
         }
         self._slots: list[dict | None] = [None, None]
+        self._pool: queue.Queue | None = None  # pinned image buffers readers fill, with their last copy's event
+        self._owned: dict[int, np.ndarray] = {}
         self._turn = 0
         self._plans: dict[tuple, object] = {}
         self.times = PhaseTimes()
+
+    def reserve_host_buffers(self, count: int, batch: int) -> None:
+        """Pinned buffers allocated here, in this rank's CUDA context, filled from any thread."""
+        self._pool = queue.Queue()
+        self._owned = {}
+        for _ in range(count):
+            buf = cupyx.empty_pinned((batch, self.box, self.box), np.float32)
+            self._owned[id(buf)] = buf
+            self._pool.put((buf, None))
+
+    @property
+    def pool_ready(self) -> bool:
+        return self._pool is not None
+
+    def release_host_buffers(self) -> None:
+        """Drop the pool; a reader still waiting for a buffer (the inserting side stopped on
+        an error and will return none) raises instead of waiting forever."""
+        pool, self._pool, self._owned = self._pool, None, {}
+        if pool is not None:
+            for _ in range(64):
+                pool.put((None, None))
+
+    def host_buffer(self, n: int) -> np.ndarray:
+        """The first n images of a free pinned buffer (waits until one's last copy landed)."""
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("no pinned buffers reserved (or they were released)")
+        buf, copied = pool.get()
+        if buf is None:
+            raise RuntimeError("the pinned buffers were released while waiting for one")
+        if copied is not None:
+            copied.synchronize()
+        if n > len(buf):
+            pool.put((buf, None))
+            raise ValueError(f"{n} images do not fit the reserved buffers of {len(buf)}")
+        return buf[:n]
 
     def _slot(self, n: int, n_ops: int) -> dict:
         """The next pinned buffer set, large enough, once its previous copy has landed."""
@@ -99,9 +138,14 @@ class DeviceInserter:
         n = len(images)
         if n == 0:
             return
+        owner = self._owned.get(id(images.base)) if isinstance(images, np.ndarray) else None
         slot = self._slot(n, len(ops))
-        host_imgs, host_part, host_rots = slot["images"][:n], slot["part"][:n], slot["rots"][:n]
-        host_imgs[...] = images
+        host_part, host_rots = slot["part"][:n], slot["rots"][:n]
+        if owner is not None:  # read straight into our pinned memory: no host copy
+            host_imgs = images
+        else:
+            host_imgs = slot["images"][:n]
+            host_imgs[...] = images
         host_part[...] = particle_rows(shifts_px, ctf, sign, split)
         host_rots[...] = np.einsum("kij,bjl->bkil", ops, np.asarray(rots, np.float64)).reshape(n, len(ops), 9)
         stream = cp.cuda.get_current_stream()
@@ -111,6 +155,8 @@ class DeviceInserter:
         for dev, host in ((imgs, host_imgs), (part, host_part), (drots, host_rots)):
             dev.set(host, stream=stream)
         slot["copied"] = stream.record()
+        if owner is not None and self._pool is not None:
+            self._pool.put((owner, slot["copied"]))
         start = stream.record()
         plan = self._plans.get(imgs.shape)
         if plan is None:

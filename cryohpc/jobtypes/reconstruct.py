@@ -90,11 +90,10 @@ def _subsets(ctx: RunContext, part: Dataset) -> dict[Path, np.ndarray]:
     return out
 
 
-def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path],
-                subsets: dict[Path, np.ndarray] | None = None) -> np.ndarray:
-    """Images of a batch in file order, one read per stack, from the SSD cache's copies
-    (compact subset copies are indexed through the image numbers they hold)."""
-    out = []
+def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path], subsets: dict[Path, np.ndarray] | None,
+                out: np.ndarray) -> np.ndarray:
+    """Images of a batch in file order into ``out``, one read per stack, from the SSD
+    cache's copies (compact subset copies are indexed through the image numbers they hold)."""
     paths = part["blob/path"]
     starts = np.flatnonzero(np.r_[True, paths[1:] != paths[:-1]])
     for a, b in zip(starts, np.r_[starts[1:], len(part)], strict=True):
@@ -102,8 +101,21 @@ def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path],
         idx = part["blob/idx"][a:b].astype(np.int64)
         if subsets and source in subsets:  # a compact copy: its image i is subsets[source][i]
             idx = np.searchsorted(subsets[source], idx)
-        out.append(read_images(local.get(source, source), idx))
-    return np.concatenate(out)
+        read_images(local.get(source, source), idx, out=out[a:b])
+    return out
+
+
+def _insert_batch(rec: Reconstructor, part: Dataset, images: np.ndarray, align_scale: np.ndarray | None,
+                  use_ctf: bool, sym: np.ndarray) -> None:
+    shifts = part["alignments3D/shift"].astype(np.float64)
+    if align_scale is not None:
+        shifts = shifts * np.where(align_scale > 0, align_scale, 1.0)[:, None]
+    ctf = CtfParams(**{k: part[f"ctf/{k}"] if f"ctf/{k}" in part else np.zeros(len(part))
+                       for k in ("df1_A", "df2_A", "df_angle_rad", "accel_kv", "cs_mm", "amp_contrast",
+                                 "phase_shift_rad")}) if use_ctf else None
+    sign = part["blob/sign"] if "blob/sign" in part else np.ones(len(part))
+    rec.insert(images, rotvec_to_matrix(part["alignments3D/pose"]), shifts, ctf, sign, part["alignments3D/split"],
+               extra_rots=sym if len(sym) > 1 else None)
 
 
 def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, done: int, align_scale, use_ctf: bool,
@@ -121,36 +133,33 @@ def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, don
 
     def read(b0: int) -> np.ndarray:
         t0 = time.perf_counter()
-        images = _read_batch(ctx, batch(b0), local, subsets)
+        part = batch(b0)
+        images = _read_batch(ctx, part, local, subsets, rec.host_buffer(len(part)))
         with lock:
             clock["read_threads"] += time.perf_counter() - t0
         return images
 
+    rec.reserve_host_buffers(read_ahead + 2, batch_size)
     with ThreadPoolExecutor(max_workers=read_ahead, thread_name_prefix="read-ahead") as pool:
-        pending = deque(pool.submit(read, b0) for b0 in starts[:read_ahead])
-        for i, b0 in enumerate(starts):
-            t0 = time.perf_counter()
-            images = pending.popleft().result()
-            clock["read_wait"] += time.perf_counter() - t0
-            if i + read_ahead < len(starts):
-                pending.append(pool.submit(read, starts[i + read_ahead]))
-            part = batch(b0)
-            sl = slice(b0, b0 + len(part))
-            shifts = part["alignments3D/shift"].astype(np.float64)
-            if align_scale is not None:
-                shifts = shifts * np.where(align_scale[sl] > 0, align_scale[sl], 1.0)[:, None]
-            ctf = CtfParams(**{k: part[f"ctf/{k}"] if f"ctf/{k}" in part else np.zeros(len(part))
-                               for k in ("df1_A", "df2_A", "df_angle_rad", "accel_kv", "cs_mm", "amp_contrast",
-                                         "phase_shift_rad")}) if use_ctf else None
-            sign = part["blob/sign"] if "blob/sign" in part else np.ones(len(part))
-            rec.insert(images, rotvec_to_matrix(part["alignments3D/pose"]), shifts, ctf, sign,
-                       part["alignments3D/split"], extra_rots=sym if len(sym) > 1 else None)
-            done = b0 + len(part)
-            ctx.progress(done, len(mine), "particles inserted" + (" on rank 0" if ctx.size > 1 else ""))
-            if p["checkpoint_every_s"] > 0 and time.monotonic() - last_ckpt > p["checkpoint_every_s"] \
-                    and done < len(mine):
-                ckpt.save(to_numpy(rec.acc), done)
-                last_ckpt = time.monotonic()
+        try:
+            pending = deque(pool.submit(read, b0) for b0 in starts[:read_ahead])
+            for i, b0 in enumerate(starts):
+                t0 = time.perf_counter()
+                images = pending.popleft().result()
+                clock["read_wait"] += time.perf_counter() - t0
+                if i + read_ahead < len(starts):
+                    pending.append(pool.submit(read, starts[i + read_ahead]))
+                part = batch(b0)
+                _insert_batch(rec, part, images, align_scale[b0:b0 + len(part)] if align_scale is not None else None,
+                              use_ctf, sym)
+                done = b0 + len(part)
+                ctx.progress(done, len(mine), "particles inserted" + (" on rank 0" if ctx.size > 1 else ""))
+                if p["checkpoint_every_s"] > 0 and time.monotonic() - last_ckpt > p["checkpoint_every_s"] \
+                        and done < len(mine):
+                    ckpt.save(to_numpy(rec.acc), done)
+                    last_ckpt = time.monotonic()
+        finally:  # before the pool waits for its readers: none may wait for a buffer that never comes back
+            rec.release_host_buffers()
     return done
 
 
