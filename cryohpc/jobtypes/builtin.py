@@ -188,7 +188,9 @@ HOMO_RECONSTRUCT = register(
             ParamSpec(name="wiener_constant", type="float", default=1e-3, min=0, title="Regularisation",
                       help="added to the weights, as a fraction of their median"),
             ParamSpec(name="ignore_ctf", type="bool", default=False, title="Ignore CTF"),
-            ParamSpec(name="batch_size", type="int", default=128, min=1, title="Particles per batch"),
+            ParamSpec(name="batch_size", type="int", default=128, min=1, title="Particles per batch",
+                      help="images read and inserted at once; a GPU takes at least 2048 (fewer where "
+                           "2048 images exceed 256 MB)"),
             ParamSpec(name="checkpoint_every_s", type="float", default=300.0, min=0, title="Checkpoint period (s)",
                       help="save partial sums this often so a killed job resumes (0 = never)"),
             ParamSpec(name="compute_use_ssd", type="bool", default=True, title="Cache particle images on SSD",
