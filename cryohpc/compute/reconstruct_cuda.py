@@ -1,11 +1,13 @@
 """The GPU side of :class:`~cryohpc.compute.reconstruct.Reconstructor`.
 
-A batch travels once: images and per-particle rows are copied into one of two pinned
-host buffers and sent to the device asynchronously, so the host reads the next batch
-while the device transforms (cuFFT, one plan per batch shape, reused) and inserts this
-one (one fused kernel, :mod:`backproject_cuda`). The host waits only before it refills a
-pinned buffer whose previous copy is still in flight. Finishing works on the device with
-a handful of n³ grids, so a box 512 reconstruction at padding 2 fits on an 80 GB GPU.
+A batch travels once: readers fill pinned buffers from a pool straight from the files
+(:meth:`DeviceInserter.host_buffer`; other images are copied into a pinned staging
+buffer first), and the batch goes to the device asynchronously with its per-particle rows,
+so the host reads the next batches while the device transforms (cuFFT, one plan per
+batch shape, reused) and inserts this one (one fused kernel, :mod:`backproject_cuda`). The
+host waits only before it refills a pinned buffer whose previous copy is still in flight.
+Finishing works on the device with a handful of n³ grids, so a box 512 reconstruction at
+padding 2 fits on an 80 GB GPU.
 """
 
 from __future__ import annotations
@@ -120,16 +122,18 @@ class DeviceInserter:
             raise ValueError(f"{n} images do not fit the reserved buffers of {len(buf)}")
         return buf[:n]
 
-    def _slot(self, n: int, n_ops: int) -> dict:
-        """The next pinned buffer set, large enough, once its previous copy has landed."""
+    def _slot(self, n: int, n_ops: int, images: bool) -> dict:
+        """The next pinned staging set, large enough, once its previous copy has landed
+        (with an image buffer only for images that do not come from the pool)."""
         slot = self._slots[self._turn]
         if slot is not None:
             slot["copied"].synchronize()
-        if slot is None or slot["images"].shape[0] < n or slot["rots"].shape[1] != n_ops:
-            slot = {"images": cupyx.empty_pinned((n, self.box, self.box), np.float32),
-                    "part": cupyx.empty_pinned((n, kernels.N_PARAMS), np.float64),
+        if slot is None or slot["part"].shape[0] < n or slot["rots"].shape[1] != n_ops:
+            slot = {"images": None, "part": cupyx.empty_pinned((n, kernels.N_PARAMS), np.float64),
                     "rots": cupyx.empty_pinned((n, n_ops, 9), np.float32), "copied": None}
             self._slots[self._turn] = slot
+        if images and (slot["images"] is None or slot["images"].shape[0] < n):
+            slot["images"] = cupyx.empty_pinned((max(n, slot["part"].shape[0]), self.box, self.box), np.float32)
         self._turn ^= 1
         return slot
 
@@ -139,7 +143,7 @@ class DeviceInserter:
         if n == 0:
             return
         owner = self._owned.get(id(images.base)) if isinstance(images, np.ndarray) else None
-        slot = self._slot(n, len(ops))
+        slot = self._slot(n, len(ops), images=owner is None)
         host_part, host_rots = slot["part"][:n], slot["rots"][:n]
         if owner is not None:  # read straight into our pinned memory: no host copy
             host_imgs = images
