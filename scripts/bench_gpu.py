@@ -129,7 +129,7 @@ def batch(box: int, n: int, rng) -> tuple:
 def insertion(box: int, n: int, bandwidth: float) -> dict:
     import cupy as cp
 
-    from cryohpc.compute.reconstruct_cuda import gpu_batch_size
+    from cryohpc.compute.gpu_budget import gpu_batch_size
 
     rng = np.random.default_rng(box)
     b = gpu_batch_size(box, 128)  # what homo_reconstruct uses on a GPU
@@ -203,7 +203,7 @@ def slab_sweep(box: int, shares=(None, 0.25, 0.5, 1.0, 2.0), batches=(256, 2048)
 def box512_memory() -> dict:
     import cupy as cp
 
-    from cryohpc.compute.reconstruct_cuda import device_bytes_needed
+    from cryohpc.compute.gpu_budget import device_bytes_needed
 
     pool = cp.get_default_memory_pool()
     pool.free_all_blocks()

@@ -21,32 +21,8 @@ import cupyx.scipy.fft as cufft
 import numpy as np
 
 from . import backproject_cuda as kernels
-from .backproject import CHANNELS, grid_with_margin
+from .backproject import grid_with_margin
 from .ctf import ctf_coefficients
-
-GB = 1e9
-
-
-GPU_BATCH = 2048  # particles a GPU inserts at once at least: slab passes pay off over large batches
-GPU_BATCH_BYTES = 256 << 20  # ... unless that many images take more than this
-
-
-def gpu_batch_size(box: int, asked: int) -> int:
-    """Batch size on a GPU: the one asked for, raised to GPU_BATCH particles where their
-    images fit in GPU_BATCH_BYTES (a box 128 batch of 2048 inserts 1.6x faster than 256)."""
-    return max(asked, min(GPU_BATCH, GPU_BATCH_BYTES // (box * box * 4)))
-
-
-def device_bytes_needed(box: int, pad: int, batch: int, finishing: bool = True) -> int:
-    """Peak device memory of one rank: the two half-set accumulators, a batch in flight,
-    and (on the rank that finishes) the finishing grids, with 5 % slack for the pool."""
-    g = pad * box
-    m = grid_with_margin(g)
-    acc = 2 * m**3 * CHANNELS * 4
-    batches = 2 * batch * (box * box * 4 + box * (box // 2 + 1) * 8)
-    # complex data 8 + weights 4 + mask 1 + positive weights and the median's copy 8 per voxel
-    finish = 21 * g**3 if finishing else 0
-    return int(1.05 * (acc + batches + finish))
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..compute.fsc import fsc, plot_fsc, write_fsc_xml
 from ..compute.geometry import rotvec_to_matrix
+from ..compute.gpu_budget import gpu_batch_size, memory_refusal
 from ..compute.io_mrc import read_images, read_info
 from ..compute.reconstruct import CtfParams, Reconstructor
 from ..compute.symmetry import symmetry_matrices
@@ -165,21 +166,13 @@ def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, don
 
 def _check_device_memory(ctx: RunContext, box: int, pad: int, batch: int, device: int) -> None:
     """Refuse, before any work, a reconstruction that cannot fit on this rank's GPU,
-    saying what it needs (every rank sharing the GPU holds its own accumulators)."""
-    from ..compute.reconstruct_cuda import GB, device_bytes_needed, free_and_total_bytes
+    saying what it needs."""
+    from ..compute.reconstruct_cuda import free_and_total_bytes
 
-    sharing = ctx.comm.allgather(device)  # also: no rank has allocated yet
-    ranks_on_gpu = sharing.count(device)
-    need = device_bytes_needed(box, pad, batch, finishing=False) * ranks_on_gpu
-    if sharing[0] == device:  # the root finishes on this GPU too
-        need += device_bytes_needed(box, pad, batch) - device_bytes_needed(box, pad, batch, finishing=False)
-    free, total = free_and_total_bytes()
-    first_on_gpu = sharing.index(device) == ctx.rank  # later ranks may see the first one's memory taken
-    if need > total or (first_on_gpu and need > free):
-        raise UserError(
-            f"box {box} at padding {pad} with {ranks_on_gpu} rank(s) on GPU {device} needs {need / GB:.1f} GB of GPU "
-            f"memory; the GPU has {total / GB:.1f} GB ({free / GB:.1f} GB free). Use fewer ranks per GPU, "
-            "padding_factor 1, or compute_num_gpus=0 (CPU)")
+    devices = ctx.comm.allgather(device)  # also: no rank has allocated yet
+    refusal = memory_refusal(box, pad, batch, devices, ctx.rank, *free_and_total_bytes())
+    if refusal:
+        raise UserError(refusal)
 
 
 def run_homo_reconstruct(ctx: RunContext) -> None:
@@ -202,8 +195,6 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
 
     batch_size, read_ahead = p["batch_size"], 1
     if device is not None:
-        from ..compute.reconstruct_cuda import gpu_batch_size
-
         batch_size, read_ahead = gpu_batch_size(box, batch_size), GPU_READ_THREADS
         _check_device_memory(ctx, box, p["padding_factor"], batch_size, device)
     rec = Reconstructor(xp, box, psize, pad=p["padding_factor"])
