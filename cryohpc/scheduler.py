@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .builder import job_dir_abs, resolve_inputs
-from .errors import BuildError, CryohpcError, TransientError
+from .errors import CryohpcError, TransientError, UserError
 from .events import (
     CACHE,
     COMPLETED,
@@ -355,48 +355,58 @@ class Scheduler:
             _take(used, j.queued_lane or "local", j.resources_allocated or j.resources_needed)
         blocked: set[str] = set()  # lanes where a higher-priority job waits for resources
         for job in queued:
-            lane_name = job.queued_lane or "local"
-            parent_states = [status_of.get((job.project_uid, p)) for p in job.parents]
-            if any(s in (JobStatus.FAILED, JobStatus.KILLED) for s in parent_states):
-                self._set_queue_status(job, QueueStatus.WAITING_PARENT_FAILED)
-                continue
-            if any(s != JobStatus.COMPLETED for s in parent_states):
-                self._set_queue_status(job, QueueStatus.WAITING_INPUTS)
-                continue
-            lane = self.lanes.get(lane_name)
-            if lane is None:
-                self._fail_queued(job, f"lane {lane_name!r} is not configured (see 'cryohpc lane list')")
-                continue
-            if lane.self_scheduling:  # the batch scheduler queues and places it
-                need = job.resources_needed
-                self._launch(job, lane, need.model_copy(update={"gpu_ids": []}))
-                continue
-            if lane_name in blocked:
-                self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
-                continue
-            targets = lane.targets()
-            if job.queued_target:
-                if job.queued_target not in targets:
-                    self._fail_queued(job, f"worker target {job.queued_target!r} is no longer in lane {lane_name!r}")
-                    continue
-                targets = {job.queued_target: targets[job.queued_target]}
-            down = lane.unavailable()
-            if targets and all(t in down for t in targets):
-                self._set_queue_status(job, QueueStatus.WAITING_UNREACHABLE)
-                continue
-            alloc = None
-            for name, cap in targets.items():
-                if name not in down:
-                    alloc = self._fit(job, cap, used[(lane_name, name)])
-                    if alloc is not None:
-                        alloc.target = name
-                        break
-            if alloc is None:
-                blocked.add(lane_name)
-                self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
-                continue
-            if self._launch(job, lane, alloc):
-                _take(used, lane_name, alloc)
+            try:
+                self._place(job, status_of, used, blocked)
+            except TransientError as err:  # something outside did not answer: hold this job only
+                self._hold_queued(job, f"not started, will retry: {err}")
+            except CryohpcError as err:  # this job cannot run as it stands (type gone, lane config broken)
+                self._fail_queued(job, f"could not launch: {err}")
+
+    def _place(self, job: Job, status_of: dict, used: dict[tuple[str, str], Resources], blocked: set[str]) -> None:
+        """Wait, fail or launch one queued job; ``used`` and ``blocked`` carry what jobs
+        before it in priority order took and which lanes they hold up."""
+        lane_name = job.queued_lane or "local"
+        parent_states = [status_of.get((job.project_uid, p)) for p in job.parents]
+        if any(s in (JobStatus.FAILED, JobStatus.KILLED) for s in parent_states):
+            self._set_queue_status(job, QueueStatus.WAITING_PARENT_FAILED)
+            return
+        if any(s != JobStatus.COMPLETED for s in parent_states):
+            self._set_queue_status(job, QueueStatus.WAITING_INPUTS)
+            return
+        lane = self.lanes.get(lane_name)
+        if lane is None:
+            self._fail_queued(job, f"lane {lane_name!r} is not configured (see 'cryohpc lane list')")
+            return
+        if lane.self_scheduling:  # the batch scheduler queues and places it
+            need = job.resources_needed
+            self._launch(job, lane, need.model_copy(update={"gpu_ids": []}))
+            return
+        if lane_name in blocked:
+            self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
+            return
+        targets = lane.targets()
+        if job.queued_target:
+            if job.queued_target not in targets:
+                self._fail_queued(job, f"worker target {job.queued_target!r} is no longer in lane {lane_name!r}")
+                return
+            targets = {job.queued_target: targets[job.queued_target]}
+        down = lane.unavailable()
+        if targets and all(t in down for t in targets):
+            self._set_queue_status(job, QueueStatus.WAITING_UNREACHABLE)
+            return
+        alloc = None
+        for name, cap in targets.items():
+            if name not in down:
+                alloc = self._fit(job, cap, used[(lane_name, name)])
+                if alloc is not None:
+                    alloc.target = name
+                    break
+        if alloc is None:
+            blocked.add(lane_name)
+            self._set_queue_status(job, QueueStatus.WAITING_RESOURCES)
+            return
+        if self._launch(job, lane, alloc):
+            _take(used, lane_name, alloc)
 
     @staticmethod
     def _fit(job: Job, cap: Resources, used: Resources) -> Resources | None:
@@ -425,6 +435,14 @@ class Scheduler:
                 job.queue_status = qs
                 tx.put_job(job)
 
+    def _hold_queued(self, seen: Job, message: str) -> None:
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid)
+            if job.status == JobStatus.QUEUED:
+                job.queue_status = QueueStatus.WAITING_UNREACHABLE
+                job.cluster_job_status_reason = message
+                tx.put_job(job)
+
     def _fail_queued(self, seen: Job, message: str) -> None:
         with self.store.write() as tx:
             job = tx.get_job(seen.project_uid, seen.uid)
@@ -439,8 +457,8 @@ class Scheduler:
                 return False
             project = tx.get_project(job.project_uid)
             job_dir = job_dir_abs(project, job)
-            spec = get_jobtype(job.type)
             try:
+                spec = get_jobtype(job.type)
                 inputs = resolve_inputs(tx, job, project)
                 params = spec.resolve_params(project.default_params, job.params)
                 JobFile(
@@ -485,7 +503,7 @@ class Scheduler:
                 job.cluster_job_status_reason = f"not started, will retry: {err}"
                 tx.put_job(job)
                 return False
-            except (BuildError, OSError, RuntimeError, RemoteCommandError) as err:
+            except (UserError, OSError, RuntimeError, RemoteCommandError) as err:  # this job cannot run as it is
                 fail(job, f"could not launch: {err}")
                 tx.put_job(job)
                 return False

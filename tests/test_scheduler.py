@@ -168,3 +168,23 @@ def test_clear_returns_job_to_building_and_empties_its_directory(project, sample
     assert list(job.dir.iterdir()) == []
     job.queue()
     assert job.wait(60) == JobStatus.COMPLETED
+
+
+def test_a_queued_job_of_unknown_type_fails_alone(api, project):
+    """A plugin removed while its job was queued: that job fails with the reason, and a
+    lower-priority job behind it still runs (one job's trouble is that job's alone)."""
+    orphan = project.create_job("test_sleep", params={"seconds": 0.1})
+    orphan.queue(priority=5)
+    with api.instance.store.write() as tx:
+        job = tx.get_job(project.uid, orphan.uid)
+        job.type = "removed_plugin_job"
+        tx.put_job(job)
+    fine = project.create_job("test_sleep", params={"seconds": 0.1})
+    fine.queue(priority=0)
+    m = ThreadMaster(api).start()
+    try:
+        assert fine.wait(60) == JobStatus.COMPLETED
+        assert orphan.wait(30) == JobStatus.FAILED
+        assert "unknown job type 'removed_plugin_job'" in orphan.model.errors_run[-1].message
+    finally:
+        m.stop()
