@@ -89,6 +89,20 @@ def run_master(inst: Instance, stop: threading.Event | None = None, install_sign
         log.info("master stopped")
 
 
+@contextlib.contextmanager
+def master_in_thread(inst: Instance):
+    """The master loop in a daemon thread of this process for the ``with`` block (benchmarks
+    and scripts that drive jobs from Python); stopped and joined on leaving."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_master, args=(inst, stop, False), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def start_master(inst: Instance, timeout_s: float = 15.0) -> int:
     """Start a detached master; returns its PID once it holds the lock.
 

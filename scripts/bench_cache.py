@@ -13,13 +13,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from cryohpc.api import Api
 from cryohpc.cache import MB, CacheStats, SsdCache
-from cryohpc.master import run_master
+from cryohpc.master import master_in_thread
 
 
 def drop_page_cache() -> bool:
@@ -74,10 +73,7 @@ def reconstruct_cold_warm(tmp: Path) -> None:
     api = Api.init(tmp / "home", tmp / "projects", poll_interval_s=0.05)
     (api.instance.paths.site_configs / "ssd.yaml").write_text(
         "lanes:\n  - name: ssd\n    cache_path: $BENCH_SSD\n    cache_reserve_mb: 0\n")
-    stop = threading.Event()
-    thread = threading.Thread(target=run_master, args=(api.instance, stop, False), daemon=True)
-    thread.start()
-    try:
+    with master_in_thread(api.instance):
         project = api.create_project("cache-bench")
         sim = project.create_job("simulate_particles", params={"n_particles": 8000, "box": 128, "snr": 0.1,
                                                                "particles_per_stack": 500})
@@ -93,9 +89,6 @@ def reconstruct_cold_warm(tmp: Path) -> None:
             copied = [ln for ln in job.log_lines() if "SSD cache" in ln]
             print(f"homo_reconstruct 8,000 particles box 128, {label} cache: {t['completed'] - t['started']:.1f} s  "
                   f"({copied[0].split('] ', 1)[1] if copied else ''})")
-    finally:
-        stop.set()
-        thread.join(timeout=30)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -225,14 +224,11 @@ def box512_memory() -> dict:
 
 def end_to_end(n: int, box: int, work: Path) -> list[dict]:
     from cryohpc.api import Api
-    from cryohpc.master import run_master
+    from cryohpc.master import master_in_thread
 
     api = Api.init(work / "home", work / "projects", poll_interval_s=0.05)
-    stop = threading.Event()
-    thread = threading.Thread(target=run_master, args=(api.instance, stop, False), daemon=True)
-    thread.start()
     rows = []
-    try:
+    with master_in_thread(api.instance):
         project = api.create_project("bench-gpu")
         sim = project.create_job("simulate_particles", params={
             "n_particles": n, "box": box, "psize_A": 1.5, "snr": 0.1, "compute_num_gpus": 1,
@@ -255,9 +251,6 @@ def end_to_end(n: int, box: int, work: Path) -> list[dict]:
                          "worker": times["completed"] - times["started"], "phases": summary.get("seconds", {}),
                          "fsc": summary.get("fsc_0143_A")})
         rows.append(read_probe(sorted(sim.dir.glob("simulated/*.mrcs"))))
-    finally:
-        stop.set()
-        thread.join(timeout=30)
     return rows
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from cryohpc.compute.io_mrc import read_volume  # noqa: E402
 from cryohpc.compute.phantom import phantom  # noqa: E402
 from cryohpc.compute.project import Projector  # noqa: E402
 from cryohpc.compute.xp import cupy_usable  # noqa: E402
-from cryohpc.master import run_master  # noqa: E402
+from cryohpc.master import master_in_thread  # noqa: E402
 
 
 def noise_sigma_for(box: int, psize: float, snr: float, seed: int) -> float:
@@ -42,10 +41,7 @@ def noise_sigma_for(box: int, psize: float, snr: float, seed: int) -> float:
 
 def ours(data, work: Path, ranks: int) -> tuple[float, np.ndarray, float]:
     api = Api.init(work / f"home{ranks}", work / f"projects{ranks}", poll_interval_s=0.05)
-    stop = threading.Event()
-    thread = threading.Thread(target=run_master, args=(api.instance, stop, False), daemon=True)
-    thread.start()
-    try:
+    with master_in_thread(api.instance):
         project = api.create_project("bench")
         imp = project.create_job("import_particles", params={"particle_meta_path": str(data.star)})
         imp.queue()
@@ -60,9 +56,6 @@ def ours(data, work: Path, ranks: int) -> tuple[float, np.ndarray, float]:
         rates = [e["rate"] for e in rec.events() if e["type"] == "progress" and e.get("rate")]
         vol = read_volume(project.dir / rec.load_output("volume").strings("map/path")[0])[0]
         return seconds, vol, (rates[-1] * ranks if rates else float("nan"))
-    finally:
-        stop.set()
-        thread.join(timeout=30)
 
 
 def main() -> None:
