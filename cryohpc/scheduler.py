@@ -426,29 +426,28 @@ class Scheduler:
             gpus = free[: need.gpus]
         return Resources(cpus=cpus, ram_gb=ram, gpus=len(gpus), mpi_ranks=need.mpi_ranks, gpu_ids=gpus)
 
-    def _set_queue_status(self, seen: Job, qs: QueueStatus) -> None:
-        if seen.queue_status == qs:
-            return
+    def _if_still_queued(self, seen: Job, change) -> None:
+        """Apply ``change`` to the stored job in one transaction, unless it left the queue
+        since this pass read it (killed, cleared)."""
         with self.store.write() as tx:
             job = tx.get_job(seen.project_uid, seen.uid)
             if job.status == JobStatus.QUEUED:
-                job.queue_status = qs
+                change(job)
                 tx.put_job(job)
+
+    def _set_queue_status(self, seen: Job, qs: QueueStatus) -> None:
+        if seen.queue_status != qs:
+            self._if_still_queued(seen, lambda job: setattr(job, "queue_status", qs))
 
     def _hold_queued(self, seen: Job, message: str) -> None:
-        with self.store.write() as tx:
-            job = tx.get_job(seen.project_uid, seen.uid)
-            if job.status == JobStatus.QUEUED:
-                job.queue_status = QueueStatus.WAITING_UNREACHABLE
-                job.cluster_job_status_reason = message
-                tx.put_job(job)
+        def hold(job: Job) -> None:
+            job.queue_status = QueueStatus.WAITING_UNREACHABLE
+            job.cluster_job_status_reason = message
+
+        self._if_still_queued(seen, hold)
 
     def _fail_queued(self, seen: Job, message: str) -> None:
-        with self.store.write() as tx:
-            job = tx.get_job(seen.project_uid, seen.uid)
-            if job.status == JobStatus.QUEUED:
-                fail(job, message)
-                tx.put_job(job)
+        self._if_still_queued(seen, lambda job: fail(job, message))
 
     def _launch(self, seen: Job, lane: Lane, alloc: Resources) -> bool:
         with self.store.write() as tx:
