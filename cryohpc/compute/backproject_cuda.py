@@ -171,14 +171,20 @@ extern "C" __global__ void extract_points(const float2* __restrict__ vol, int g,
     out[b * n_points + p] = make_float2(sr, si);
 }
 
+// The voxel (x, y, z) of an n^3 grid that thread i handles; false past the grid's end.
+__device__ __forceinline__ bool grid_voxel(size_t i, int n, int& x, int& y, int& z) {
+    if (i >= (size_t)n * n * n) return false;
+    x = i % n; y = (i / n) % n; z = i / ((size_t)n * n);
+    return true;
+}
+
 // Friedel completion of one or two half-set accumulators (m = G + 2 MARGIN per side),
 // cropped to the n^3 grid of frequencies up to Nyquist: data (complex) and weights.
 extern "C" __global__ void friedel_complete(const float* __restrict__ a, const float* __restrict__ b,
                                             int m, int n, float2* data, float* weight) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)n * n * n;
-    if (i >= total) return;
-    int x = i % n, y = (i / n) % n, z = i / ((size_t)n * n);
+    int x, y, z;
+    if (!grid_voxel(i, n, x, y, z)) return;
     int lo = m / 2 - n / 2;
     int X = x + lo, Y = y + lo, Z = z + lo;
     int XM = (m - X) % m, YM = (m - Y) % m, ZM = (m - Z) % m;   // the voxel at -q
@@ -196,9 +202,8 @@ extern "C" __global__ void friedel_complete(const float* __restrict__ a, const f
 // an unshifted inverse FFT of the result is the centred one (up to a known sign).
 extern "C" __global__ void divide_for_ifft(float2* data, const float* __restrict__ weight, float lam, int n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)n * n * n;
-    if (i >= total) return;
-    int x = i % n, y = (i / n) % n, z = i / ((size_t)n * n);
+    int x, y, z;
+    if (!grid_voxel(i, n, x, y, z)) return;
     float kx = x - n / 2, ky = y - n / 2, kz = z - n / 2;
     float r2 = kx * kx + ky * ky + kz * kz;
     float lim = n / 2.0f;
@@ -228,10 +233,14 @@ def _f32(a) -> cp.ndarray:
     return cp.ascontiguousarray(cp.asarray(a, dtype=cp.float32))
 
 
+def _blocks(n: int) -> int:
+    return (n + THREADS - 1) // THREADS
+
+
 def _grid(n_points: int, n_batch: int) -> tuple[int, int]:
     if n_batch > 65535:
         raise ValueError(f"at most 65535 particles per launch, got {n_batch}")
-    return ((n_points + THREADS - 1) // THREADS, n_batch)
+    return (_blocks(n_points), n_batch)
 
 
 def scatter_values(acc: cp.ndarray, values, weights, rots, gx, gy) -> None:
@@ -317,8 +326,7 @@ def friedel_complete(a: cp.ndarray, b: cp.ndarray | None, n: int) -> tuple[cp.nd
     m = a.shape[0]
     data = cp.empty((n, n, n), cp.complex64)
     weight = cp.empty((n, n, n), cp.float32)
-    total = n**3
-    _kernel("friedel_complete")(((total + THREADS - 1) // THREADS,), (THREADS,),
+    _kernel("friedel_complete")((_blocks(n**3),), (THREADS,),
                                 (a, b if b is not None else np.uint64(0), np.int32(m), np.int32(n), data, weight))
     return data, weight
 
@@ -326,6 +334,5 @@ def friedel_complete(a: cp.ndarray, b: cp.ndarray | None, n: int) -> tuple[cp.nd
 def divide_for_ifft(data: cp.ndarray, weight: cp.ndarray, lam: float) -> None:
     """In place: data / (weight + λ) inside the Nyquist sphere, checkerboard-signed."""
     n = data.shape[0]
-    total = n**3
-    _kernel("divide_for_ifft")(((total + THREADS - 1) // THREADS,), (THREADS,),
+    _kernel("divide_for_ifft")((_blocks(n**3),), (THREADS,),
                                (data, weight, np.float32(lam), np.int32(n)))

@@ -95,8 +95,7 @@ class Reconstructor:
         if xp is not np and use_kernel:
             from .reconstruct_cuda import DeviceInserter
 
-            self.device = DeviceInserter(box, pad, self.kx, self.ky, np.asarray(self.ky % box), np.asarray(self.kx),
-                                         (self._ctf.s2, self._ctf.cos2, self._ctf.sin2))
+            self.device = DeviceInserter(box, pad, self.kx, self.ky, (self._ctf.s2, self._ctf.cos2, self._ctf.sin2))
 
     def reserve_host_buffers(self, count: int, batch: int) -> None:
         """Have ``count`` image buffers of ``batch`` images ready for :meth:`host_buffer`

@@ -44,13 +44,14 @@ class DeviceInserter:
     """Inserts batches of images into ``acc`` (2, G, G, G, 4) on the current device, in
     z-slab passes sized to the L2 cache (:func:`backproject_cuda.z_slabs`)."""
 
-    def __init__(self, box: int, pad: int, kx: np.ndarray, ky: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                 ctf_terms: tuple):
+    def __init__(self, box: int, pad: int, kx: np.ndarray, ky: np.ndarray, ctf_terms: tuple):
+        """Points (kx, ky) of the half plane (kx >= 0) and their CTF terms (s², cos 2θ, sin 2θ)."""
         self.box = box
         self.slabs = kernels.slabs_for(grid_with_margin(pad * box), kernels.l2_bytes())
         s2, cos2, sin2 = (cp.ascontiguousarray(cp.asarray(t, dtype=cp.float32).reshape(-1)) for t in ctf_terms)
         self.points = {
-            "rows": cp.asarray(rows, dtype=cp.int32), "cols": cp.asarray(cols, dtype=cp.int32),
+            # where each point sits in an unshifted rfft2 of a box² image
+            "rows": cp.asarray(ky % box, dtype=cp.int32), "cols": cp.asarray(kx, dtype=cp.int32),
             "kx": cp.asarray(kx, dtype=cp.float32), "ky": cp.asarray(ky, dtype=cp.float32),
             "gx": cp.asarray(kx * pad, dtype=cp.float32), "gy": cp.asarray(ky * pad, dtype=cp.float32),
             "s2": s2, "cos2": cos2, "sin2": sin2,
