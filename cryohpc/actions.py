@@ -9,8 +9,10 @@ from .builder import build_errors, declared_outputs, job_dir_abs
 from .errors import BuildError, CryohpcError, TransientError, UserError
 from .instance import Instance
 from .jobtypes import get_jobtype
-from .model import Job, Resources, set_status
+from .lanes import BatchLane, Lane, NodeLane, RunHandle
+from .model import Job, Resources, Run, set_status
 from .status import JobStatus, QueueStatus
+from .store import Tx
 
 
 def _fits_lane(job: Job, need: Resources, targets: dict[str, Resources], lane: str,
@@ -43,6 +45,37 @@ def _fits_lane(job: Job, need: Resources, targets: dict[str, Resources], lane: s
             raise BuildError(f"{job.ref} uses {need.gpus} GPU(s) but {len(gpu_ids)} were given: {gpu_ids}")
 
 
+def _assign_lane(tx: Tx, job: Job, lanes: dict[str, Lane], lane: str, gpu_ids: list[int] | None,
+                 target: str | None, custom_vars: dict | None) -> None:
+    """The checks a job must pass to wait on a lane, and the choices recorded on it; the
+    same for ``queue`` and for ``restart`` (to the same lane or another).
+
+    Raises:
+        UserError: no such lane.
+        BuildError: the job cannot fit the lane, or its custom variables are wrong.
+    """
+    if lane not in lanes:
+        raise UserError(f"no lane {lane!r} (lanes: {', '.join(sorted(lanes))})")
+    spec = get_jobtype(job.type)
+    project = tx.get_project(job.project_uid)
+    need = spec.resources_for(spec.resolve_params(project.default_params, job.params))
+    target_lane = lanes[lane]
+    if isinstance(target_lane, BatchLane):
+        if gpu_ids is not None or target is not None:
+            raise BuildError(f"{job.ref}: lane {lane!r} is a cluster lane; its scheduler picks nodes and GPUs")
+        target_lane.custom_values(project.cluster_custom_vars, custom_vars or {})
+    else:
+        if custom_vars:
+            raise BuildError(f"{job.ref}: lane {lane!r} takes no custom variables")
+        assert isinstance(target_lane, NodeLane)
+        _fits_lane(job, need, target_lane.targets(), lane, target, gpu_ids)
+    job.resources_needed = need
+    job.queued_lane = lane
+    job.queued_gpu_ids = gpu_ids
+    job.queued_target = target
+    job.cluster_job_custom_vars = dict(custom_vars or {})
+
+
 def queue_job(
     inst: Instance,
     project_uid: str,
@@ -62,9 +95,6 @@ def queue_job(
         NotFoundError: unknown project, job or lane.
     """
     lanes = inst.build_lanes()
-    lane = lane or "local"
-    if lane not in lanes:
-        raise UserError(f"no lane {lane!r} (lanes: {', '.join(sorted(lanes))})")
     with inst.store.write() as tx:
         job = tx.get_job(project_uid, job_uid)
         if job.status != JobStatus.BUILDING:
@@ -73,22 +103,7 @@ def queue_job(
         if errors:
             job.build_errors = errors
             raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
-        spec = get_jobtype(job.type)
-        need = spec.resources_for(spec.resolve_params(tx.get_project(project_uid).default_params, job.params))
-        target_lane = lanes[lane]
-        if target_lane.self_scheduling:
-            if gpu_ids is not None or target is not None:
-                raise BuildError(f"{job.ref}: lane {lane!r} is a cluster lane; its scheduler picks nodes and GPUs")
-            target_lane.custom_values(tx.get_project(project_uid).cluster_custom_vars, custom_vars or {})
-            job.cluster_job_custom_vars = dict(custom_vars or {})
-        else:
-            if custom_vars:
-                raise BuildError(f"{job.ref}: lane {lane!r} takes no custom variables")
-            _fits_lane(job, need, target_lane.targets(), lane, target, gpu_ids)
-        job.resources_needed = need
-        job.queued_lane = lane
-        job.queued_gpu_ids = gpu_ids
-        job.queued_target = target
+        _assign_lane(tx, job, lanes, lane or "local", gpu_ids, target, custom_vars)
         if priority is not None:
             job.priority = priority
         job.build_errors = []
@@ -99,9 +114,9 @@ def queue_job(
 
 
 def _by_hand(job: Job) -> str:
-    if job.cluster_job_id:
-        return f"cancel cluster job {job.cluster_job_id}"
-    return f"stop process group {job.run_pid} on {job.run_host}"
+    if job.run.cluster_job_id:
+        return f"cancel cluster job {job.run.cluster_job_id}"
+    return f"stop process group {job.run.pid} on {job.run.host}"
 
 
 def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
@@ -119,22 +134,22 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
         if job.status != JobStatus.QUEUED and not job.status.active:
             raise UserError(f"{job.ref} is {job.status.value}; only queued or running jobs can be killed")
         was_running = job.status.active
-        job.pending_outputs = []
+        job.run.pending_outputs = []
         set_status(job, JobStatus.KILLED)
         tx.put_job(job)
     if was_running:
-        lane = inst.build_lanes().get(job.queued_lane or "local")
+        lane = inst.build_lanes().get(job.run.lane or job.queued_lane or "local")
         if lane is not None:
             try:
-                lane.kill(job)
+                lane.kill(RunHandle.of(job))
             except TransientError as err:
-                if not lane.kill_when_back:
+                if not getattr(lane, "kill_when_back", False):
                     raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
                                     f"{_by_hand(job)} by hand") from err
                 with inst.store.write() as tx:
                     job = tx.get_job(project_uid, job_uid)
-                    job.kill_pending = True
-                    job.cluster_job_status_reason = f"will be stopped when its worker answers again ({err})"
+                    job.run.kill_pending = True
+                    job.run.reason = f"will be stopped when its worker answers again ({err})"
                     tx.put_job(job)
             except CryohpcError as err:
                 raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
@@ -144,18 +159,27 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
 
 def restart_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None = None) -> Job:
     """Queue a killed or failed job again without clearing its directory: partial results
-    (checkpoints) it saved are reused, and its earlier event logs are kept.
+    (checkpoints) it saved are reused, and its earlier event logs are kept. The lane (its
+    own, or ``lane``) is checked as ``queue`` checks it: it may have changed since.
 
     Raises:
-        UserError: the job is not killed or failed.
+        UserError: the job is not killed or failed, or the lane cannot take it.
     """
+    lanes = inst.build_lanes()
     with inst.store.write() as tx:
         job = tx.get_job(project_uid, job_uid)
         if job.status not in (JobStatus.KILLED, JobStatus.FAILED):
             raise UserError(f"{job.ref} is {job.status.value}; only killed or failed jobs can be restarted")
-        if lane is not None and lane != job.queued_lane:
-            job.queued_lane, job.queued_target, job.queued_gpu_ids = lane, None, None
-        job.pending_outputs = []
+        if job.run.kill_pending:
+            raise UserError(f"{job.ref}: its earlier run has not been stopped yet ({job.run.reason}); "
+                            "restart it once the kill is done")
+        same = lane is None or lane == job.queued_lane
+        if same:
+            _assign_lane(tx, job, lanes, job.queued_lane or "local", job.queued_gpu_ids, job.queued_target,
+                         job.cluster_job_custom_vars)
+        else:
+            _assign_lane(tx, job, lanes, lane, None, None, None)
+        job.run.pending_outputs = []
         set_status(job, JobStatus.QUEUED)
         job.queue_status = QueueStatus.ACTIVELY_QUEUED
         tx.put_job(job)
@@ -163,41 +187,40 @@ def restart_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None
 
 
 def clear_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
-    """Return a final job to building: outputs and its directory's contents are removed.
+    """Return a final job to building: its run record, errors, outputs and queue choices
+    are reset in one step, then its directory's contents are removed (outside the
+    transaction: deleting a large directory must not hold every other writer).
 
     Raises:
-        UserError: the job is not final, or a child of it is queued or running.
+        UserError: the job is not final, a child of it is queued or running, or its last
+            run is still to be stopped.
     """
     with inst.store.write() as tx:
         job = tx.get_job(project_uid, job_uid)
         if not job.status.final:
             raise UserError(f"{job.ref} is {job.status.value}; only completed, killed or failed jobs can be cleared")
+        if job.run.kill_pending:
+            raise UserError(f"{job.ref}: its last run has not been stopped yet ({job.run.reason}); "
+                            "clear it once the kill is done")
         for child_uid in job.children:
             child = tx.get_job(project_uid, child_uid, include_deleted=True)
             if child.status == JobStatus.QUEUED or child.status.active:
                 raise UserError(f"{job.ref}: child {child_uid} is {child.status.value}; kill it first")
-        project = tx.get_project(project_uid)
-        path = job_dir_abs(project, job)
-        spec = get_jobtype(job.type)
+        path = job_dir_abs(tx.get_project(project_uid), job)
         set_status(job, JobStatus.BUILDING)
-        job.outputs = declared_outputs(spec)
+        job.outputs = declared_outputs(get_jobtype(job.type))
+        job.run = Run()
+        job.errors_run = []
         job.queue_status = None
-        job.resources_allocated = None
-        job.run_pid = job.run_pid_start = job.run_host = None
-        job.events_offset = 0
-        job.pending_outputs = []
-        job.progress = {}
-        job.heartbeat_at = None
-        job.exit_code = None
+        job.queued_lane = job.queued_target = job.queued_gpu_ids = None
+        job.cluster_job_custom_vars = {}
         job.job_dir_size = 0
-        job.cluster_job_id = None
         job.build_errors = build_errors(tx, job)
         tx.put_job(job)
-        if path.is_dir():
-            for child in path.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
     return job
-

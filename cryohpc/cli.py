@@ -252,7 +252,7 @@ def job_clear(c: Ctx, project_uid, job_uid) -> None:
 
 
 def _job_row(j) -> dict[str, Any]:
-    status = j.status.value + (" (unreachable)" if j.status.active and j.cluster_job_status == "unreachable" else "")
+    status = j.status.value + (" (unreachable)" if j.status.active and j.run.cluster_status == "unreachable" else "")
     return {"uid": j.uid, "type": j.type, "status": status, "queue": j.queue_status.value if j.queue_status else "",
             "lane": j.queued_lane or "", "title": j.title, "parents": ",".join(j.parents)}
 
@@ -282,17 +282,21 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
     lines = [f"{j.project_uid} {j.uid}  {j.type}  \"{j.title}\"", f"status: {j.status.value}"
              + (f" ({j.queue_status.value})" if j.queue_status and j.status.value == "queued" else "")]
     if j.queued_lane:
-        alloc = j.resources_allocated
+        alloc = j.run.resources
         where = f"  on: {alloc.target}" if alloc and alloc.target else (
             f"  target: {j.queued_target}" if j.queued_target else "")
         lines.append(f"lane: {j.queued_lane}{where}  priority: {j.priority}")
-    if j.status.active and (j.cluster_job_status or j.cluster_job_status_reason):
-        reason = f" ({j.cluster_job_status_reason})" if j.cluster_job_status_reason else ""
-        lines.append(f"lane reports: {j.cluster_job_status or ''}{reason}")
-    elif j.status.value == "queued" and j.cluster_job_status_reason:
-        lines.append(f"launch: {j.cluster_job_status_reason}")
-    elif j.kill_pending:
-        lines.append(f"kill pending: {j.cluster_job_status_reason}")
+    if j.run.launched_at:
+        ident = f"cluster job {j.run.cluster_job_id}" if j.run.cluster_job_id else f"pid {j.run.pid} on {j.run.host}"
+        code = f", exit code {j.run.exit_code}" if j.run.exit_code is not None else ""
+        lines.append(f"run: lane {j.run.lane}, {ident}{code}")
+    if j.status.active and (j.run.cluster_status or j.run.reason):
+        reason = f" ({j.run.reason})" if j.run.reason else ""
+        lines.append(f"lane reports: {j.run.cluster_status or ''}{reason}")
+    elif j.status.value == "queued" and j.run.reason:
+        lines.append(f"launch: {j.run.reason}")
+    elif j.run.kill_pending:
+        lines.append(f"kill pending: {j.run.reason}")
     if j.params:
         lines.append("params: " + ", ".join(f"{k}={v}" for k, v in j.params.items()))
     for name, conns in j.inputs.items():
@@ -305,8 +309,8 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
         for key, value in g.summary.items():
             if not isinstance(value, list):
                 lines.append(f"    {key}: {_short(value)}")
-    if j.progress:
-        lines.append(f"progress: {j.progress.get('done')}/{j.progress.get('total')} {j.progress.get('what', '')}")
+    if j.run.progress:
+        lines.append(f"progress: {j.run.progress.get('done')}/{j.run.progress.get('total')} {j.run.progress.get('what', '')}")
     for e in j.build_errors:
         lines.append(f"build error: {e}")
     if j.status.value == "failed" and j.errors_run:
@@ -443,7 +447,7 @@ def lane_list(c: Ctx) -> None:
     rows = []
     for name, ln in lanes.items():
         cfg = ln.cfg
-        if ln.self_scheduling:
+        if ln.cfg.type == "cluster":
             rows.append({"name": name, "type": f"cluster/{cfg.kind}", "cpus": "-", "ram_gb": "-", "gpus": "-",
                          "title": cfg.title})
         else:
@@ -469,8 +473,8 @@ def lane_show(c: Ctx, name) -> None:
     """A lane's settings and, for cluster lanes, its commands and custom variables."""
     ln = _lane(c, name)
     data = ln.cfg.model_dump(mode="json")
-    lines = [f"{name}: {ln.cfg.type} lane" + (f" ({ln.cfg.kind})" if ln.self_scheduling else "")]
-    if ln.self_scheduling:
+    lines = [f"{name}: {ln.cfg.type} lane" + (f" ({ln.cfg.kind})" if ln.cfg.type == "cluster" else "")]
+    if ln.cfg.type == "cluster":
         lines.append(f"script template: {ln.template_name}")
         lines += [f"{purpose} command: {cmd}" for purpose, cmd in ln.commands.items()]
         for v in ln.cfg.custom_vars:
@@ -519,7 +523,7 @@ def lane_validate(c: Ctx, paths) -> None:
 def lane_test(c: Ctx, name) -> None:
     """Run a cluster lane's info command and, for SLURM, sbatch --test-only."""
     ln = _lane(c, name)
-    if not ln.self_scheduling:
+    if ln.cfg.type != "cluster":
         c.emit({"ok": True}, f"{name} is a node lane: capacity {ln.capacity().cpus} CPUs")
         return
     report = ln.test()

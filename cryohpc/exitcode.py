@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 EXIT_CODE_NAME = "exit_code"
+SUPERVISOR_FILE = "supervisor.pid"  # pid:start of an SSH worker's supervisor, so a retried start adopts it
 
 
 def write_exit_code(job_dir: Path, code: int) -> None:

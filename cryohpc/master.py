@@ -12,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
-from .errors import CryohpcError, UserError
+from .errors import UserError
 from .instance import Instance
 from .scheduler import Scheduler
 
@@ -56,7 +57,43 @@ def master_pid(inst: Instance) -> int | None:
         return -1  # locked, pid file not written yet
 
 
-def run_master(inst: Instance, stop: threading.Event | None = None, install_signals: bool = True) -> None:
+MAX_BACKOFF_S = 30.0
+
+
+class PassErrors:
+    """Exceptions that escaped a scheduler pass. Each is a bug (per-job trouble is caught
+    inside the pass): logged with its traceback once per kind, then counted; passes back
+    off while they keep failing. ``raise_first`` lets tests fail on them."""
+
+    def __init__(self, keep: bool = False):
+        self.keep = keep
+        self.seen: dict[tuple, int] = {}
+        self.kept: list[BaseException] = []
+        self.in_a_row = 0
+
+    def record(self, err: BaseException) -> None:
+        tb = traceback.extract_tb(err.__traceback__)
+        kind = (type(err).__name__, *(tb[-1][:3] if tb else ()))
+        self.seen[kind] = self.seen.get(kind, 0) + 1
+        if self.seen[kind] == 1:
+            log.exception("scheduler pass failed (logged once; later ones are counted): %s", err)
+        else:
+            log.error("scheduler pass failed again (%s, %d times): %s", kind[0], self.seen[kind], err)
+        self.in_a_row += 1
+        if self.keep:
+            self.kept.append(err)
+
+    def wait_s(self, poll_s: float) -> float:
+        """The pause before the next pass: the poll period, doubled per failed pass in a row."""
+        return min(MAX_BACKOFF_S, poll_s * 2 ** self.in_a_row) if self.in_a_row else poll_s
+
+    def raise_first(self) -> None:
+        if self.kept:
+            raise self.kept[0]
+
+
+def run_master(inst: Instance, stop: threading.Event | None = None, install_signals: bool = True,
+               errors: PassErrors | None = None) -> None:
     """Run in the foreground until ``stop`` is set or SIGTERM/SIGINT arrives.
 
     Raises:
@@ -72,17 +109,17 @@ def run_master(inst: Instance, stop: threading.Event | None = None, install_sign
             signal.signal(sig, lambda *_: stop.set())
     inst.paths.master_pid.write_text(str(os.getpid()))
     log.info("master started for %s (pid %d)", inst.home, os.getpid())
+    errors = errors or PassErrors()
     try:
         sched = Scheduler(inst)
         while not stop.is_set():
             started = time.monotonic()
             try:
                 sched.step()
-            except CryohpcError as err:
-                log.error("scheduler pass: %s", err)
-            except Exception:
-                log.exception("scheduler pass failed; continuing")
-            stop.wait(max(0.0, inst.config.poll_interval_s - (time.monotonic() - started)))
+                errors.in_a_row = 0
+            except Exception as err:  # a bug: the master keeps serving, slower, and says so
+                errors.record(err)
+            stop.wait(max(0.0, errors.wait_s(inst.config.poll_interval_s) - (time.monotonic() - started)))
     finally:
         inst.paths.master_pid.unlink(missing_ok=True)
         lock.release()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .status import JobStatus, QueueStatus
 
@@ -104,6 +104,45 @@ class Resources(Record):
     target: str = Field(default="", description="set when allocated: the lane's worker target (node lanes)")
 
 
+class Run(Record):
+    """Everything one run of a job sets, from launch to its end. ``clear`` replaces it in one
+    assignment, so no field of an earlier run survives into the next."""
+
+    lane: str | None = Field(default=None, description="the lane it was launched on")
+    resources: Resources | None = Field(default=None, description="what it was given (target, GPU ids)")
+    tag: str | None = Field(default=None, description="name it carries at the lane, to find it again")
+    launch_uncertain: bool = Field(default=False, description="a launch began and its outcome is not known: "
+                                                              "look for it by its tag before launching again")
+    launched_at: float | None = None
+    pid: int | None = Field(default=None, description="node lanes: worker process group id")
+    pid_start: int | None = Field(default=None, description="start time of pid, against PID reuse")
+    host: str | None = None
+    cluster_job_id: str | None = None
+    cluster_status: str | None = Field(default=None, description="what the lane last reported (state code)")
+    verdict: str | None = Field(default=None, description="how the batch scheduler ended it (TIMEOUT...), if it did")
+    reason: str | None = Field(default=None, description="why it waits, was held, or what the lane said")
+    submission_script: str | None = None
+    cache_path_used: str | None = Field(default=None, description="SSD cache folder as resolved on the node")
+    kill_pending: bool = Field(default=False, description="killed while its SSH worker was unreachable: "
+                                                          "the master stops it when the worker answers")
+    events_offset: int = Field(default=0, description="bytes of events.jsonl already applied")
+    pending_outputs: list[dict[str, Any]] = Field(
+        default_factory=list, description="outputs reported by a running worker, registered on completion")
+    heartbeat_at: float | None = None
+    progress: dict[str, Any] = Field(default_factory=dict, description="latest progress event")
+    exit_code: int | None = None
+
+
+# where each run field lived before the run record (schema 2 documents)
+LEGACY_RUN_FIELDS = {
+    "resources_allocated": "resources", "run_pid": "pid", "run_pid_start": "pid_start", "run_host": "host",
+    "kill_pending": "kill_pending", "events_offset": "events_offset", "pending_outputs": "pending_outputs",
+    "exit_code": "exit_code", "cache_path_used": "cache_path_used", "cluster_job_id": "cluster_job_id",
+    "cluster_job_status": "cluster_status", "cluster_job_status_reason": "reason",
+    "cluster_job_submission_script": "submission_script", "heartbeat_at": "heartbeat_at", "progress": "progress",
+}
+
+
 class Job(Record):
     uid: str = Field(description="J1, J2... within the project; never reused")
     project_uid: str
@@ -133,27 +172,23 @@ class Job(Record):
     is_ancestor_of_final_result: bool = False
     job_dir: str = Field(description="project-relative, e.g. J3")
     job_dir_size: int = 0
-    heartbeat_at: float | None = None
-    progress: dict[str, Any] = Field(default_factory=dict, description="latest progress event")
     resources_needed: Resources = Field(default_factory=Resources)
-    resources_allocated: Resources | None = None
-    run_pid: int | None = Field(default=None, description="local/ssh lane: worker process group id")
-    run_pid_start: int | None = Field(default=None, description="start time of run_pid, against PID reuse")
-    run_host: str | None = None
-    kill_pending: bool = Field(default=False, description="killed while its SSH worker was unreachable: "
-                                                          "the master stops it when the worker answers")
-    events_offset: int = Field(default=0, description="bytes of events.jsonl already applied")
-    pending_outputs: list[dict[str, Any]] = Field(
-        default_factory=list, description="outputs reported by a running worker, registered on completion"
-    )
-    exit_code: int | None = None
-    cache_path_used: str | None = Field(default=None, description="SSD cache folder as resolved on the node")
+    run: Run = Field(default_factory=Run, description="what the latest run set; clear resets it whole")
     deleted: bool = False
-    cluster_job_id: str | None = None
-    cluster_job_status: str | None = None
-    cluster_job_status_reason: str | None = None
-    cluster_job_submission_script: str | None = None
     cluster_job_custom_vars: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_run_fields(cls, data: Any) -> Any:
+        """Documents written before the run record kept its fields at the top level."""
+        if isinstance(data, dict) and any(k in data for k in LEGACY_RUN_FIELDS):
+            data = dict(data)
+            run = dict(data.get("run") or {})
+            for old, new in LEGACY_RUN_FIELDS.items():
+                if old in data:
+                    run[new] = data.pop(old)
+            data["run"] = run
+        return data
 
     @property
     def ref(self) -> str:

@@ -40,6 +40,17 @@ MIGRATIONS: list[str] = [
         lane TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL, since REAL NOT NULL,
         detail TEXT NOT NULL DEFAULT '', PRIMARY KEY (lane, target));
     """,
+    # the master's per-pass queries touch columns, not documents: rev (bumped by every write,
+    # so a reader re-parses only what changed), when the status was entered, a pending kill
+    """
+    ALTER TABLE jobs ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN status_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN kill_pending INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET status_at = COALESCE(json_extract(doc, '$.status_times.' || status), 0),
+        kill_pending = COALESCE(json_extract(doc, '$.kill_pending'), 0);
+    CREATE INDEX jobs_status_at ON jobs (status, status_at);
+    CREATE INDEX jobs_kill_pending ON jobs (kill_pending) WHERE kill_pending = 1;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -99,10 +110,55 @@ class Tx:
     # -- jobs -------------------------------------------------------------------------
     def put_job(self, j: Job) -> None:
         self._c.execute(
-            "INSERT OR REPLACE INTO jobs (project_uid, uid, status, lane, priority, deleted, doc)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (j.project_uid, j.uid, j.status.value, j.queued_lane, j.priority, int(j.deleted), j.model_dump_json()),
+            "INSERT INTO jobs (project_uid, uid, status, lane, priority, deleted, doc, status_at, kill_pending)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_uid, uid) DO UPDATE SET"
+            " status = excluded.status, lane = excluded.lane, priority = excluded.priority,"
+            " deleted = excluded.deleted, doc = excluded.doc, status_at = excluded.status_at,"
+            " kill_pending = excluded.kill_pending, rev = jobs.rev + 1",
+            (j.project_uid, j.uid, j.status.value, j.queued_lane, j.priority, int(j.deleted), j.model_dump_json(),
+             j.status_times.get(j.status.value, 0.0), int(j.run.kill_pending)),
         )
+
+    def job_revisions(self, statuses: list[JobStatus]) -> dict[tuple[str, str], int]:
+        """(project, job) -> revision of the jobs in ``statuses``: columns only, so a reader
+        that keeps parsed jobs re-reads just those whose revision moved."""
+        rows = self._c.execute(
+            f"SELECT project_uid, uid, rev FROM jobs WHERE deleted = 0 AND status IN ({','.join('?' * len(statuses))})",
+            [s.value for s in statuses]).fetchall()
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def jobs_by_key(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, Job]]:
+        """Given jobs, with their revisions, in one query per few hundred."""
+        out: dict[tuple[str, str], tuple[int, Job]] = {}
+        for i in range(0, len(keys), 400):
+            part = keys[i:i + 400]
+            where = " OR ".join(["(project_uid = ? AND uid = ?)"] * len(part))
+            rows = self._c.execute(f"SELECT project_uid, uid, rev, doc FROM jobs WHERE {where}",
+                                   [x for k in part for x in k]).fetchall()
+            out.update({(r[0], r[1]): (r[2], Job.model_validate_json(r[3])) for r in rows})
+        return out
+
+    def job_statuses(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], JobStatus]:
+        """Status column of the given jobs (a deleted job reads as absent)."""
+        out: dict[tuple[str, str], JobStatus] = {}
+        keys_l = sorted(keys)
+        for i in range(0, len(keys_l), 400):
+            part = keys_l[i:i + 400]
+            where = " OR ".join(["(project_uid = ? AND uid = ?)"] * len(part))
+            rows = self._c.execute(f"SELECT project_uid, uid, status FROM jobs WHERE deleted = 0 AND ({where})",
+                                   [x for k in part for x in k]).fetchall()
+            out.update({(r[0], r[1]): JobStatus(r[2]) for r in rows})
+        return out
+
+    def jobs_entered_since(self, status: JobStatus, since: float) -> list[Job]:
+        """Jobs that entered ``status`` after ``since`` (indexed: history costs nothing)."""
+        rows = self._c.execute("SELECT doc FROM jobs WHERE status = ? AND status_at > ? AND deleted = 0",
+                               (status.value, since)).fetchall()
+        return [Job.model_validate_json(r[0]) for r in rows]
+
+    def jobs_with_pending_kill(self) -> list[Job]:
+        rows = self._c.execute("SELECT doc FROM jobs WHERE kill_pending = 1").fetchall()
+        return [Job.model_validate_json(r[0]) for r in rows]
 
     def get_job(self, project_uid: str, uid: str, include_deleted: bool = False) -> Job:
         row = self._c.execute(

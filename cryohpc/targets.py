@@ -203,7 +203,7 @@ def jobs_on(inst: Instance, target: WorkerTarget) -> list[str]:
     active = [s for s in JobStatus if s.active]
     with inst.store.read() as tx:
         return [j.ref for j in tx.list_jobs(statuses=active, lane=target.lane)
-                if j.resources_allocated and j.resources_allocated.target == target.name]
+                if j.run.resources and j.run.resources.target == target.name]
 
 
 @_one_editor

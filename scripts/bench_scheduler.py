@@ -2,8 +2,11 @@
 """Submission and following cost of a SLURM lane, on a real single-node SLURM.
 
 Queues N jobs held by --begin (so they stay pending), lets the master submit them, then
-follows them for a while. Prints jobs submitted per second and the master's CPU time per
-job, beside the bound: N bare ``sbatch`` calls of the same script in the same run.
+follows them for a while, with --foreign jobs of someone else pending in the same queue.
+Prints jobs submitted per second and the master's CPU time per job, beside the bound: N
+bare ``sbatch`` calls of the same script in the same run; and the cost of one status
+query as the lane asks it (cryohpc's ids only) beside the whole-queue query the lanes
+used before (``squeue -h -t all``), rows returned and seconds.
 """
 
 from __future__ import annotations
@@ -27,17 +30,28 @@ TEMPLATE = ("#!/bin/bash\n#SBATCH --job-name={{ job_name }}\n#SBATCH --output={{
             "#SBATCH --begin=now+1hour\n#SBATCH --mem=100M\n{{ run_cmd }}\necho $? > {{ exit_code_path }}\n")
 
 
+def cpu_with_children() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--follow-s", type=float, default=10.0)
+    parser.add_argument("--foreign", type=int, default=1000, help="jobs of another user's name in the queue")
+    parser.add_argument("--queries", type=int, default=20, help="status queries timed per form")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run(["bash", str(ROOT / "scripts/dev-slurm.sh"), "up", str(tmp / "slurm")], check=True,
                        capture_output=True)
         os.environ["SLURM_CONF"] = str(tmp / "slurm" / "slurm.conf")
+        foreign: list[str] = []
         try:
+            foreign = [subprocess.run(["sbatch", "--parsable", "-J", "someone_else", "--begin=now+1hour",
+                                       "--mem=10M", "--wrap", "true"], capture_output=True, text=True,
+                                      check=True).stdout.strip() for _ in range(args.foreign)]
             api = Api.init(tmp / "home", tmp / "projects", poll_interval_s=0.1)
             (api.instance.paths.home / "templates").mkdir()
             (api.instance.paths.home / "templates" / "held.sh.j2").write_text(TEMPLATE)
@@ -59,7 +73,16 @@ def main() -> None:
                 passes += 1
                 time.sleep(0.1)
             follow_s, follow_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-            ids = [j.model.cluster_job_id for j in jobs]
+            ids = [j.model.run.cluster_job_id for j in jobs]
+            query = {}
+            for form, run in (("ours", lambda: len(lane.query(ids))),
+                              ("whole queue", lambda: len(lane.kind.parse_status(subprocess.run(
+                                  ["squeue", "-h", "-t", "all", "-o", "%i|%T|%r"], capture_output=True, text=True,
+                                  check=True).stdout)))):
+                t0, cpu0 = time.perf_counter(), cpu_with_children()
+                rows = [run() for _ in range(args.queries)][-1]
+                query[form] = (rows, (time.perf_counter() - t0) / args.queries,
+                               (cpu_with_children() - cpu0) / args.queries)
             subprocess.run(["scancel", *ids], check=True)
 
             script = jobs[0].dir / "submit.sh"
@@ -69,14 +92,19 @@ def main() -> None:
             bare_s = time.perf_counter() - t0
             subprocess.run(["scancel", *bare], check=True)
         finally:
+            if foreign:
+                subprocess.run(["scancel", *foreign])
             subprocess.run(["bash", str(ROOT / "scripts/dev-slurm.sh"), "down", str(tmp / "slurm")])
     n = args.jobs
-    print(f"{n} jobs to one SLURM lane (held pending)")
+    print(f"{n} jobs to one SLURM lane (held pending), {args.foreign} foreign jobs pending in the same queue")
     print(f"submission by the master: {n / submit_s:7.1f} jobs/s  ({submit_cpu / n * 1e3:.1f} ms master CPU per job, "
           f"{lane.runner.calls['submit']} sbatch + {lane.runner.calls['find']} squeue-by-name for idempotency)")
     print(f"bare sbatch, same script:  {n / bare_s:7.1f} jobs/s  (the bound: {n / submit_s / (n / bare_s):.0%} of it)")
     print(f"following {n} jobs for {follow_s:.0f} s: {passes} master passes, {lane.runner.calls['status']} squeue calls, "
           f"{follow_cpu / follow_s * 100:.1f}% of a core ({follow_cpu / passes / n * 1e6:.0f} µs CPU per job per pass)")
+    for form, (rows, wall, cpu) in query.items():
+        print(f"status query, {form:>11}: {rows:5d} rows, {wall * 1e3:6.1f} ms per query "
+              f"({cpu * 1e3:.1f} ms CPU in squeue and the master's parse)")
 
 
 if __name__ == "__main__":

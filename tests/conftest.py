@@ -21,7 +21,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), os.enviro
 sys.path.insert(0, str(PLUGINS))
 
 from cryohpc.api import Api  # noqa: E402
-from cryohpc.master import run_master  # noqa: E402
+from cryohpc.master import PassErrors, run_master  # noqa: E402
 from cryohpc.sampledata import write_sample_particles, write_sample_volume  # noqa: E402
 
 FAST = dict(poll_interval_s=0.1, heartbeat_interval_s=0.2, heartbeat_timeout_s=30.0)
@@ -63,13 +63,15 @@ class ThreadMaster:
         self.thread: threading.Thread | None = None
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
+        self.pass_errors = PassErrors(keep=True)
 
     def start(self) -> ThreadMaster:
         self.stop_event = threading.Event()
+        self.pass_errors = PassErrors(keep=True)  # an exception escaping a pass fails the test
 
         def target():
             try:
-                run_master(self.api.instance, self.stop_event, install_signals=False)
+                run_master(self.api.instance, self.stop_event, install_signals=False, errors=self.pass_errors)
             except BaseException as err:  # surfaced by stop()
                 self.error = err
 
@@ -84,6 +86,7 @@ class ThreadMaster:
             self.thread = None
         if self.error:
             raise self.error
+        self.pass_errors.raise_first()
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import pytest
 
 from cryohpc.errors import BuildError, ConfigError
 from cryohpc.lanes import build_lane
-from cryohpc.lanes.base import RunState
+from cryohpc.lanes.base import LaunchRequest, RunState, job_tag
 from cryohpc.lanes.cluster import ClusterLane
 from cryohpc.lanes.schedulers import KINDS, Phase
 from cryohpc.lanes.siteconfig import load_site_config
-from cryohpc.model import Job, Resources
+from cryohpc.model import Resources
 
 DATA = Path(__file__).parent / "data"
 
@@ -30,17 +30,19 @@ def lane(tmp_path, kind: str, extra: str = "") -> ClusterLane:
     return build_lane(load_site_config(tmp_path / "lanes.yaml")[0], "inst1")
 
 
-def sample_job() -> Job:
-    job = Job(uid="J7", project_uid="P3", type="homo_reconstruct", job_dir="J7", created_by="alice")
-    job.resources_needed = Resources(cpus=8, gpus=4, ram_gb=30, mpi_ranks=4)
-    return job
+def request(ln: ClusterLane, job_dir: Path, project_dir: Path, custom: dict, creator: str = "alice") -> LaunchRequest:
+    """What the launcher hands a lane for job P3 J7 asking 8 CPUs, 4 GPUs, 4 ranks."""
+    return LaunchRequest(project_uid="P3", job_uid="J7", job_type="homo_reconstruct", job_title="", job_creator=creator,
+                         job_dir=job_dir, project_dir=project_dir, command=[], env={},
+                         resources=Resources(cpus=8, gpus=4, ram_gb=30, mpi_ranks=4),
+                         tag=job_tag("inst1", "P3", "J7"), custom=custom)
 
 
 @pytest.mark.parametrize("kind", ["slurm", "pbs", "sge"])
 def test_rendered_scripts_match_golden_files(tmp_path, kind):
     ln = lane(tmp_path, kind)
-    script, _ = ln.prepare(sample_job(), Path("/data/projects/P3/J7"), Path("/data/projects/P3"),
-                           ln.custom_values({}, {}))
+    script, _ = ln.prepare(request(ln, Path("/data/projects/P3/J7"), Path("/data/projects/P3"),
+                                   ln.custom_values({}, {})))
     script = script.replace(os.path.dirname(sys.executable), "<python>")
     golden = DATA / "golden" / f"{kind}.sh"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -54,7 +56,7 @@ def test_gpu_requests_per_scheduler(tmp_path):
     scripts = {}
     for kind in ("slurm", "pbs", "sge"):
         ln = lane(tmp_path, kind)
-        scripts[kind], _ = ln.prepare(sample_job(), Path("/p/J7"), Path("/p"), ln.custom_values({}, {}))
+        scripts[kind], _ = ln.prepare(request(ln, Path("/p/J7"), Path("/p"), ln.custom_values({}, {})))
     assert "#SBATCH --gres=gpu:4" in scripts["slurm"] and "#SBATCH --ntasks=4" in scripts["slurm"]
     assert "#PBS -l nodes=1:ppn=8:gpus=4" in scripts["pbs"] and "PBS_GPUFILE" in scripts["pbs"]
     assert "#$ -l gpu=4" in scripts["sge"] and "SGE_HGR_gpu" in scripts["sge"]
@@ -65,10 +67,8 @@ def test_gpu_requests_per_scheduler(tmp_path):
 def test_hostile_values_are_quoted_and_inert(tmp_path):
     ln = lane(tmp_path, "slurm")
     hostile = f"gpu; touch {tmp_path}/pwned"
-    job = sample_job()
-    job.created_by = "$(touch pwned2)"
-    script, variables = ln.prepare(job, tmp_path / "P3" / "J7", tmp_path / "P3",
-                                   ln.custom_values({}, {"partition": hostile}))
+    script, variables = ln.prepare(request(ln, tmp_path / "P3" / "J7", tmp_path / "P3",
+                                           ln.custom_values({}, {"partition": hostile}), creator="$(touch pwned2)"))
     assert "#SBATCH --partition='gpu; touch" in script
     line = "echo " + ln.env.from_string("{{ partition }} {{ job_creator }}").render(**variables)
     out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path).stdout.strip()

@@ -64,7 +64,7 @@ def test_one_and_two_ranks_give_the_same_map_close_to_truth(sim_env):
     one, two = reconstruct(project, sim, compute_num_ranks=1), reconstruct(project, sim, compute_num_ranks=2)
     done(one)
     done(two)
-    assert two.model.resources_allocated.mpi_ranks == 2
+    assert two.model.run.resources.mpi_ranks == 2
     a, b = volume(project, one), volume(project, two)
     assert np.allclose(a, b, atol=1e-5 * np.abs(a).max())
     truth = read_volume(project.dir / sim.load_output("true_volume").strings("map/path")[0])[0]
@@ -222,8 +222,8 @@ def test_reconstruction_through_the_ssd_cache_gives_the_same_map(sim_env, tmp_pa
         done(warm)
     finally:
         (api.instance.paths.site_configs / "cached.yaml").unlink()
-    assert cold.model.cache_path_used == str(tmp_path / "ssd" / "node1" / "cryohpc-cache")
-    assert plain.model.cache_path_used is None
+    assert cold.model.run.cache_path_used == str(tmp_path / "ssd" / "node1" / "cryohpc-cache")
+    assert plain.model.run.cache_path_used is None
     cold_log, warm_log = "\n".join(cold.log_lines()), "\n".join(warm.log_lines())
     assert "3 file(s) copied" in cold_log and "0 file(s) copied" in warm_log  # the second run found them
     assert np.array_equal(volume(project, plain), volume(project, cold))

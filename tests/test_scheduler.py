@@ -48,7 +48,7 @@ def test_gpus_are_allocated_and_can_be_chosen(api, project):
     try:
         wait_for(lambda: a.status.active and b.status.active, what="two GPU jobs running")
         wait_for(lambda: c.model.queue_status == QueueStatus.WAITING_RESOURCES, what="third job waiting")
-        assert sorted(a.model.resources_allocated.gpu_ids + b.model.resources_allocated.gpu_ids) == [0, 1]
+        assert sorted(a.model.run.resources.gpu_ids + b.model.run.resources.gpu_ids) == [0, 1]
         for j in (a, b, c):
             assert j.wait(60) == JobStatus.COMPLETED
         assert sorted((a.dir / "gpus.txt").read_text() + (b.dir / "gpus.txt").read_text()) == ["0", "1"]
@@ -100,7 +100,7 @@ def test_kill_stops_the_worker_and_its_processes(project, master):
     job = project.create_job("test_sleep", params={"seconds": 60})
     job.queue()
     wait_for(lambda: job.status == JobStatus.RUNNING, what="running")
-    pid = job.model.run_pid
+    pid = job.model.run.pid
     assert process_start_ticks(pid) is not None
     job.kill()
     assert job.status == JobStatus.KILLED
@@ -116,7 +116,7 @@ def test_worker_that_dies_without_reporting_fails_the_job(project, master):
     job.queue()
     assert job.wait(60) == JobStatus.FAILED
     assert "exit code 3" in job.model.errors_run[-1].message
-    assert job.model.exit_code == 3
+    assert job.model.run.exit_code == 3
 
 
 def test_silent_worker_is_failed_after_heartbeat_timeout(tmp_path):
@@ -127,7 +127,7 @@ def test_silent_worker_is_failed_after_heartbeat_timeout(tmp_path):
     m = ThreadMaster(api).start()
     try:
         wait_for(lambda: job.status == JobStatus.RUNNING, what="running")
-        pid = job.model.run_pid
+        pid = job.model.run.pid
         os.killpg(pid, signal.SIGSTOP)  # frozen: alive, but silent
         assert job.wait(30) == JobStatus.FAILED
         assert "no heartbeat" in job.model.errors_run[-1].message

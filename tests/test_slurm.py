@@ -100,7 +100,7 @@ def test_import_and_two_rank_reconstruction_on_slurm_with_gpus(cluster):
     rec.queue(lane="slurm")
     assert rec.wait(240) == JobStatus.COMPLETED, rec.model.errors_run
     m = rec.model
-    assert m.cluster_job_id and "#SBATCH --gres=gpu:2" in m.cluster_job_submission_script
+    assert m.run.cluster_job_id and "#SBATCH --gres=gpu:2" in m.run.submission_script
     assert "#SBATCH --ntasks=2" in (rec.dir / "submit.sh").read_text()
     deadline = time.monotonic() + 30  # the script writes it just after the worker's last event
     while not (rec.dir / "exit_code").exists() and time.monotonic() < deadline:
@@ -124,7 +124,7 @@ def test_kill_cancels_and_leaves_the_queue(cluster):
     job.queue(lane="slurm")
     wait_running(job)
     assert job.status == JobStatus.RUNNING
-    cluster_id = job.model.cluster_job_id
+    cluster_id = job.model.run.cluster_job_id
     assert cluster_id in squeue_ids()
     job.kill()
     assert job.status == JobStatus.KILLED
@@ -138,7 +138,7 @@ def test_master_restart_mid_run_on_slurm(cluster):
     wait_running(job)
     assert job.status == JobStatus.RUNNING
     project.master.stop()
-    cluster_id = job.model.cluster_job_id
+    cluster_id = job.model.run.cluster_job_id
     deadline = time.monotonic() + 60
     while cluster_id in squeue_ids() and time.monotonic() < deadline:  # finishes while no master runs
         time.sleep(0.5)
@@ -220,11 +220,11 @@ def test_two_hundred_jobs_cost_one_status_query_per_interval(slurm, tmp_path):
         assert 1 <= status_calls <= int(elapsed / 1.0) + 1  # ...one squeue per poll interval
         assert set(lane.runner.calls) == {"status"}
         m = jobs[0].model
-        assert m.cluster_job_status.startswith("PENDING") and "BeginTime" in m.cluster_job_status
+        assert m.run.cluster_status.startswith("PENDING") and "BeginTime" in m.run.cluster_status
         assert m.status == JobStatus.LAUNCHED  # pending at the scheduler is not a failure
         print(f"submitted 200 jobs in {submitted:.1f} s; {status_calls} squeue in {elapsed:.1f} s of {steps} passes")
     finally:
-        ids = [j.model.cluster_job_id for j in jobs if j.model.cluster_job_id]
+        ids = [j.model.run.cluster_job_id for j in jobs if j.model.run.cluster_job_id]
         subprocess.run(["scancel", *ids], timeout=60)
 
 
@@ -239,7 +239,7 @@ def test_job_over_its_time_limit_fails_with_timeout_shown(cluster):
         time.sleep(0.5)
     m = job.model
     assert "TIMEOUT" in m.errors_run[-1].message and "scheduler ended the job" in m.errors_run[-1].message
-    assert m.cluster_job_status.startswith("TIMEOUT")
+    assert m.run.cluster_status.startswith("TIMEOUT")
 
 
 def test_lane_test_runs_sbatch_test_only(cluster):
@@ -258,14 +258,14 @@ def test_lost_submit_answer_does_not_submit_twice(slurm, tmp_path):
     job.queue(lane="lossy")
     sched.step()  # submits, the answer is lost: still queued, with the reason
     m = job.model
-    assert m.status == JobStatus.QUEUED and "submission not confirmed" in m.cluster_job_status_reason
+    assert m.status == JobStatus.QUEUED and "submission not confirmed" in m.run.reason
     sched.step()  # finds it by its tag instead of submitting again
     m = job.model
-    assert m.status == JobStatus.LAUNCHED and m.cluster_job_id
+    assert m.status == JobStatus.LAUNCHED and m.run.cluster_job_id
     out = subprocess.run(["squeue", "-h", "-n", f"cryohpc_{api.instance.config.instance_uid}_{m.project_uid}_{m.uid}",
                           "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.split()
-    assert out == [m.cluster_job_id]  # exactly one scheduler job
-    subprocess.run(["scancel", m.cluster_job_id], timeout=30)
+    assert out == [m.run.cluster_job_id]  # exactly one scheduler job
+    subprocess.run(["scancel", m.run.cluster_job_id], timeout=30)
 
 
 def test_unanswered_status_query_fails_nothing(slurm, tmp_path):
@@ -283,8 +283,8 @@ def test_unanswered_status_query_fails_nothing(slurm, tmp_path):
         sched.step()
     m = job.model
     assert m.status.active  # not failed, though its heartbeat limit (0.5 s) passed many times
-    assert "Unable to contact slurm controller" in (m.cluster_job_status_reason or "")
-    subprocess.run(["scancel", m.cluster_job_id], timeout=30)
+    assert "Unable to contact slurm controller" in (m.run.reason or "")
+    subprocess.run(["scancel", m.run.cluster_job_id], timeout=30)
 
 
 def test_pbs_lane_end_to_end_on_torque_wrappers(cluster):
@@ -298,9 +298,9 @@ def test_pbs_lane_end_to_end_on_torque_wrappers(cluster):
     bad = project.create_job("test_exit", params={"code": 5})
     bad.queue(lane="pbs")
     assert ok.wait(120) == JobStatus.COMPLETED, ok.model.errors_run
-    assert "#PBS -N cryohpc_" in ok.model.cluster_job_submission_script
+    assert "#PBS -N cryohpc_" in ok.model.run.submission_script
     # qsub was run in the job directory: what the wrappers drop beside the script stays there
-    assert not list(Path.cwd().glob(f"submit.sh.?{ok.model.cluster_job_id}"))
+    assert not list(Path.cwd().glob(f"submit.sh.?{ok.model.run.cluster_job_id}"))
     assert bad.wait(120) == JobStatus.FAILED and "exit code 5" in bad.model.errors_run[-1].message
     slow = project.create_job("test_sleep", params={"seconds": 120})
     slow.queue(lane="pbs")
@@ -308,7 +308,7 @@ def test_pbs_lane_end_to_end_on_torque_wrappers(cluster):
     assert slow.status == JobStatus.RUNNING
     slow.kill()
     assert slow.status == JobStatus.KILLED
-    assert slow.model.cluster_job_id not in squeue_ids()
+    assert slow.model.run.cluster_job_id not in squeue_ids()
 
 
 def test_send_cmd_routes_every_scheduler_command(cluster, tmp_path):
@@ -327,7 +327,7 @@ def test_send_cmd_routes_every_scheduler_command(cluster, tmp_path):
     wait_running(job)
     job.kill()
     sent = log.read_text()
-    assert "sbatch --parsable" in sent and "squeue -h -t all -o" in sent and f"scancel {job.model.cluster_job_id}" in sent
+    assert "sbatch --parsable" in sent and f"squeue -h -t all -j {job.model.run.cluster_job_id} -o" in sent and f"scancel {job.model.run.cluster_job_id}" in sent
 
 
 def test_send_cmd_to_a_login_node_over_ssh_submits_polls_and_cancels(cluster, slurm, sshd, fresh_sessions):
@@ -341,13 +341,13 @@ def test_send_cmd_to_a_login_node_over_ssh_submits_polls_and_cancels(cluster, sl
     done = project.create_job("test_sleep", params={"seconds": 1})
     done.queue(lane="via-ssh")
     assert done.wait(120) == JobStatus.COMPLETED, done.model.errors_run
-    assert done.model.cluster_job_id
+    assert done.model.run.cluster_job_id
     long = project.create_job("test_sleep", params={"seconds": 120})
     long.queue(lane="via-ssh")
     wait_running(long)
     # only squeue, run on the login node, can have said so
-    wait_for(lambda: (long.model.cluster_job_status or "").startswith("RUNNING"), 30, "squeue over ssh")
-    cluster_id = long.model.cluster_job_id
+    wait_for(lambda: (long.model.run.cluster_status or "").startswith("RUNNING"), 30, "squeue over ssh")
+    cluster_id = long.model.run.cluster_job_id
     assert cluster_id in squeue_ids()
     long.kill()  # from this process: its own session manager (the fixture's), its own connection
     assert long.status == JobStatus.KILLED
@@ -371,5 +371,93 @@ def test_cache_path_is_resolved_on_the_node(cluster, tmp_path):
     job.queue(lane="ssd")
     assert job.wait(120) == JobStatus.COMPLETED, job.model.errors_run
     m = job.model
-    assert m.cache_path_used == f"{tmp_path}/node-ssd-{m.cluster_job_id}/cryohpc-cache"
-    assert "export CRYOHPC_CACHE_PATH=" in m.cluster_job_submission_script
+    assert m.run.cache_path_used == f"{tmp_path}/node-ssd-{m.run.cluster_job_id}/cryohpc-cache"
+    assert "export CRYOHPC_CACHE_PATH=" in m.run.submission_script
+
+
+FLAKY_FIND = ("if [ -e {flag} ]; then echo 'slurm_load_jobs error: Socket timed out on send/recv' >&2; exit 1; fi; "
+              "squeue -h -n {{{{ job_name }}}} -o '%i|%T|%r'")
+
+
+@pytest.mark.parametrize("kind,submit", [("slurm", "sbatch --parsable {{ script_path_abs }}"),
+                                         ("pbs", "qsub {{ script_path_abs }}")])
+def test_a_failed_lookup_after_a_lost_submit_answer_never_submits_twice(slurm, tmp_path, kind, submit):
+    """Fault injection: the submit goes through but its answer is lost (the command hangs
+    past its timeout), then the look-up by tag fails for a while. The job waits, saying
+    why; once the look-up answers, the first submission is adopted: one scheduler job.
+    PBS runs through Debian's Torque wrappers; its find command lists ids (qselect's form)."""
+    flag = tmp_path / "scheduler-busy"
+    flag.touch()
+    find = FLAKY_FIND.format(flag=flag) if kind == "slurm" else FLAKY_FIND.format(flag=flag).replace("'%i|%T|%r'", "%i")
+    api, project, sched = stepped_lane(
+        tmp_path, f"lossy-{kind}", f"    command_timeout_s: 3\n    poll_interval_s: 0.5\n"
+        f"    submit_cmd: \"{submit}; sleep 10\"\n    find_cmd: \"{find}\"\n",
+        template=f"{kind}.sh.j2")
+    if kind == "pbs":
+        (api.instance.paths.site_configs / f"lossy-{kind}.yaml").write_text(
+            (api.instance.paths.site_configs / f"lossy-{kind}.yaml").read_text().replace("kind: slurm", "kind: pbs"))
+        sched = type(sched)(api.instance)
+    job = project.create_job("test_sleep", params={"seconds": 30})
+    job.queue(lane=f"lossy-{kind}")
+    tag = f"cryohpc_{api.instance.config.instance_uid}_{project.uid}_{job.uid}"
+
+    def scheduler_jobs() -> list[str]:
+        return subprocess.run(["squeue", "-h", "-n", tag, "-o", "%i"], capture_output=True, text=True,
+                              timeout=30).stdout.split()
+
+    try:
+        sched.step()  # submitted; the answer is lost
+        assert job.status == JobStatus.QUEUED and job.model.run.launch_uncertain
+        for _ in range(3):  # the look-up fails: nothing is submitted, the job says why
+            sched.step()
+            m = job.model
+            assert m.status == JobStatus.QUEUED and m.run.launch_uncertain
+            assert "could not tell whether an earlier submission went through" in m.run.reason
+        assert len(scheduler_jobs()) == 1
+        flag.unlink()
+        sched.step()
+        m = job.model
+        assert m.status == JobStatus.LAUNCHED and not m.run.launch_uncertain
+        assert scheduler_jobs() == [m.run.cluster_job_id.split(".")[0]]
+        assert sched.lanes[f"lossy-{kind}"].runner.calls["submit"] == 1
+    finally:
+        subprocess.run(["scancel", "-n", tag], timeout=30)
+
+
+def test_status_queries_name_only_cryohpc_jobs_and_foreign_jobs_are_never_touched(slurm, tmp_path):
+    """Jobs submitted by hand under other names share the cluster; cryohpc's status command
+    asks for its own job ids, returns only those, and a kill or a finished job of cryohpc's
+    leaves the others alone."""
+    foreign = [subprocess.run(["sbatch", "--parsable", "-J", f"someone_else_{i}", "--begin=now+1hour", "--mem=50M",
+                               "--wrap", "sleep 100"], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip() for i in range(5)]
+    log = tmp_path / "sent.log"
+    wrapper = tmp_path / "logged-sh"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {log}\nexec /bin/sh -c "$1"\n')
+    wrapper.chmod(0o755)
+    api, project, sched = stepped_lane(tmp_path, "shared", f"    poll_interval_s: 0.2\n    send_cmd: {wrapper} {{{{ command }}}}\n",
+                                       heartbeat_timeout_s=120)
+    try:
+        quick = project.create_job("test_sleep", params={"seconds": 0.2})
+        quick.queue(lane="shared")
+        slow = project.create_job("test_sleep", params={"seconds": 60})
+        slow.queue(lane="shared")
+        deadline = time.monotonic() + 120
+        while quick.status != JobStatus.COMPLETED and time.monotonic() < deadline:
+            sched.step()
+            time.sleep(0.2)
+        assert quick.status == JobStatus.COMPLETED, quick.model.errors_run
+        ours = {quick.model.run.cluster_job_id, slow.model.run.cluster_job_id}
+        lane = sched.lanes["shared"]
+        answer = lane.query(sorted(ours))
+        assert set(answer) <= ours and slow.model.run.cluster_job_id in answer
+        status_lines = [line for line in log.read_text().splitlines() if line.startswith("squeue")]
+        assert status_lines and all("-j" in line and not any(f in line for f in foreign) for line in status_lines)
+        slow.kill()
+        assert slow.status == JobStatus.KILLED
+        still = subprocess.run(["squeue", "-h", "-j", ",".join(foreign), "-o", "%i|%T"], capture_output=True,
+                               text=True, timeout=30).stdout.split()
+        assert sorted(still) == sorted(f"{f}|PENDING" for f in foreign)
+        assert not any("scancel" in line and any(f in line for f in foreign) for line in log.read_text().splitlines())
+    finally:
+        subprocess.run(["scancel", *foreign], timeout=30)

@@ -104,17 +104,17 @@ def test_job_runs_on_ssh_worker_and_kill_leaves_no_process(api, sshd, fresh_sess
         done.queue(lane="boxes")
         assert done.wait(60) == JobStatus.COMPLETED
         model = done.model
-        assert model.resources_allocated.target == f"127.0.0.1:{sshd.port}"
+        assert model.run.resources.target == f"127.0.0.1:{sshd.port}"
         assert (done.dir / "exit_code").read_text().strip() == "0"  # written by the remote supervisor
         long = project.create_job("test_sleep", params={"seconds": 120, "ranks": 2})  # under mpiexec there
         long.queue(lane="boxes")
         wait_for(lambda: long.model.status == JobStatus.RUNNING, 60, "the long job to run")
         ranks = [int(wait_for(lambda r=r: (long.dir / f"pid.rank{r}").exists() and (long.dir / f"pid.rank{r}").read_text(),
                               30, f"rank {r}")) for r in (0, 1)]
-        pgid = long.model.run_pid
+        pgid = long.model.run.pid
         members = group_members(pgid)
         assert len(members) >= 2 and all(process_start_ticks(r) for r in ranks)  # supervisor, mpiexec; ranks live
-        assert process_start_ticks(pgid) == long.model.run_pid_start
+        assert process_start_ticks(pgid) == long.model.run.pid_start
         cli(api.instance.home, "job", "kill", project.uid, long.uid, check=True)
         assert long.model.status == JobStatus.KILLED
         assert group_members(pgid) == []
@@ -139,8 +139,8 @@ def test_unreachable_target_is_not_failed_and_is_reconciled(tmp_path, sshd, fres
             job.queue(lane="boxes")
         wait_for(lambda: all(j.model.status == JobStatus.RUNNING for j in (finishes, dies, keeps)), 60, "all running")
         sshd.stop()
-        wait_for(lambda: dies.model.cluster_job_status == "unreachable", 30, "the lane to report unreachable")
-        worker_pid = next(p for p in group_members(dies.model.run_pid) if p != dies.model.run_pid)
+        wait_for(lambda: dies.model.run.cluster_status == "unreachable", 30, "the lane to report unreachable")
+        worker_pid = next(p for p in group_members(dies.model.run.pid) if p != dies.model.run.pid)
         os.kill(worker_pid, signal.SIGKILL)  # its supervisor records -9; nobody reports to the master
         with api.instance.store.read() as tx:
             state = tx.worker_states()[("boxes", f"127.0.0.1:{sshd.port}")]
@@ -151,8 +151,8 @@ def test_unreachable_target_is_not_failed_and_is_reconciled(tmp_path, sshd, fres
         assert dies.model.status == JobStatus.RUNNING and keeps.model.status == JobStatus.RUNNING
         sshd.start()
         assert dies.wait(30) == JobStatus.FAILED
-        assert dies.model.exit_code == -9 and "exit code -9" in dies.model.errors_run[-1].message
-        wait_for(lambda: keeps.model.cluster_job_status == "running", 30, "the survivor to be seen running")
+        assert dies.model.run.exit_code == -9 and "exit code -9" in dies.model.errors_run[-1].message
+        wait_for(lambda: keeps.model.run.cluster_status == "running", 30, "the survivor to be seen running")
         assert keeps.model.status == JobStatus.RUNNING
         assert keeps.wait(30) == JobStatus.COMPLETED
         with api.instance.store.read() as tx:
@@ -187,7 +187,7 @@ def test_wrong_or_unknown_host_key_is_refused_with_a_clear_message(api, sshd, tm
     job.queue(lane="boxes")
     master = ThreadMaster(api).start()
     try:
-        wait_for(lambda: "HOST KEY MISMATCH" in (job.model.cluster_job_status_reason or ""), 30, "the refusal")
+        wait_for(lambda: "HOST KEY MISMATCH" in (job.model.run.reason or ""), 30, "the refusal")
         assert job.model.status == JobStatus.QUEUED
         assert job.model.queue_status == QueueStatus.WAITING_UNREACHABLE
     finally:
@@ -213,7 +213,7 @@ def test_fifty_jobs_on_one_worker_open_one_transport(api, sshd, fresh_sessions):
         master.stop()
     assert fresh_sessions.stats["transports_opened"] == 1
     assert fresh_sessions.stats["commands"] >= 50  # every start went over that one connection
-    assert {j.model.run_host for j in jobs} == {f"127.0.0.1:{sshd.port}"}
+    assert {j.model.run.host for j in jobs} == {f"127.0.0.1:{sshd.port}"}
 
 
 def test_placement_by_free_gpus_and_direct_queueing(api, sshd, fresh_sessions):
@@ -240,13 +240,13 @@ def test_placement_by_free_gpus_and_direct_queueing(api, sshd, fresh_sessions):
     master = ThreadMaster(api).start()
     try:
         wait_for(lambda: all(j.model.status.active for j in three), 60, "three GPU jobs placed")
-        placed = sorted((j.model.resources_allocated.target, j.model.resources_allocated.gpu_ids[0]) for j in three)
+        placed = sorted((j.model.run.resources.target, j.model.run.resources.gpu_ids[0]) for j in three)
         assert placed == [("box1", 0), ("box1", 1), ("box2", 0)]
         wait_for(lambda: fourth.model.queue_status == QueueStatus.WAITING_RESOURCES, 30, "the fourth to wait")
         assert fourth.model.status == JobStatus.QUEUED
         for j in (*three, fourth, direct):
             assert j.wait(60) == JobStatus.COMPLETED
-        assert (direct.model.resources_allocated.target, direct.model.resources_allocated.gpu_ids) == ("box1", [1])
+        assert (direct.model.run.resources.target, direct.model.run.resources.gpu_ids) == ("box1", [1])
         assert (direct.dir / "gpus.txt").read_text() == "1"
     finally:
         master.stop()
@@ -314,7 +314,7 @@ def test_job_on_ssh_worker_uses_that_workers_ssd_cache(api, sshd, tmp_path, fres
         assert job.wait(120) == JobStatus.COMPLETED, job.model.errors_run
     finally:
         master.stop()
-    assert job.model.cache_path_used == str(ssd / "cryohpc-cache")
+    assert job.model.run.cache_path_used == str(ssd / "cryohpc-cache")
     assert any((ssd / "cryohpc-cache").glob("*.dat"))  # the stack, copied there
 
 
@@ -325,17 +325,17 @@ def test_kill_while_unreachable_is_carried_out_when_the_worker_answers(api, sshd
     master = ThreadMaster(api).start()
     try:
         wait_for(lambda: job.model.status == JobStatus.RUNNING, 60, "the job to run")
-        pgid = job.model.run_pid
+        pgid = job.model.run.pid
         sshd.stop()
         killed = cli(api.instance.home, "job", "kill", job.project_uid, job.uid, check=True)
         assert "killed" in killed.stdout
         model = job.model
-        assert model.status == JobStatus.KILLED and model.kill_pending
-        assert "will be stopped when its worker answers again" in model.cluster_job_status_reason
+        assert model.status == JobStatus.KILLED and model.run.kill_pending
+        assert "will be stopped when its worker answers again" in model.run.reason
         time.sleep(1.0)
         assert group_members(pgid)  # nobody could reach it yet
         sshd.start()
-        wait_for(lambda: not job.model.kill_pending, 30, "the pending kill to be carried out")
+        wait_for(lambda: not job.model.run.kill_pending, 30, "the pending kill to be carried out")
         assert group_members(pgid) == [] and job.model.status == JobStatus.KILLED
     finally:
         master.stop()
@@ -397,7 +397,7 @@ def test_a_silent_host_is_marked_unreachable_and_blocks_no_one(api, sshd, fresh_
                 assert j.wait(60) == JobStatus.COMPLETED
             wait_for(lambda: stuck.model.queue_status == QueueStatus.WAITING_UNREACHABLE, 30, "the stuck job to wait")
             assert stuck.model.status == JobStatus.QUEUED
-            assert "no SSH banner within 1 s" in stuck.model.cluster_job_status_reason
+            assert "no SSH banner within 1 s" in stuck.model.run.reason
             with api.instance.store.read() as tx:
                 states = tx.worker_states()
             assert states[("boxes", "hung")][0] == "unreachable" and states[("boxes", "real")][0] == "reachable"
@@ -416,7 +416,7 @@ def test_job_outlives_the_masters_connection_and_a_master_restart(api, sshd, fre
     master.stop()
     fresh_sessions.close_all()  # the master's SSH connection is gone: the worker must not care
     time.sleep(1.0)
-    assert group_members(job.model.run_pid) and job.model.status == JobStatus.RUNNING
+    assert group_members(job.model.run.pid) and job.model.status == JobStatus.RUNNING
     master = ThreadMaster(api).start()
     try:
         assert job.wait(60) == JobStatus.COMPLETED

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Lane, Launched, PollResult, RunState
+from .base import (
+    BatchLane,
+    Lane,
+    Launched,
+    LaunchRequest,
+    NodeLane,
+    PollResult,
+    RunHandle,
+    RunState,
+    job_tag,
+)
+from .errors import LaneUnreachable, LaunchRefused, LaunchUnconfirmed
 from .local import LocalLane
 from .siteconfig import ClusterLaneConfig, LaneConfig, load_lane_configs
 
@@ -30,4 +41,5 @@ def build_lanes(dirs: list[Path], instance_uid: str = "dev") -> dict[str, Lane]:
     return {name: build_lane(cfg, instance_uid) for name, cfg in load_lane_configs(dirs).items()}
 
 
-__all__ = ["Lane", "Launched", "PollResult", "RunState", "build_lane", "build_lanes", "load_lane_configs"]
+__all__ = ["BatchLane", "Lane", "LaneUnreachable", "LaunchRefused", "LaunchRequest", "LaunchUnconfirmed", "Launched",
+           "NodeLane", "PollResult", "RunHandle", "RunState", "build_lane", "job_tag", "build_lanes", "load_lane_configs"]

@@ -1,13 +1,17 @@
 """Cluster lanes: jobs go to SLURM, PBS or SGE as rendered submission scripts.
 
-One status query per lane per poll covers all its jobs. A job the scheduler no longer
-lists is not assumed finished: the worker's events and the exit-code sentinel written
-by the script decide, and a query that fails concludes nothing.
+One status query per lane per poll covers all its jobs, and names them: the scheduler is
+asked about cryohpc's job ids only. A job the scheduler no longer lists is not assumed
+finished: the history command (SLURM: sacct), the worker's events and the exit-code
+sentinel written by the script decide, and a query that fails concludes nothing. A
+submit whose answer was lost is looked for by its tag before any second submit, and a
+look-up that fails is "unknown": the job waits, it is not submitted again.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import sys
 import time
@@ -16,8 +20,18 @@ from typing import Any
 
 from ..errors import BuildError
 from ..exitcode import EXIT_CODE_NAME, read_exit_code
-from ..model import Job, Resources
-from .base import Lane, Launched, PollResult, RunState
+from ..model import Resources
+from .base import (
+    BatchLane,
+    Launched,
+    LaunchRequest,
+    PollResult,
+    RunHandle,
+    RunState,
+    job_tag,
+    tag_prefix,
+)
+from .errors import LaneUnreachable, LaunchRefused, LaunchUnconfirmed
 from .local import default_mpiexec
 from .render import TEMPLATE_DIR, Raw, environment, render, shell_join
 from .runner import CommandError, CommandRunner
@@ -26,17 +40,24 @@ from .siteconfig import ClusterLaneConfig
 
 SCRIPT_NAME = "submit.sh"
 CANCEL_CONFIRM_S = 60.0
+IDS_PER_QUERY = 1000  # a status query names at most this many ids (command lines stay short)
 # resource shapes every template must render for when a lane is loaded
 SAMPLE_SHAPES = (Resources(cpus=1, gpus=0, ram_gb=2, mpi_ranks=1), Resources(cpus=8, gpus=4, ram_gb=64, mpi_ranks=4))
 
 
-def job_tag(instance_uid: str, job: Job) -> str:
-    """Scheduler job name: finds a job again if the submit command's answer was lost."""
-    return f"cryohpc_{instance_uid}_{job.project_uid}_{job.uid}"
+def sample_request(job_dir: Path, project_dir: Path, resources: Resources, instance_uid: str,
+                   custom: dict[str, Any] | None = None, creator: str = "validator") -> LaunchRequest:
+    """A request for a made-up job, to render a lane's templates before any real job."""
+    return LaunchRequest(project_uid="P0", job_uid="J0", job_type="homo_reconstruct", job_title="",
+                         job_creator=creator, job_dir=job_dir, project_dir=project_dir, command=[], env={},
+                         resources=resources, tag=job_tag(instance_uid, "P0", "J0"), custom=custom or {})
 
 
-class ClusterLane(Lane):
-    self_scheduling = True  # the batch scheduler places jobs; no capacity kept here
+def _id_variables(ids: list[str]) -> dict[str, Any]:
+    return {"job_ids": ",".join(ids), "job_id_args": Raw(shlex.join(ids))}
+
+
+class ClusterLane(BatchLane):
 
     def __init__(self, cfg: ClusterLaneConfig, instance_uid: str = "dev", template_dirs: list[Path] | None = None):
         self.cfg, self.name, self.instance_uid = cfg, cfg.name, instance_uid
@@ -57,6 +78,10 @@ class ClusterLane(Lane):
             "cancel": cfg.cancel_cmd or self.kind.cancel, "info": cfg.info_cmd or self.kind.info,
             "find": cfg.find_cmd or self.kind.find,
         }
+        history = cfg.history_cmd if cfg.history_cmd is not None else self.kind.history
+        if history:
+            self.commands["history"] = history
+        self._missing_ids = re.compile(self.kind.missing_ids)
         self.validate()
 
     # -- variables ----------------------------------------------------------------------
@@ -102,24 +127,23 @@ class ClusterLane(Lane):
             return [*shlex.split(self.cfg.mpi_launcher), "-n", str(ranks)]
         return [default_mpiexec() or "mpiexec", "-n", str(ranks)]
 
-    def variables(self, job: Job, job_dir: Path, project_dir: Path, res: Resources,
-                  custom: dict[str, Any]) -> dict[str, Any]:
-        worker = self.worker_command(job_dir, res.mpi_ranks)
-        launcher = self._launcher(res.mpi_ranks)
-        w = self.cfg.worker
+    def variables(self, req: LaunchRequest) -> dict[str, Any]:
+        worker = self.worker_command(req.job_dir, req.resources.mpi_ranks)
+        launcher = self._launcher(req.resources.mpi_ranks)
+        w, res = self.cfg.worker, req.resources
         return {
-            **custom,
-            "script_path_abs": str(job_dir / SCRIPT_NAME),
+            **req.custom,
+            "script_path_abs": str(req.job_dir / SCRIPT_NAME),
             "run_cmd": shell_join([*launcher, *worker]),
             "run_args": shell_join(worker[1:]),
             "worker_bin_path": worker[0],
             "num_cpu": res.cpus, "num_gpu": res.gpus, "ram_gb": int(math.ceil(res.ram_gb)),
             "num_nodes": 1, "num_mpi_ranks": res.mpi_ranks, "mpi_launcher": Raw(shlex.join(launcher)),
-            "job_dir_abs": str(job_dir), "project_dir_abs": str(project_dir),
-            "job_log_path_abs": str(job_dir / "job.log"), "exit_code_path": str(job_dir / EXIT_CODE_NAME),
-            "project_uid": job.project_uid, "job_uid": job.uid, "job_type": job.type,
-            "job_creator": job.created_by or "unknown", "job_title": job.title,
-            "job_name": job_tag(self.instance_uid, job), "instance_uid": self.instance_uid,
+            "job_dir_abs": str(req.job_dir), "project_dir_abs": str(req.project_dir),
+            "job_log_path_abs": str(req.job_dir / "job.log"), "exit_code_path": str(req.job_dir / EXIT_CODE_NAME),
+            "project_uid": req.project_uid, "job_uid": req.job_uid, "job_type": req.job_type,
+            "job_creator": req.job_creator or "unknown", "job_title": req.job_title,
+            "job_name": req.tag, "job_name_prefix": tag_prefix(self.instance_uid), "instance_uid": self.instance_uid,
             "cache_path": Raw(w.cache_path or ""), "cache_quota_mb": w.cache_quota_mb or 0,
             "cache_reserve_mb": w.cache_reserve_mb, "lane_name": self.name,
         }
@@ -136,16 +160,16 @@ class ClusterLane(Lane):
         Raises:
             ConfigError: naming the lane, the file or key, the line and the problem.
         """
-        job = Job(uid="J0", project_uid="P0", type="homo_reconstruct", job_dir="J0", created_by="validator")
         custom = {v.name: v.default if v.default is not None else {"int": 1, "float": 1.0, "bool": True,
                                                                     "enum": (v.choices or [""])[0]}.get(v.type, "x")
                   for v in self.cfg.custom_vars}
         custom.update(self.cfg.custom_values)
         for shape in SAMPLE_SHAPES:
-            variables = self.variables(job, Path("/sample/P0/J0"), Path("/sample/P0"), shape, custom)
+            req = sample_request(Path("/sample/P0/J0"), Path("/sample/P0"), shape, self.instance_uid, custom)
+            variables = self.variables(req)
             self.render_script(variables)
             for purpose in self.commands:
-                self._command(purpose, {**variables, "cluster_job_id": "12345"})
+                self._command(purpose, {**variables, "cluster_job_id": "12345", **_id_variables(["12345", "12346"])})
         if isinstance(self.cfg.send_cmd, str):
             render(self.env, f"{self.where} send_cmd", {"command": "squeue"}, source=self.cfg.send_cmd)
 
@@ -153,74 +177,100 @@ class ClusterLane(Lane):
     def cache_settings(self, target: str = "") -> dict | None:
         return self.cfg.worker.cache_settings()
 
-    def capacity(self) -> Resources:
-        big = 10**6
-        return Resources(cpus=big, gpus=big, ram_gb=float(big), mpi_ranks=big)
-
-    def prepare(self, job: Job, job_dir: Path, project_dir: Path, custom: dict[str, Any]) -> tuple[str, dict]:
-        res = job.resources_allocated or job.resources_needed
-        variables = self.variables(job, job_dir, project_dir, res, custom)
+    def prepare(self, req: LaunchRequest) -> tuple[str, dict]:
+        variables = self.variables(req)
         return self.render_script(variables), variables
 
-    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], *, target: str = "",
-               project_dir: Path | None = None, custom: dict[str, Any] | None = None) -> Launched:
-        script, variables = self.prepare(job, job_dir, project_dir or job_dir.parent, custom or {})
-        (job_dir / EXIT_CODE_NAME).unlink(missing_ok=True)
-        path = job_dir / SCRIPT_NAME
+    def launch(self, request: LaunchRequest) -> Launched:
+        script, variables = self.prepare(request)
+        (request.job_dir / EXIT_CODE_NAME).unlink(missing_ok=True)
+        path = request.job_dir / SCRIPT_NAME
         path.write_text(script)
         path.chmod(0o755)
-        existing = self.find(job)
-        if existing:  # an earlier submit went through but its answer was lost
-            return Launched(cluster_job_id=existing, script=script)
-        out = self.runner.run("submit", self._command("submit", variables), cwd=job_dir)
+        try:
+            out = self.runner.run("submit", self._command("submit", variables), cwd=request.job_dir)
+        except CommandError as err:
+            if err.unsent:
+                raise LaneUnreachable(f"not submitted: {err}") from err
+            if err.timed_out:
+                raise LaunchUnconfirmed(f"submission not confirmed: {err}") from err
+            raise LaunchRefused(f"submission failed: {err}") from err
         try:
             job_id = self.kind.parse_submit(out)
-        except ValueError as err:
-            raise CommandError("submit", self.commands["submit"], 0, out, str(err)) from err
+        except ValueError as err:  # it answered, but not as expected: it may have submitted
+            raise LaunchUnconfirmed(f"submission not confirmed: {err}") from err
         return Launched(cluster_job_id=job_id, script=script)
 
-    def find(self, job: Job) -> str | None:
-        """A live scheduler job carrying this job's tag, if any (SLURM matches by name)."""
-        if self.kind.name != "slurm" and not self.cfg.find_cmd:
-            return None
+    def find(self, request: LaunchRequest) -> Launched | None:
+        """The live scheduler job carrying the request's tag, or None when the scheduler
+        says there is none; a look-up that fails raises ``LaneUnreachable``."""
         try:
-            out = self.runner.run("find", self._command("find", {"job_name": job_tag(self.instance_uid, job)}))
-        except CommandError:
+            out = self._ask("find", {"job_name": request.tag})
+        except CommandError as err:
+            raise LaneUnreachable(f"could not tell whether an earlier submission went through, "
+                                  f"will ask again: {err}") from err
+        ids = self.kind.parse_find(out)
+        if not ids:
             return None
-        for row in self.kind.parse_status(out):
-            if self.kind.phase(row.code) in (Phase.PENDING, Phase.RUNNING):
-                return row.job_id
-        return None
+        script = (request.job_dir / SCRIPT_NAME).read_text() if (request.job_dir / SCRIPT_NAME).exists() else None
+        return Launched(cluster_job_id=ids[0], script=script, adopted=True)
 
-    def query(self) -> dict[str, SchedulerStatus]:
-        """Every job the scheduler lists, in one command.
+    def _ask(self, purpose: str, variables: dict[str, Any]) -> str:
+        """Run a query; a failure whose only complaint is "no such job" is an answer.
 
         Raises:
             CommandError: the scheduler did not answer.
         """
-        rows = self.kind.parse_status(self.runner.run("status", self._command("status", {})))
-        return {strip_server(r.job_id): r for r in rows}
-
-    def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
         try:
-            listed = self.query()
+            return self.runner.run(purpose, self._command(purpose, variables))
         except CommandError as err:
-            return {j.ref: PollResult(RunState.UNREACHABLE, detail=str(err)) for j in jobs}
-        out = {}
-        for job in jobs:
-            row = listed.get(strip_server(job.cluster_job_id or ""))
-            job_dir = (job_dirs or {}).get(job.ref, Path("/nonexistent"))
-            out[job.ref] = self._judge(row, job_dir)
+            complaints = [line for line in err.stderr.splitlines() if line.strip()]
+            if err.returncode and complaints and all(self._missing_ids.search(line) for line in complaints):
+                return err.stdout
+            raise
+
+    def query(self, ids: list[str], purpose: str = "status") -> dict[str, SchedulerStatus]:
+        """What the scheduler says of these job ids, in one command per thousand ids.
+
+        Raises:
+            CommandError: the scheduler did not answer.
+        """
+        listed: dict[str, SchedulerStatus] = {}
+        unique = sorted(set(ids))
+        for i in range(0, len(unique), IDS_PER_QUERY):
+            out = self._ask(purpose, _id_variables(unique[i:i + IDS_PER_QUERY]))
+            listed.update({strip_server(r.job_id): r for r in self.kind.parse_status(out)})
+        return listed
+
+    def poll(self, runs: list[RunHandle]) -> dict[str, PollResult]:
+        ids = [strip_server(r.cluster_job_id) for r in runs if r.cluster_job_id]
+        try:
+            listed = self.query(ids) if ids else {}
+        except CommandError as err:
+            return {r.ref: PollResult(RunState.UNREACHABLE, detail=str(err)) for r in runs}
+        out = {r.ref: self._judge(listed.get(strip_server(r.cluster_job_id or "")), r.job_dir) for r in runs}
+        gone = [r for r in runs if r.cluster_job_id and out[r.ref].state == RunState.UNKNOWN
+                and strip_server(r.cluster_job_id) not in listed]
+        if gone and "history" in self.commands:
+            try:
+                past = self.query([strip_server(r.cluster_job_id or "") for r in gone], "history")
+            except CommandError:
+                past = {}  # no accounting here: the sentinel and the events decide
+            for r in gone:
+                row = past.get(strip_server(r.cluster_job_id or ""))
+                if row is not None:
+                    out[r.ref] = self._judge(row, r.job_dir)
         return out
 
-    def _judge(self, row: SchedulerStatus | None, job_dir: Path) -> PollResult:
-        code = read_exit_code(job_dir)
+    def _judge(self, row: SchedulerStatus | None, job_dir: Path | None) -> PollResult:
+        code = read_exit_code(job_dir) if job_dir else None
         if row is None:
             if code is not None:
                 return PollResult(RunState.EXITED, exit_code=code, detail="gone from the queue")
             return PollResult(RunState.UNKNOWN, detail="not in the scheduler's queue; waiting for the worker's report")
-        phase = self.kind.phase(row.code)
-        status = row.code + (f" ({row.reason})" if row.reason and row.reason not in ("None", "(null)") else "")
+        state_code = row.code.split()[0] if row.code.strip() else row.code  # sacct: "CANCELLED by 0"
+        phase = self.kind.phase(state_code)
+        status = state_code + (f" ({row.reason})" if row.reason and row.reason not in ("None", "(null)") else "")
         if phase is None:
             return PollResult(RunState.UNKNOWN, detail=f"unknown {self.kind.name} state code {row.code!r}",
                               scheduler_status=row.code)
@@ -231,24 +281,25 @@ class ClusterLane(Lane):
         if phase == Phase.DONE:  # Torque shows cancelled jobs as C too: only the sentinel tells
             return PollResult(RunState.EXITED, exit_code=code, scheduler_status=status)
         return PollResult(RunState.EXITED, exit_code=code, detail=f"the scheduler ended the job: {status}",
-                          scheduler_status=status)
+                          scheduler_status=status, ended_by_scheduler=True)
 
-    def kill(self, job: Job) -> None:
+    def kill(self, run: RunHandle) -> None:
         """Cancel and wait until the scheduler no longer runs it.
 
         Raises:
             CommandError: the cancel command failed, or the job still runs after a minute.
         """
-        if not job.cluster_job_id:
+        if not run.cluster_job_id:
             return
-        self.runner.run("cancel", self._command("cancel", {"cluster_job_id": job.cluster_job_id}))
+        self.runner.run("cancel", self._command("cancel", {"cluster_job_id": run.cluster_job_id}))
+        job_id = strip_server(run.cluster_job_id)
         deadline = time.monotonic() + CANCEL_CONFIRM_S
         while time.monotonic() < deadline:
-            row = self.query().get(strip_server(job.cluster_job_id))
+            row = self.query([job_id]).get(job_id)
             if row is None or self.kind.phase(row.code) not in (Phase.PENDING, Phase.RUNNING):
                 return
             time.sleep(0.5)
-        raise CommandError("cancel", self.commands["cancel"], None, "", f"job {job.cluster_job_id} still listed",
+        raise CommandError("cancel", self.commands["cancel"], None, "", f"job {run.cluster_job_id} still listed",
                            timed_out=True)
 
     def test(self) -> list[str]:
@@ -257,10 +308,9 @@ class ClusterLane(Lane):
         if self.kind.test:
             import tempfile
 
-            job = Job(uid="J0", project_uid="P0", type="homo_reconstruct", job_dir="J0", created_by="lane-test")
             with tempfile.TemporaryDirectory() as tmp:
-                variables = self.variables(job, Path(tmp), Path(tmp), SAMPLE_SHAPES[0],
-                                           self.custom_values({}, {}))
+                variables = self.variables(sample_request(Path(tmp), Path(tmp), SAMPLE_SHAPES[0], self.instance_uid,
+                                                          self.custom_values({}, {}), creator="lane-test"))
                 (Path(tmp) / SCRIPT_NAME).write_text(self.render_script(variables))
                 out = self.runner.run("test", render(self.env, f"{self.where} test", variables,
                                                      source=self.kind.test) + " 2>&1")

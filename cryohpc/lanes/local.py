@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 
 from ..machine import gpu_ids, ram_gb
-from ..model import Job, Resources
+from ..model import Resources
 from ..procs import is_alive, kill_group, process_start_ticks
-from .base import Lane, Launched, PollResult, RunState
+from .base import Launched, LaunchRequest, NodeLane, PollResult, RunHandle, RunState
+from .errors import LaunchRefused
 from .siteconfig import NodeLaneConfig
+
+PID_FILE = "worker.pid"  # pid:start of the worker's process group, for a master that died mid-launch
 
 
 def default_mpiexec() -> str | None:
@@ -26,7 +29,7 @@ def default_mpiexec() -> str | None:
     return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
-class LocalLane(Lane):
+class LocalLane(NodeLane):
     def __init__(self, cfg: NodeLaneConfig):
         self.cfg = cfg
         self.name = cfg.name
@@ -51,43 +54,60 @@ class LocalLane(Lane):
         if ranks > 1:
             mpiexec = self.cfg.mpiexec or default_mpiexec()
             if not mpiexec:
-                raise RuntimeError(f"lane {self.name}: job needs {ranks} MPI ranks but no mpiexec was found")
+                raise LaunchRefused(f"lane {self.name}: job needs {ranks} MPI ranks but no mpiexec was found")
             cmd = [mpiexec, "-n", str(ranks), *cmd]
         return cmd
 
-    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], **_: object) -> Launched:
-        full_env = {**os.environ, **self.cfg.env, **env}
-        with open(job_dir / "job.log", "ab") as log:
-            proc = subprocess.Popen(
-                command, cwd=job_dir, env=full_env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+    def find(self, request: LaunchRequest) -> Launched | None:
+        earlier = _read_pid_file(request.job_dir / PID_FILE)
+        if earlier and is_alive(*earlier):
+            return Launched(pid=earlier[0], pid_start=earlier[1], host=os.uname().nodename, adopted=True)
+        return None
+
+    def launch(self, request: LaunchRequest) -> Launched:
+        pid_file = request.job_dir / PID_FILE
+        full_env = {**os.environ, **self.cfg.env, **request.env}
+        try:
+            with open(request.job_dir / "job.log", "ab") as log:
+                proc = subprocess.Popen(
+                    request.command, cwd=request.job_dir, env=full_env, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+        except OSError as err:
+            raise LaunchRefused(f"lane {self.name}: cannot start {request.command[0]}: {err}") from err
         self._children[proc.pid] = proc
-        return Launched(pid=proc.pid, pid_start=process_start_ticks(proc.pid), host=os.uname().nodename)
+        start = process_start_ticks(proc.pid)
+        pid_file.write_text(f"{proc.pid}:{start}\n")
+        return Launched(pid=proc.pid, pid_start=start, host=os.uname().nodename)
 
-    def _alive(self, job: Job) -> bool:
-        return is_alive(job.run_pid, job.run_pid_start)
-
-    def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
+    def poll(self, runs: list[RunHandle]) -> dict[str, PollResult]:
         out = {}
-        for job in jobs:
-            proc = self._children.get(job.run_pid or -1)
+        for run in runs:
+            proc = self._children.get(run.pid or -1)
             if proc is not None:
                 rc = proc.poll()
                 if rc is None:
-                    out[job.ref] = PollResult(RunState.ALIVE)
+                    out[run.ref] = PollResult(RunState.ALIVE)
                 else:
                     self._children.pop(proc.pid, None)
-                    out[job.ref] = PollResult(RunState.EXITED, exit_code=rc)
-            elif job.run_pid is None:
-                out[job.ref] = PollResult(RunState.EXITED, detail="no process was recorded")
+                    out[run.ref] = PollResult(RunState.EXITED, exit_code=rc)
+            elif run.pid is None:
+                out[run.ref] = PollResult(RunState.EXITED, detail="no process was recorded")
             else:
-                out[job.ref] = PollResult(RunState.ALIVE if self._alive(job) else RunState.EXITED)
+                out[run.ref] = PollResult(RunState.ALIVE if is_alive(run.pid, run.pid_start) else RunState.EXITED)
         return out
 
-    def kill(self, job: Job) -> None:
-        if job.run_pid is None:
+    def kill(self, run: RunHandle) -> None:
+        if run.pid is None:
             return
-        proc = self._children.get(job.run_pid)
-        kill_group(job.run_pid, job.run_pid_start, reap=proc.poll if proc is not None else None)
-        self._children.pop(job.run_pid, None)
+        proc = self._children.get(run.pid)
+        kill_group(run.pid, run.pid_start, reap=proc.poll if proc is not None else None)
+        self._children.pop(run.pid, None)
+
+
+def _read_pid_file(path: Path) -> tuple[int, int | None] | None:
+    try:
+        pid, _, start = path.read_text().strip().partition(":")
+        return int(pid), int(start) if start else None
+    except (OSError, ValueError):
+        return None

@@ -31,7 +31,7 @@ class CommandError(TransientError):
     def __init__(self, purpose: str, command: str, returncode: int | None, stdout: str, stderr: str,
                  timed_out: bool = False, unsent: bool = False):
         self.purpose, self.command, self.returncode = purpose, command, returncode
-        self.stdout, self.stderr = stdout, stderr
+        self.stdout, self.stderr, self.unsent = stdout, stderr, unsent
         self.timed_out = timed_out or unsent  # either way the outcome is unknown: retry, do not fail
         what = "could not be sent" if unsent else "timed out" if timed_out else f"exited {returncode}"
         detail = (stderr or stdout).strip().splitlines()[-3:]

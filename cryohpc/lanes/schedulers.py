@@ -1,6 +1,12 @@
 """What differs between SLURM, PBS and SGE: default commands, how to read their answers,
 and one table per scheduler from its state codes to what cryohpc does with them.
 
+Status, find and history commands are templates that receive the lane's own job ids
+(``{{ job_ids }}``: comma-separated, one word; ``{{ job_id_args }}``: one word per id) or
+the job's tag (``{{ job_name }}``), so the defaults ask only about cryohpc's jobs, never
+list the whole cluster. A scheduler that answers "no such job" for an id it forgot has
+answered (``missing_ids``); any other failure is "unknown, ask again later".
+
 An unknown state code is reported with the raw code, never guessed."""
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ class SchedulerKind:
     states: dict[str, Phase]
     parse_submit: Callable[[str], str]
     parse_status: Callable[[str], list[SchedulerStatus]]
+    parse_find: Callable[[str], list[str]]  # ids of the live (queued or running) jobs carrying the tag
+    missing_ids: str  # regex: stderr of a status/find query that only says "no such job"
+    history: str | None = None  # verdicts of jobs that left the queue (SLURM: sacct)
 
     def phase(self, code: str) -> Phase | None:
         return self.states.get(code.upper()) or self.states.get(code)
@@ -52,6 +61,11 @@ def _first_token_id(out: str) -> str:
     raise ValueError(f"no job id in the submit command's answer: {out.strip()[:200]!r}")
 
 
+def _ids_per_line(out: str) -> list[str]:
+    """qselect's answer: one job id per line."""
+    return [line.split()[0] for line in out.splitlines() if re.match(r"^\s*\d", line)]
+
+
 def _parse_pipe_table(out: str) -> list[SchedulerStatus]:
     rows = []
     for line in out.splitlines():
@@ -64,10 +78,11 @@ def _parse_pipe_table(out: str) -> list[SchedulerStatus]:
 SLURM = SchedulerKind(
     name="slurm",
     submit="sbatch --parsable {{ script_path_abs }}",
-    status="squeue -h -t all -o '%i|%T|%r'",
+    status="squeue -h -t all -j {{ job_ids }} -o '%i|%T|%r'",
     cancel="scancel {{ cluster_job_id }}",
     info="sinfo",
-    find="squeue -h -t all -n {{ job_name }} -o '%i|%T|%r'",
+    find="squeue -h -n {{ job_name }} -o '%i|%T|%r'",
+    history="sacct -n -X -P -j {{ job_ids }} -o JobIDRaw,State,Reason",
     test="sbatch --test-only {{ script_path_abs }}",
     states={
         **{c: Phase.PENDING for c in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
@@ -79,6 +94,8 @@ SLURM = SchedulerKind(
     },
     parse_submit=_first_token_id,
     parse_status=_parse_pipe_table,
+    parse_find=lambda out: [r.job_id for r in _parse_pipe_table(out)],  # squeue lists live jobs by default
+    missing_ids=r"Invalid job id specified",
 )
 
 
@@ -95,10 +112,10 @@ def _parse_qstat_table(out: str, id_col: int, state_col: int) -> list[SchedulerS
 PBS = SchedulerKind(
     name="pbs",
     submit="qsub {{ script_path_abs }}",
-    status="qstat",
+    status="qstat {{ job_id_args }}",
     cancel="qdel {{ cluster_job_id }}",
     info="qstat -Q",
-    find="qstat",
+    find="qselect -N {{ job_name }}",
     test=None,
     # Torque/OpenPBS single-letter states
     states={
@@ -109,15 +126,17 @@ PBS = SchedulerKind(
     parse_submit=_first_token_id,
     # "Job id  Name  User  Time Use S Queue"
     parse_status=lambda out: _parse_qstat_table(out, 0, 4),
+    parse_find=_ids_per_line,
+    missing_ids=r"Unknown Job Id|Job has finished|Invalid job id specified",
 )
 
 SGE = SchedulerKind(
     name="sge",
     submit="qsub -terse {{ script_path_abs }}",
-    status="qstat -u '*'",
+    status="qstat",
     cancel="qdel {{ cluster_job_id }}",
     info="qhost",
-    find="qstat -u '*'",
+    find="qstat -j {{ job_name }}",
     test=None,
     states={
         **{c: Phase.PENDING for c in ("QW", "HQW", "HRWQ", "S", "ST", "T", "RQ", "HQ")},
@@ -125,8 +144,11 @@ SGE = SchedulerKind(
         **{c: Phase.ENDED_BADLY for c in ("EQW", "EHQW", "EHRQW", "E")},
     },
     parse_submit=_first_token_id,
-    # "job-ID prior name user state submit/start at queue slots ja-task-ID"
+    # "job-ID prior name user state submit/start at queue slots ja-task-ID"; plain qstat
+    # lists only the submitting user's jobs (SGE has no id filter for the table)
     parse_status=lambda out: _parse_qstat_table(out, 0, 4),
+    parse_find=lambda out: re.findall(r"^job_number:\s+(\d+)", out, flags=re.M),
+    missing_ids=r"do not exist",
 )
 
 KINDS: dict[str, SchedulerKind] = {k.name: k for k in (SLURM, PBS, SGE)}

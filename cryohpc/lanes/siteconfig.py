@@ -162,10 +162,14 @@ class ClusterLaneConfig(BaseModel):
     kind: SchedulerKind
     script_template: str = Field(description="file under templates/ (or an absolute path)")
     submit_cmd: str | None = Field(default=None, description="Jinja2; default per kind, e.g. sbatch --parsable ...")
-    status_cmd: str | None = None
+    status_cmd: str | None = Field(default=None, description="states of cryohpc's jobs: {{ job_ids }} (a,b,c) or "
+                                                             "{{ job_id_args }} (a b c); default per kind")
     cancel_cmd: str | None = None
     info_cmd: str | None = None
-    find_cmd: str | None = Field(default=None, description="lists scheduler jobs by their cryohpc tag")
+    find_cmd: str | None = Field(default=None, description="lists live scheduler jobs carrying {{ job_name }}, "
+                                                           "cryohpc's tag; asked only after a submit's answer was lost")
+    history_cmd: str | None = Field(default=None, description="verdicts of {{ job_ids }} that left the queue "
+                                                              "(default SLURM: sacct; '' turns it off)")
     send_cmd: str | SshHost | None = Field(
         default=None, description="run commands elsewhere: a wrapper template such as 'ssh login01 {{ command }}', "
                                   "or a login node (host, port, user...) reached through cryohpc's SSH session manager")

@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import CryohpcError, TransientError, UserError
-from ..exitcode import read_exit_code
-from ..model import Job, Resources
-from .base import Lane, Launched, PollResult, RunState
+from ..exitcode import SUPERVISOR_FILE, read_exit_code
+from ..model import Resources
+from .base import Launched, LaunchRequest, NodeLane, PollResult, RunHandle, RunState
+from .errors import LaneUnreachable, LaunchRefused, LaunchUnconfirmed
 from .siteconfig import NodeLaneConfig, WorkerTarget
-from .ssh import SshRefused, SshSessions, sessions
+from .ssh import HostUnreachable, RemoteTimeout, SshRefused, SshSessions, sessions
 
 DETACH = "cryohpc.worker.detach"
 MAX_PARALLEL_POLLS = 16
@@ -31,8 +32,9 @@ class RemoteCommandError(CryohpcError):
     """The helper ran on the target but failed (e.g. no cryohpc there); carries its stderr."""
 
 
-class SshWorkerLane(Lane):
+class SshWorkerLane(NodeLane):
     kill_when_back = True  # the master stops it once the worker answers again
+
     def __init__(self, cfg: NodeLaneConfig, manager: SshSessions | None = None):
         self.cfg = cfg
         self.name = cfg.name
@@ -102,63 +104,90 @@ class SshWorkerLane(Lane):
                 *(["--shared-file", str(shared_file)] if shared_file else [])]
         return self._helper(w, "facts", *args)
 
-    def launch(self, job: Job, job_dir: Path, command: list[str], env: dict[str, str], *, target: str = "",
-               **_: object) -> Launched:
-        w = self.worker(target)
-        env_args = [f"--env={k}={v}" for k, v in {**w.env, **env}.items()]
-        started = self._helper(w, "start", "--job-dir", str(job_dir), *env_args, "--", *command)
-        return Launched(pid=started["pid"], pid_start=started["start"], host=target)
+    def _target(self, request: LaunchRequest) -> WorkerTarget:
+        try:
+            return self.worker(request.resources.target)
+        except UserError as err:
+            raise LaunchRefused(str(err)) from err
 
-    def poll(self, jobs: list[Job], job_dirs: dict[str, Path] | None = None) -> dict[str, PollResult]:
+    def find(self, request: LaunchRequest) -> Launched | None:
+        """The job's supervisor, if its pid file names one still running on the target."""
+        try:
+            text = (request.job_dir / SUPERVISOR_FILE).read_text().strip()
+        except OSError:
+            return None
+        w = self._target(request)
+        try:
+            alive = self._helper(w, "status", text)
+        except (TransientError, SshRefused, RemoteCommandError) as err:
+            raise LaneUnreachable(f"could not tell whether an earlier start went through: {err}") from err
+        if not alive.get(text):
+            return None
+        pid, _, start = text.partition(":")
+        return Launched(pid=int(pid), pid_start=int(start) if start else None, host=w.name, adopted=True)
+
+    def launch(self, request: LaunchRequest) -> Launched:
+        """Start through the detach helper (which also adopts a supervisor already running
+        for the job directory, so a retried start never starts a second worker)."""
+        target = request.resources.target
+        w = self._target(request)
+        env_args = [f"--env={k}={v}" for k, v in {**w.env, **request.env}.items()]
+        try:
+            started = self._helper(w, "start", "--job-dir", str(request.job_dir), *env_args, "--", *request.command)
+        except (HostUnreachable, SshRefused) as err:
+            raise LaneUnreachable(str(err)) from err
+        except RemoteTimeout as err:
+            raise LaunchUnconfirmed(str(err)) from err
+        except RemoteCommandError as err:
+            raise LaunchRefused(str(err)) from err
+        return Launched(pid=started["pid"], pid_start=started["start"], host=target,
+                        adopted=bool(started.get("adopted")))
+
+    def poll(self, runs: list[RunHandle]) -> dict[str, PollResult]:
         """One status command per target, the targets asked at once: a host that hangs
         costs this pass its own timeout, not the sum of everyone's."""
-        by_target: dict[str, list[Job]] = {}
-        for job in jobs:
-            by_target.setdefault(_target_of(job), []).append(job)
+        by_target: dict[str, list[RunHandle]] = {}
+        for run in runs:
+            by_target.setdefault(run.target, []).append(run)
         out: dict[str, PollResult] = {}
         if len(by_target) <= 1:
             for target, group in by_target.items():
-                out.update(self._poll_target(target, group, job_dirs or {}))
+                out.update(self._poll_target(target, group))
             return out
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_POLLS, len(by_target))) as pool:
-            for part in pool.map(lambda item: self._poll_target(item[0], item[1], job_dirs or {}), by_target.items()):
+            for part in pool.map(lambda item: self._poll_target(*item), by_target.items()):
                 out.update(part)
         return out
 
-    def _poll_target(self, target: str, group: list[Job], job_dirs: dict[str, Path]) -> dict[str, PollResult]:
+    def _poll_target(self, target: str, group: list[RunHandle]) -> dict[str, PollResult]:
         w = self.workers.get(target)
         if w is None:
             gone = f"worker target {target!r} is no longer in lane {self.name}"
             return {j.ref: PollResult(RunState.UNREACHABLE, scheduler_status="unreachable", detail=gone) for j in group}
-        pids = [_pid_arg(j) for j in group if j.run_pid is not None]
+        pids = [_pid_arg(r) for r in group if r.pid is not None]
         try:
             alive = self._helper(w, "status", *pids) if pids else {}
         except (TransientError, SshRefused, RemoteCommandError) as err:
             return {j.ref: PollResult(RunState.UNREACHABLE, scheduler_status="unreachable", detail=str(err))
                     for j in group}
         out = {}
-        for job in group:
-            if alive.get(_pid_arg(job)):
-                out[job.ref] = PollResult(RunState.ALIVE, scheduler_status="running")
+        for run in group:
+            if alive.get(_pid_arg(run)):
+                out[run.ref] = PollResult(RunState.ALIVE, scheduler_status="running")
             else:
-                job_dir = job_dirs.get(job.ref)
-                code = read_exit_code(job_dir) if job_dir else None
-                out[job.ref] = PollResult(RunState.EXITED, exit_code=code, scheduler_status="exited")
+                code = read_exit_code(run.job_dir) if run.job_dir else None
+                out[run.ref] = PollResult(RunState.EXITED, exit_code=code, scheduler_status="exited")
         return out
 
-    def kill(self, job: Job) -> None:
-        if job.run_pid is None:
+    def kill(self, run: RunHandle) -> None:
+        if run.pid is None:
             return
-        w = self.worker(_target_of(job))
-        answer = self._helper(w, "kill", _pid_arg(job), timeout_s=30)
+        w = self.worker(run.target)
+        answer = self._helper(w, "kill", _pid_arg(run), timeout_s=30)
         if not answer.get("gone"):
-            raise RemoteCommandError(f"worker {w.name}: process group {job.run_pid} survived SIGKILL")
+            raise RemoteCommandError(f"worker {w.name}: process group {run.pid} survived SIGKILL")
 
 
-def _target_of(job: Job) -> str:
-    return job.resources_allocated.target if job.resources_allocated else ""
-
-
-def _pid_arg(job: Job) -> str:
+def _pid_arg(run: RunHandle) -> str:
     """``PID:START`` as the detach helper takes and answers it."""
-    return f"{job.run_pid}:{job.run_pid_start or ''}"
+    return f"{run.pid}:{run.pid_start or ''}"

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..exitcode import EXIT_CODE_NAME, write_exit_code
+from ..exitcode import EXIT_CODE_NAME, SUPERVISOR_FILE, write_exit_code
 from ..machine import gpu_ids, ram_gb
 from ..procs import is_alive, kill_group, process_start_ticks
 
@@ -51,8 +51,6 @@ def _supervise(command: list[str], job_dir: Path, env: dict[str, str], ready_fd:
     finally:
         os._exit(code)
 
-
-SUPERVISOR_FILE = "supervisor.pid"
 
 
 def start(command: list[str], job_dir: Path, env: dict[str, str]) -> dict:

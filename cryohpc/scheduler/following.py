@@ -1,0 +1,166 @@
+"""Following launched jobs: one batched poll per lane, then each job's new events.
+
+Polling first and reading events second means a worker that reported and exited is
+never mistaken for one that died silently. Each job is followed in its own short write
+transaction, taken only when something moved; a job's directory is measured after that
+transaction, never inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from ..builder import job_dir_abs
+from ..errors import CryohpcError
+from ..events import read_events
+from ..lanes import BatchLane, Lane, PollResult, RunHandle, RunState
+from ..model import Job, Project, now
+from ..status import JobStatus
+from ..store import Store
+from .job_events import apply_event, fail
+
+log = logging.getLogger("cryohpc.scheduler")
+
+EXPLAIN_WINDOW_S = 300.0
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+class Follower:
+    def __init__(self, store: Store, lanes: Callable[[], dict[str, Lane]], heartbeat_timeout_s: float):
+        self.store, self.lanes, self.heartbeat_timeout_s = store, lanes, heartbeat_timeout_s
+        self._last_poll: dict[str, tuple[float, dict[str, PollResult]]] = {}
+
+    def follow(self, active: list[Job], recently_failed: list[Job], projects: dict[str, Project]) -> None:
+        lanes = self.lanes()
+        by_lane: dict[str, list[Job]] = defaultdict(list)
+        for job in active:
+            by_lane[job.run.lane or job.queued_lane or "local"].append(job)
+        to_explain: dict[str, list[Job]] = defaultdict(list)
+        for job in recently_failed:
+            to_explain[job.run.lane or job.queued_lane or "local"].append(job)
+        for lane_name in set(by_lane) | set(to_explain):
+            lane = lanes.get(lane_name)
+            jobs = by_lane.get(lane_name, [])
+            late = to_explain.get(lane_name, []) if isinstance(lane, BatchLane) else []
+            polls = self._poll(lane, jobs + late, projects) if lane and (jobs or late) else {}
+            for job in jobs:
+                poll = polls.get(job.ref, PollResult(RunState.UNKNOWN, detail=f"lane {lane_name} is not configured"))
+                try:
+                    self._follow(job, projects[job.project_uid], poll, lane)
+                except CryohpcError as err:  # this job's trouble only
+                    log.error("following %s: %s", job.ref, err)
+            for job in late:
+                if job.ref in polls and polls[job.ref].ended_by_scheduler:
+                    self._explain(job, polls[job.ref])
+
+    def _poll(self, lane: Lane, jobs: list[Job], projects: dict[str, Project]) -> dict[str, PollResult]:
+        """One status query for all of a lane's jobs, at most every ``poll_interval_s`` for
+        lanes that set one; in between the last answer stands (events are still read)."""
+        interval = lane.poll_interval_s
+        last_t, last = self._last_poll.get(lane.name, (0.0, {}))
+        known = all(j.ref in last for j in jobs)
+        if interval and known and time.monotonic() - last_t < interval:
+            return last
+        polls = lane.poll([RunHandle.of(j, job_dir_abs(projects[j.project_uid], j)) for j in jobs])
+        self._last_poll[lane.name] = (time.monotonic(), polls)
+        return polls
+
+    def _nothing_new(self, job: Job, poll: PollResult) -> bool:
+        if poll.state == RunState.EXITED:
+            return False
+        if poll.scheduler_status is not None and poll.scheduler_status != job.run.cluster_status:
+            return False
+        if poll.state == RunState.UNREACHABLE:
+            return job.run.reason == poll.detail  # record a new reason once
+        if poll.state == RunState.PENDING:
+            return True
+        return job.run.heartbeat_at is None or now() - job.run.heartbeat_at <= self.heartbeat_timeout_s
+
+    def _follow(self, seen: Job, project: Project, poll: PollResult, lane: Lane | None) -> None:
+        job_dir = job_dir_abs(project, seen)
+        events, offset = read_events(job_dir, seen.run.events_offset)
+        if not events and self._nothing_new(seen, poll):
+            return  # no write transaction for a job whose state did not move
+        presumed_dead = ended = False
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid, include_deleted=True)
+            if not job.status.active or job.run.events_offset != seen.run.events_offset:
+                return  # killed, or followed by someone else, meanwhile
+            run = job.run
+            for ev in events:
+                apply_event(job, ev)
+                if job.status.final:
+                    break
+            run.events_offset = offset
+            t = now()
+            if events or poll.state == RunState.PENDING or poll.scheduler_status != run.cluster_status:
+                run.heartbeat_at = t  # nothing is expected from a job still queued at the scheduler
+            if poll.scheduler_status is not None:
+                run.cluster_status = poll.scheduler_status
+                run.reason = poll.detail or None
+            elif poll.state == RunState.UNREACHABLE:
+                run.reason = poll.detail
+            if poll.ended_by_scheduler:
+                run.verdict = poll.scheduler_status
+            if not job.status.final:
+                if poll.state == RunState.EXITED:
+                    code = "unknown" if poll.exit_code is None else poll.exit_code
+                    run.exit_code = poll.exit_code
+                    cause = poll.detail if poll.ended_by_scheduler else ""
+                    fail(job, cause or f"worker exited (exit code {code}) without reporting completion; see job.log")
+                elif poll.state in (RunState.UNREACHABLE, RunState.PENDING):
+                    pass  # the lane did not answer, or the job waits at the scheduler: no verdict
+                elif run.heartbeat_at is not None and t - run.heartbeat_at > self.heartbeat_timeout_s:
+                    fail(job, f"no heartbeat from the worker for {t - run.heartbeat_at:.0f} s "
+                              f"(limit {self.heartbeat_timeout_s:.0f} s); presumed dead")
+                    presumed_dead = True
+            ended = job.status.final
+            tx.put_job(job)
+        if presumed_dead and lane is not None:  # outside the transaction: a kill may take seconds
+            lane.kill(RunHandle.of(job, job_dir))
+        if ended:
+            self._record_size(job, job_dir)
+
+    def _record_size(self, ended: Job, job_dir: Path) -> None:
+        """Measure the directory with no transaction open, then record it in a short one."""
+        size = dir_size(job_dir)
+        with self.store.write() as tx:
+            job = tx.get_job(ended.project_uid, ended.uid, include_deleted=True)
+            if job.status == ended.status and job.run.launched_at == ended.run.launched_at:
+                job.job_dir_size = size
+                tx.put_job(job)
+
+    def _explain(self, seen: Job, poll: PollResult) -> None:
+        """Name the scheduler's verdict in a recently failed job's error, once known: a job
+        killed at its time limit reports "terminated by signal" before the scheduler lists
+        it as TIMEOUT."""
+        with self.store.write() as tx:
+            job = tx.get_job(seen.project_uid, seen.uid)
+            if job.run.verdict or not job.errors_run:
+                return
+            last = job.errors_run[-1]
+            job.run.cluster_status = job.run.verdict = poll.scheduler_status
+            job.errors_run = [*job.errors_run[:-1],
+                              last.model_copy(update={"message": f"{poll.detail} (worker: {last.message})"})]
+            tx.put_job(job)
+
+
+def recently_failed(tx) -> list[Job]:
+    """Cluster jobs failed in the last few minutes whose error does not yet carry the
+    scheduler's verdict (an indexed query: history costs nothing)."""
+    return [j for j in tx.jobs_entered_since(JobStatus.FAILED, now() - EXPLAIN_WINDOW_S)
+            if j.run.cluster_job_id and not j.run.verdict]

@@ -1,0 +1,67 @@
+"""The lanes the master uses, kept in step with the site configs: reloaded when a file
+changes; a lane whose config did not change keeps its object (the local lane holds its
+child processes); a config that no longer loads leaves the lanes in use as they were.
+Worker targets' reachability is published to the database on change."""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import CryohpcError
+from ..instance import Instance
+from ..lanes import Lane, NodeLane
+from ..model import now
+
+log = logging.getLogger("cryohpc.scheduler")
+
+
+class LaneSet:
+    def __init__(self, inst: Instance, fixed: dict[str, Lane] | None = None):
+        self.inst = inst
+        self._fixed = fixed is not None
+        self.lanes: dict[str, Lane] = fixed if fixed is not None else {}
+        self._stamp: tuple = ()
+        self._published: dict[tuple[str, str], str] = {}
+        self.reload()
+
+    def __call__(self) -> dict[str, Lane]:
+        return self.lanes
+
+    def reload(self) -> None:
+        if self._fixed:
+            return
+        folder = self.inst.paths.site_configs
+        files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
+        stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files)
+        if stamp == self._stamp and self.lanes:
+            return
+        try:
+            fresh = self.inst.build_lanes()
+        except CryohpcError as err:
+            log.error("site configs not reloaded, keeping the lanes in use: %s", err)
+            self._stamp = stamp
+            return
+        for name, lane in fresh.items():
+            old = self.lanes.get(name)
+            if old is not None and getattr(old, "cfg", None) == getattr(lane, "cfg", None):
+                fresh[name] = old
+        self.lanes, self._stamp = fresh, stamp
+
+    def publish_target_states(self) -> None:
+        """Worker targets' reachability for 'cryohpc worker list', written on change only."""
+        changed = []
+        for lane in self.lanes.values():
+            if not isinstance(lane, NodeLane):
+                continue
+            for target, (state, since, detail) in lane.target_states().items():
+                if self._published.get((lane.name, target)) != state:
+                    changed.append((lane.name, target, state, since or now(), detail))
+        if not changed:
+            return
+        with self.inst.store.write() as tx:
+            for lane_name, target, state, since, detail in changed:
+                tx.put_worker_state(lane_name, target, state, since, detail)
+        for lane_name, target, state, _, detail in changed:
+            self._published[(lane_name, target)] = state
+            log.log(logging.WARNING if state == "unreachable" else logging.INFO,
+                    "worker %s of lane %s is %s %s", target, lane_name, state, detail)
