@@ -19,9 +19,12 @@ from .errors import BuildError, NotFoundError, UserError
 from .events import FAILED, format_event, read_events
 from .instance import Instance
 from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
+from .lanes import Lane
 from .lanes.siteconfig import WorkerTarget
 from .model import Job, Project, SlotRef, Workspace
 from .status import JobStatus
+
+__all__ = ["Api", "JobHandle", "JobStatus", "ProjectHandle"]
 
 PROJECT_MARKER = "cryohpc-project.json"
 
@@ -87,9 +90,30 @@ class Api:
                        **settings: Any) -> WorkerTarget:
         """Register an SSH worker target, as ``cryohpc worker connect`` does (settings are
         WorkerTarget fields: port, user, gpus, cache_path...)."""
+        return self.connect_worker_reporting(lane, host, new_lane=new_lane, update=update, **settings)[0]
+
+    def connect_worker_reporting(self, lane: str, host: str, *, new_lane: bool = False, update: bool = False,
+                                 **settings: Any) -> tuple[WorkerTarget, dict | None]:
+        """``connect_worker``, also returning what the target reported when probed."""
         from . import targets
 
-        return targets.connect(self.instance, lane, host, new_lane=new_lane, update=update, **settings)[0]
+        return targets.connect(self.instance, lane, host, new_lane=new_lane, update=update, **settings)
+
+    def worker_state(self, lane: str, name: str) -> tuple[str, float | None, str]:
+        """(state, since, detail) as the master last published it."""
+        with self.store.read() as tx:
+            return tx.worker_states().get((lane, name), ("unknown", None, ""))
+
+    def jobs_on_worker(self, target: WorkerTarget) -> list[str]:
+        from .targets import jobs_on
+
+        return jobs_on(self.instance, target)
+
+    def probe_worker(self, target: WorkerTarget) -> dict:
+        """Connect now (host key checked) and return what the target reports."""
+        from .targets import probe_target
+
+        return probe_target(self.instance, target)
 
     def workers(self, lane: str | None = None) -> list[WorkerTarget]:
         from .targets import ssh_lanes
@@ -111,6 +135,77 @@ class Api:
 
     def jobtype(self, name: str) -> JobTypeSpec:
         return get_jobtype(name)
+
+    def load_dataset(self, path: str | os.PathLike) -> Dataset:
+        return Dataset.load(path)
+
+    # -- lanes, their caches, the master ----------------------------------------------------
+    def lanes(self) -> dict[str, Lane]:
+        return self.instance.build_lanes()
+
+    def lane(self, name: str) -> Lane:
+        lanes = self.lanes()
+        if name not in lanes:
+            raise NotFoundError(f"no lane {name!r} (lanes: {', '.join(sorted(lanes))})")
+        return lanes[name]
+
+    def validate_site_configs(self, paths: list[Path] | None = None) -> list[str]:
+        """Load site configs (the instance's, or the files given) and render every template
+        and command for sample jobs; the names of the lanes and workers found valid.
+
+        Raises:
+            ConfigError: the first problem, with file, line and key.
+        """
+        from .lanes import build_lane
+        from .lanes.siteconfig import WorkerTarget, load_site_config
+
+        files = list(paths or []) or sorted(self.instance.paths.site_configs.glob("*.y*ml"))
+        names = []
+        for f in files:
+            for cfg in load_site_config(f):
+                if isinstance(cfg, WorkerTarget):
+                    names.append(f"worker {cfg.name} of {cfg.lane}")
+                    continue
+                build_lane(cfg, self.instance.config.instance_uid)
+                names.append(cfg.name)
+        if not paths:  # the instance's own files: targets must also join their lanes
+            self.instance.lane_configs()
+        return names
+
+    def lane_cache(self, lane: str):
+        """The SSD cache of a node lane, on this machine.
+
+        Raises:
+            UserError: the lane has no cache.
+        """
+        from .cache import SsdCache, resolve_cache_path
+
+        settings = self.lane(lane).cache_settings()
+        if not settings:
+            raise UserError(f"lane {lane!r} has no SSD cache (cache_path)")
+        return SsdCache(resolve_cache_path(settings["path"]), settings.get("quota_mb"), settings.get("reserve_mb", 0),
+                        settings.get("lifetime_days", 30), settings.get("threads", 2))
+
+    def master_pid(self) -> int | None:
+        from .master import master_pid
+
+        return master_pid(self.instance)
+
+    def start_master(self) -> int:
+        from .master import start_master
+
+        return start_master(self.instance)
+
+    def stop_master(self) -> int | None:
+        from .master import stop_master
+
+        return stop_master(self.instance)
+
+    def run_master(self) -> None:
+        """The master in the foreground until SIGTERM/SIGINT."""
+        from .master import run_master
+
+        run_master(self.instance)
 
 
 class ProjectHandle:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InputFileError
-from .model import Resources
+from .resources import Resources
 
 JOB_FILE = "job.json"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .resources import Resources
 from .status import JobStatus, QueueStatus
 
 MAX_RUN_ERRORS = 10
@@ -91,17 +92,6 @@ class RunError(Record):
     at: float
     message: str
     traceback: str = ""
-
-
-class Resources(Record):
-    """What a job needs (or was given) on a lane."""
-
-    cpus: int = 1
-    gpus: int = 0
-    ram_gb: float = 1.0
-    mpi_ranks: int = 1
-    gpu_ids: list[int] = Field(default_factory=list, description="set when allocated")
-    target: str = Field(default="", description="set when allocated: the lane's worker target (node lanes)")
 
 
 class Run(Record):

@@ -124,7 +124,7 @@ def test_device_reduction_through_host_memory_sums_ranks(monkeypatch):
     """The pinned-memory path of reduce_sum, chunk boundaries included, on rank 0's view of
     a two-rank world (a stand-in communicator adds what the second rank would send; the
     real two-rank run is the next test)."""
-    from cryohpc.worker import mpi
+    from cryohpc.jobrun import mpi
 
     class TwoRanks:
         rank, size = 0, 2

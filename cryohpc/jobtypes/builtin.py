@@ -3,7 +3,7 @@ imported by the worker only."""
 
 from __future__ import annotations
 
-from ..model import Resources
+from ..resources import Resources
 from . import register
 from .spec import InputGroupSpec, JobTypeSpec, OutputGroupSpec, ParamSpec, SlotSpec
 

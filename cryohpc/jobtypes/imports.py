@@ -13,7 +13,7 @@ from ..compute.io_mrc import MrcInfo, read_info, read_volume, write_volume
 from ..compute.io_star import ParticleTable, read_particle_star
 from ..dataset import Dataset
 from ..errors import InputFileError
-from ..worker.context import RunContext
+from ..jobrun.context import RunContext
 
 CTF_FIELDS = [
     ("ctf/type", "S16"), ("ctf/exp_group_id", "<u4"), ("ctf/accel_kv", "<f4"), ("ctf/cs_mm", "<f4"),

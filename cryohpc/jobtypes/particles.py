@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputFileError
-from ..worker.context import RunContext
+from ..jobrun.context import RunContext
 
 
 def run_subset_particles(ctx: RunContext) -> None:

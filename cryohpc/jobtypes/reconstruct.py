@@ -19,9 +19,9 @@ from ..compute.symmetry import symmetry_matrices
 from ..compute.xp import backend_name, get_xp, to_numpy, use_device
 from ..dataset import Dataset
 from ..errors import InputFileError, UserError
-from ..worker.checkpoint import Checkpoint, signature
-from ..worker.context import RunContext
-from ..worker.mpi import local_rank, mpi_takes_device_buffers, reduce_sum
+from ..jobrun.checkpoint import Checkpoint, signature
+from ..jobrun.context import RunContext
+from ..jobrun.mpi import local_rank, mpi_takes_device_buffers, reduce_sum
 from .volumes import write_volume_result
 
 NEEDED = {

@@ -12,7 +12,7 @@ from ..compute.reconstruct import CtfParams
 from ..compute.xp import backend_name, get_xp, use_device
 from ..dataset import Dataset
 from ..errors import InputFileError
-from ..worker.context import RunContext
+from ..jobrun.context import RunContext
 from .imports import ALIGN3D_FIELDS, CTF_FIELDS
 from .volumes import read_volume_result, write_volume_result
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BuildError
-from ..model import Resources
+from ..resources import Resources
 from ..values import parse_scalar
 
 ParamType = Literal["int", "float", "str", "bool", "path", "enum"]

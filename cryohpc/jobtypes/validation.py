@@ -6,7 +6,7 @@ import numpy as np
 
 from ..compute.fsc import fsc, plot_fsc, write_fsc_xml
 from ..errors import InputFileError
-from ..worker.context import RunContext
+from ..jobrun.context import RunContext
 from .volumes import read_volume_result
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ..compute.io_mrc import read_volume, write_volume
 from ..dataset import Dataset
 from ..errors import InputFileError
-from ..worker.context import RunContext
+from ..jobrun.context import RunContext
 
 
 def write_volume_result(ctx: RunContext, prefix: str, volume: np.ndarray, psize_A: float,

@@ -39,9 +39,9 @@ def run_job(job_dir: Path) -> int:
     comm = None
     try:
         # imported here so that a broken job-type plugin is reported as the job's failure
+        from ..jobrun.context import RunContext
+        from ..jobrun.mpi import world
         from ..jobtypes import get_jobtype
-        from .context import RunContext
-        from .mpi import world
 
         jobfile = JobFile.read(job_dir)
         comm = world(jobfile.resources.mpi_ranks)
@@ -55,8 +55,9 @@ def run_job(job_dir: Path) -> int:
                 "the launcher started separate programs (check the lane's MPI launcher, e.g. srun --mpi=pmi2 "
                 "with an MPI that supports it)"
             )
-        ctx = RunContext(jobfile, events, comm)
-        run = get_jobtype(jobfile.type).load_run()
+        spec = get_jobtype(jobfile.type)
+        ctx = RunContext(jobfile, spec, events, comm)
+        run = spec.load_run()
         if comm.rank == 0:
             ctx.running()
         run(ctx)

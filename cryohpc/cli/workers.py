@@ -1,4 +1,4 @@
-"""``cryohpc worker ...``: SSH worker targets of node lanes (see :mod:`cryohpc.targets`)."""
+"""``cryohpc worker ...``: SSH worker targets of node lanes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .clikit import Ctx, _parse_assignments, _table, pass_ctx
+from .kit import Ctx, _parse_assignments, _table, pass_ctx
 
 
 def _gpu_list(text: str | None) -> list[int] | None:
@@ -19,13 +19,8 @@ def _gpu_list(text: str | None) -> list[int] | None:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of GPU ids") from None
 
 
-def _state_of(c: Ctx, lane: str, name: str) -> tuple[str, float | None, str]:
-    with c.api.instance.store.read() as tx:
-        return tx.worker_states().get((lane, name), ("unknown", None, ""))
-
-
 def _row(c: Ctx, w) -> dict[str, Any]:
-    state, since, detail = _state_of(c, w.lane, w.name)
+    state, since, detail = c.api.worker_state(w.lane, w.name)
     return {"lane": w.lane, "name": w.name, "user": w.user or "", "gpus": ",".join(map(str, w.gpus)) or "-",
             "cpus": w.cpus, "ram_gb": w.ram_gb, "ssd": w.cache_path or "-", "state": state,
             "since": time.strftime("%Y-%m-%d %H:%M", time.localtime(since)) if since else "", "detail": detail}
@@ -68,12 +63,10 @@ def worker_connect(c: Ctx, host, port, user, lane, new_lane, gpus, cpus, ram_gb,
                    no_probe) -> None:
     """Register a worker target, checking first over SSH that it answers, that its host
     key is trusted, that cryohpc runs there and that its SSD folder is writable."""
-    from . import targets
-
     if no_ssd and (ssd_path or ssd_quota is not None or ssd_reserve is not None):
         raise click.UsageError("--no-ssd excludes --ssd-path, --ssd-quota and --ssd-reserve")
-    target, facts = targets.connect(
-        c.api.instance, lane, host, new_lane=new_lane, update=update, probe=not no_probe, no_ssd=no_ssd,
+    target, facts = c.api.connect_worker_reporting(
+        lane, host, new_lane=new_lane, update=update, probe=not no_probe, no_ssd=no_ssd,
         port=port, user=user, gpus=_gpu_list(gpus), cpus=cpus, ram_gb=ram_gb, cache_path=ssd_path,
         cache_quota_mb=ssd_quota, cache_reserve_mb=ssd_reserve, python=python, identity_file=identity_file,
         known_hosts=known_hosts, host_key_policy="accept-new" if accept_new_host_key else None, name=name,
@@ -96,11 +89,9 @@ def worker_list(c: Ctx, lane) -> None:
 @worker.command("show")
 @one_worker
 def worker_show(c: Ctx, name, lane) -> None:
-    from .targets import jobs_on
-
     w = c.api.find_worker(name, lane)
     row = _row(c, w)
-    jobs = jobs_on(c.api.instance, w)
+    jobs = c.api.jobs_on_worker(w)
     data = {**w.model_dump(mode="json"), "state": row["state"], "since": row["since"], "detail": row["detail"],
             "jobs": jobs}
     lines = [f"worker {w.name} of lane {w.lane} (defined in {w.source})",
@@ -126,11 +117,9 @@ def worker_remove(c: Ctx, name, lane) -> None:
 @one_worker
 def worker_test(c: Ctx, name, lane) -> None:
     """Connect now (host key checked), and report what the worker has."""
-    from .targets import probe_target
-
     w = c.api.find_worker(name, lane)
     t0 = time.monotonic()
-    facts = probe_target(c.api.instance, w)
+    facts = c.api.probe_worker(w)
     ms = (time.monotonic() - t0) * 1000
     lines = [f"worker {w.name}: reachable, host key verified, projects root shared ({ms:.0f} ms)",
              f"host {facts['host']}, cryohpc {facts['cryohpc']}, python {facts['python']}",

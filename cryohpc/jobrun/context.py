@@ -13,11 +13,11 @@ from ..dataset import Dataset
 from ..errors import DatasetError, InputFileError
 from ..events import CACHE, OUTPUT, PROGRESS, RUNNING, WAITING, EventWriter
 from ..jobfile import JobFile
-from ..jobtypes import get_jobtype
+from ..jobtypes.spec import JobTypeSpec
 
 
 class RunContext:
-    def __init__(self, jobfile: JobFile, events: EventWriter, comm=None):
+    def __init__(self, jobfile: JobFile, spec: JobTypeSpec, events: EventWriter, comm=None):
         from .mpi import SingleRank
 
         self.jobfile = jobfile
@@ -27,7 +27,7 @@ class RunContext:
         self.params: dict[str, Any] = dict(jobfile.params)
         self.job_dir = Path(jobfile.job_dir)
         self.project_dir = Path(jobfile.project_dir)
-        self.spec = get_jobtype(jobfile.type)
+        self.spec = spec
         self._progress_t0: dict[str, tuple[float, int]] = {}
         self._versions: dict[str, int] = {}
 

@@ -1,4 +1,5 @@
-"""What every command module shares: the context (instance, output mode) and tables."""
+"""What every command module shares: the context (the api, output mode), tables, and the
+parsing of the small text forms commands take."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class Ctx:
     @property
     def api(self):
         if self._api is None:
-            from .api import Api
+            from ..api import Api
 
             self._api = Api(self.home)
         return self._api
@@ -41,6 +42,11 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
+def one_job(fn):
+    """The arguments of a command about one job: its project and job uids."""
+    return click.argument("project_uid")(click.argument("job_uid")(pass_ctx(fn)))
+
+
 def _dump(model) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
@@ -53,3 +59,19 @@ def _parse_assignments(pairs: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{pair!r} is not of the form name=value")
         out[key.strip()] = value
     return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ",".join(_short(x) for x in v) + "]"
+    return str(v)
+
+
+def _parse_source(text: str, parts: int) -> list[str]:
+    bits = text.split(".")
+    if len(bits) != parts or not all(bits):
+        shape = "J1.group" if parts == 2 else "J1.group.result"
+        raise click.BadParameter(f"{text!r} is not of the form {shape}")
+    return bits

@@ -1,0 +1,231 @@
+"""``cryohpc job ...``: build, queue, follow and act on jobs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..api import JobStatus
+from .kit import Ctx, _dump, _parse_assignments, _parse_source, _short, _table, one_job, pass_ctx
+
+
+@click.group()
+def job() -> None:
+    """Build, queue and follow jobs."""
+
+
+@job.command("create")
+@click.argument("project_uid")
+@click.argument("job_type")
+@click.option("-w", "--workspace", help="workspace uid, e.g. W1")
+@click.option("--title", default="")
+@click.option("-p", "--param", "params", multiple=True, help="name=value (repeatable)")
+@pass_ctx
+def job_create(c: Ctx, project_uid, job_type, workspace, title, params) -> None:
+    """Create a job of JOB_TYPE in building state."""
+    j = c.api.find_project(project_uid).create_job(job_type, workspace, title, _parse_assignments(params)).model
+    text = f"{j.project_uid} {j.uid}"
+    if j.build_errors:
+        text += "\nbuild errors:\n  " + "\n  ".join(j.build_errors)
+    c.emit(_dump(j), text)
+
+
+@job.command("connect")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("input_name")
+@click.argument("source", metavar="J.GROUP")
+@pass_ctx
+def job_connect(c: Ctx, project_uid, job_uid, input_name, source) -> None:
+    """Connect output group J.GROUP to input INPUT_NAME."""
+    src_job, group = _parse_source(source, 2)
+    j = c.api.find_project(project_uid).find_job(job_uid).connect(input_name, src_job, group)
+    _show_build_state(c, j)
+
+
+@job.command("connect-slot")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("input_name")
+@click.argument("slot")
+@click.argument("source", metavar="J.GROUP.RESULT")
+@click.option("--index", default=0, show_default=True, help="which connection of the input")
+@click.option("--version", default=-1, show_default=True, help="result version (-1 = latest)")
+@pass_ctx
+def job_connect_slot(c: Ctx, project_uid, job_uid, input_name, slot, source, index, version) -> None:
+    """Override one SLOT of a connection with a single result of another job."""
+    src_job, group, result = _parse_source(source, 3)
+    h = c.api.find_project(project_uid).find_job(job_uid)
+    _show_build_state(c, h.connect_slot(input_name, slot, src_job, group, result, index, version))
+
+
+@job.command("disconnect")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("input_name")
+@click.option("--index", type=int, help="which connection (default: all)")
+@pass_ctx
+def job_disconnect(c: Ctx, project_uid, job_uid, input_name, index) -> None:
+    _show_build_state(c, c.api.find_project(project_uid).find_job(job_uid).disconnect(input_name, index))
+
+
+@job.command("set")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
+@pass_ctx
+def job_set(c: Ctx, project_uid, job_uid, assignments) -> None:
+    """Set params (an empty value restores the default)."""
+    _show_build_state(c, c.api.find_project(project_uid).find_job(job_uid).set_params(**_parse_assignments(assignments)))
+
+
+def _show_build_state(c: Ctx, j) -> None:
+    text = f"{j.project_uid} {j.uid}: " + ("ready to queue" if not j.build_errors else
+                                            "build errors:\n  " + "\n  ".join(j.build_errors))
+    c.emit(_dump(j), text)
+
+
+@job.command("queue")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("--lane", help="lane name (default: local)")
+@click.option("--priority", type=int, help="higher launches first")
+@click.option("--target", help="worker target of an SSH node lane (default: the first with room)")
+@click.option("--gpus", help="run on these GPU ids, e.g. 0,1")
+@click.option("--var", "variables", multiple=True, help="custom variable of a cluster lane, name=value")
+@pass_ctx
+def job_queue(c: Ctx, project_uid, job_uid, lane, target, priority, gpus, variables) -> None:
+    """Queue a job; the master launches it when its inputs are ready."""
+    try:
+        gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
+    except ValueError:
+        raise click.BadParameter(f"{gpus!r} is not a comma-separated list of GPU ids") from None
+    j = c.api.find_project(project_uid).find_job(job_uid).queue(lane, priority, gpu_ids,
+                                                                _parse_assignments(variables) or None, target)
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued to lane {j.queued_lane}"
+                     + (f", worker {j.queued_target}" if j.queued_target else ""))
+
+
+@job.command("kill")
+@one_job
+def job_kill(c: Ctx, project_uid, job_uid) -> None:
+    j = c.api.find_project(project_uid).find_job(job_uid).kill()
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} killed")
+
+
+@job.command("restart")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("--lane", help="queue to another lane")
+@pass_ctx
+def job_restart(c: Ctx, project_uid, job_uid, lane) -> None:
+    """Queue a killed or failed job again, keeping its directory (checkpoints are reused)."""
+    j = c.api.find_project(project_uid).find_job(job_uid).restart(lane)
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued again to lane {j.queued_lane}")
+
+
+@job.command("clear")
+@one_job
+def job_clear(c: Ctx, project_uid, job_uid) -> None:
+    """Return a completed/killed/failed job to building, deleting its outputs."""
+    j = c.api.find_project(project_uid).find_job(job_uid).clear()
+    c.emit(_dump(j), f"{j.project_uid} {j.uid} cleared")
+
+
+def _job_row(j) -> dict[str, Any]:
+    status = j.status.value + (" (unreachable)" if j.status.active and j.run.cluster_status == "unreachable" else "")
+    return {"uid": j.uid, "type": j.type, "status": status, "queue": j.queue_status.value if j.queue_status else "",
+            "lane": j.queued_lane or "", "title": j.title, "parents": ",".join(j.parents)}
+
+
+@job.command("list")
+@click.argument("project_uid")
+@click.option("--status", "statuses", multiple=True, help="only jobs in this status (repeatable)")
+@pass_ctx
+def job_list(c: Ctx, project_uid, statuses) -> None:
+    try:
+        wanted = [JobStatus(s) for s in statuses] or None
+    except ValueError:
+        raise click.BadParameter(f"status must be one of {', '.join(s.value for s in JobStatus)}") from None
+    jobs = c.api.find_project(project_uid).jobs(wanted)
+    c.emit([_dump(j) for j in jobs], _table([_job_row(j) for j in jobs],
+                                             ["uid", "type", "status", "queue", "lane", "parents", "title"]))
+
+
+@job.command("show")
+@one_job
+def job_show(c: Ctx, project_uid, job_uid) -> None:
+    j = c.api.find_project(project_uid).find_job(job_uid).model
+    lines = [f"{j.project_uid} {j.uid}  {j.type}  \"{j.title}\"", f"status: {j.status.value}"
+             + (f" ({j.queue_status.value})" if j.queue_status and j.status.value == "queued" else "")]
+    if j.queued_lane:
+        alloc = j.run.resources
+        where = f"  on: {alloc.target}" if alloc and alloc.target else (
+            f"  target: {j.queued_target}" if j.queued_target else "")
+        lines.append(f"lane: {j.queued_lane}{where}  priority: {j.priority}")
+    if j.run.launched_at:
+        ident = f"cluster job {j.run.cluster_job_id}" if j.run.cluster_job_id else f"pid {j.run.pid} on {j.run.host}"
+        code = f", exit code {j.run.exit_code}" if j.run.exit_code is not None else ""
+        lines.append(f"run: lane {j.run.lane}, {ident}{code}")
+    if j.status.active and (j.run.cluster_status or j.run.reason):
+        reason = f" ({j.run.reason})" if j.run.reason else ""
+        lines.append(f"lane reports: {j.run.cluster_status or ''}{reason}")
+    elif j.status.value == "queued" and j.run.reason:
+        lines.append(f"launch: {j.run.reason}")
+    elif j.run.kill_pending:
+        lines.append(f"kill pending: {j.run.reason}")
+    if j.params:
+        lines.append("params: " + ", ".join(f"{k}={v}" for k, v in j.params.items()))
+    for name, conns in j.inputs.items():
+        for i, conn in enumerate(conns):
+            over = "".join(f" [{s}<-{r.job_uid}.{r.group_name}.{r.result_name}]" for s, r in conn.overrides.items())
+            lines.append(f"input {name} #{i}: {conn.job_uid}.{conn.group_name}{over}")
+    for g in j.outputs:
+        res = ", ".join(r.name + (" (passthrough)" if r.passthrough else "") for r in g.results)
+        lines.append(f"output {g.name} ({g.type}, {g.num_items} items): {res}")
+        for key, value in g.summary.items():
+            if not isinstance(value, list):
+                lines.append(f"    {key}: {_short(value)}")
+    if j.run.progress:
+        lines.append(f"progress: {j.run.progress.get('done')}/{j.run.progress.get('total')} {j.run.progress.get('what', '')}")
+    for e in j.build_errors:
+        lines.append(f"build error: {e}")
+    if j.status.value == "failed" and j.errors_run:
+        lines.append(f"error: {j.errors_run[-1].message}")
+    c.emit(_dump(j), "\n".join(lines))
+
+
+@job.command("wait")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("--timeout-s", type=float, help="give up after this many seconds (exit 3)")
+@pass_ctx
+def job_wait(c: Ctx, project_uid, job_uid, timeout_s) -> None:
+    """Wait until the job is done; exit 0 only if it completed."""
+    h = c.api.find_project(project_uid).find_job(job_uid)
+    try:
+        status = h.wait(timeout_s)
+    except TimeoutError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(3)
+    j = h.model
+    c.emit({"uid": j.uid, "status": status.value, "errors": [e.message for e in j.errors_run]},
+           f"{j.project_uid} {j.uid} {status.value}" + (f": {j.errors_run[-1].message}"
+                                                         if status.value == "failed" and j.errors_run else ""))
+    sys.exit(0 if status.value == "completed" else 1)
+
+
+@job.command("log")
+@click.argument("project_uid")
+@click.argument("job_uid")
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the job is done")
+@pass_ctx
+def job_log(c: Ctx, project_uid, job_uid, follow) -> None:
+    h = c.api.find_project(project_uid).find_job(job_uid)
+    if c.as_json:
+        c.emit(h.events())
+        return
+    for line in h.log_lines(follow=follow):
+        click.echo(line)
