@@ -134,6 +134,9 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
         if job.status != JobStatus.QUEUED and not job.status.active:
             raise UserError(f"{job.ref} is {job.status.value}; only queued or running jobs can be killed")
         was_running = job.status.active
+        if job.status == JobStatus.QUEUED and job.run.launch_uncertain:
+            job.run.kill_pending = True  # a launch is (or was, by a master that died) under way
+            job.run.reason = "killed while a launch was under way; what it started is stopped once found"
         job.run.pending_outputs = []
         set_status(job, JobStatus.KILLED)
         tx.put_job(job)

@@ -16,7 +16,7 @@ from typing import Any
 from . import actions, builder
 from .dataset import Dataset
 from .errors import BuildError, NotFoundError, UserError
-from .events import FAILED, format_event, read_events
+from .events import FAILED, WorkerEvent, format_event, read_events
 from .instance import Instance
 from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
 from .lanes import Lane
@@ -359,7 +359,8 @@ class JobHandle:
             time.sleep(poll_s)
 
     # -- results ----------------------------------------------------------------------
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[WorkerEvent]:
+        """The worker's events of the latest run, typed (``events.WorkerEvent``)."""
         return read_events(self.dir)[0]
 
     def log_lines(self, follow: bool = False, poll_s: float = 0.5) -> Iterator[str]:
@@ -376,7 +377,7 @@ class JobHandle:
             if not follow or final:
                 if not events and self.status.final:
                     last = self.model.errors_run
-                    if last and not any(e.get("type") == FAILED for e in self.events()):
+                    if last and not any(e.type == FAILED for e in self.events()):
                         yield f"FAILED: {last[-1].message}"
                 return
             time.sleep(poll_s)

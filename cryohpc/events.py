@@ -3,6 +3,8 @@
 Each event is written with a single ``write`` on an ``O_APPEND`` descriptor, so lines
 from several threads or MPI ranks never interleave. Readers consume complete lines only
 and remember their byte offset, so a half-written last line is read on the next pass.
+Read events are typed models (one per ``type``, as ``job.json`` is one); fields a newer
+worker adds are ignored, and a line that is not a valid event becomes a warning.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 EVENTS_FILE = "events.jsonl"
 
@@ -28,6 +32,89 @@ OUTPUT = "output"
 CACHE = "cache"  # the SSD cache path a job actually used
 COMPLETED = "completed"
 FAILED = "failed"
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    t: float = 0.0
+
+
+class StartedEvent(_Event):
+    type: Literal["started"] = STARTED
+    pid: int | None = None
+    host: str | None = None
+
+
+class RunningEvent(_Event):
+    type: Literal["running"] = RUNNING
+
+
+class WaitingEvent(_Event):
+    type: Literal["waiting"] = WAITING
+    reason: str = ""
+
+
+class HeartbeatEvent(_Event):
+    type: Literal["heartbeat"] = HEARTBEAT
+
+
+class ProgressEvent(_Event):
+    type: Literal["progress"] = PROGRESS
+    what: str = ""
+    done: int | float | None = None
+    total: int | float | None = None
+    rate: float | None = None
+
+
+class LogEvent(_Event):
+    type: Literal["log"] = LOG
+    level: str = "info"
+    text: str = ""
+
+
+class OutputResultFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    type: str = ""
+    path: str
+    passthrough: bool = False
+
+
+class OutputEvent(_Event):
+    """Results a worker saved for one output group (registered when the job completes)."""
+
+    type: Literal["output"] = OUTPUT
+    group: str
+    item_type: str = "unknown"
+    version: int = 0
+    num_items: int = 0
+    results: list[OutputResultFile] = Field(default_factory=list)
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class CacheEvent(_Event):
+    type: Literal["cache"] = CACHE
+    path: str | None = None
+
+
+class CompletedEvent(_Event):
+    type: Literal["completed"] = COMPLETED
+
+
+class FailedEvent(_Event):
+    type: Literal["failed"] = FAILED
+    message: str = "failed"
+    traceback: str = ""
+
+
+WorkerEvent = Annotated[
+    StartedEvent | RunningEvent | WaitingEvent | HeartbeatEvent | ProgressEvent | LogEvent | OutputEvent
+    | CacheEvent | CompletedEvent | FailedEvent,
+    Field(discriminator="type"),
+]
+_EVENT = TypeAdapter(WorkerEvent)
 
 
 class EventWriter:
@@ -55,12 +142,12 @@ class EventWriter:
                 self._fd = -1
 
 
-def read_events(job_dir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+def read_events(job_dir: Path, offset: int = 0) -> tuple[list[WorkerEvent], int]:
     """Complete events after ``offset`` and the offset to resume from.
 
-    A line that is not valid JSON (a worker killed mid-write on a filesystem without
-    atomic appends) becomes a ``log`` event of level ``warning`` instead of stopping
-    the reader.
+    A line that is not a valid event (a worker killed mid-write on a filesystem without
+    atomic appends, a type this version does not know) becomes a ``log`` event of level
+    ``warning`` instead of stopping the reader.
     """
     path = Path(job_dir) / EVENTS_FILE
     try:
@@ -77,37 +164,33 @@ def read_events(job_dir: Path, offset: int = 0) -> tuple[list[dict[str, Any]], i
         if not raw.strip():
             continue
         try:
-            ev = json.loads(raw)
-            if not isinstance(ev, dict) or "type" not in ev:
-                raise ValueError("not an event object")
-        except ValueError:
-            ev = {"t": time.time(), "type": LOG, "level": "warning", "text": f"unreadable event line: {raw[:200]!r}"}
+            ev = _EVENT.validate_json(raw)
+        except ValidationError as err:
+            first = err.errors()[0] if err.errors() else {"msg": "invalid", "loc": ()}
+            where = ".".join(str(x) for x in first.get("loc", ()))
+            problem = f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid")
+            ev = LogEvent(t=time.time(), level="warning", text=f"unreadable event line ({problem}): {raw[:200]!r}")
         events.append(ev)
     return events, offset + end + 1
 
 
-def format_event(ev: dict[str, Any]) -> str | None:
+def format_event(ev: WorkerEvent) -> str | None:
     """A line for people, or None for events not worth showing in a log (heartbeats)."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.get("t", 0)))
-    kind = ev.get("type")
-    if kind == HEARTBEAT:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.t))
+    if isinstance(ev, HeartbeatEvent):
         return None
-    if kind == LOG:
-        level = ev.get("level", "info")
-        prefix = "" if level == "info" else f"{level.upper()}: "
-        return f"[{stamp}] {prefix}{ev.get('text', '')}"
-    if kind == PROGRESS:
-        done, total = ev.get("done"), ev.get("total")
-        rate = ev.get("rate")
-        extra = f" ({rate:.1f}/s)" if isinstance(rate, (int, float)) else ""
-        return f"[{stamp}] progress {ev.get('what', '')} {done}/{total}{extra}".replace("  ", " ")
-    if kind == OUTPUT:
-        return f"[{stamp}] output {ev.get('group')}: {ev.get('num_items')} items"
-    if kind == STARTED:
-        return f"[{stamp}] worker started on {ev.get('host')} (pid {ev.get('pid')})"
-    if kind == FAILED:
-        tb = ev.get("traceback") or ""
-        return f"[{stamp}] FAILED: {ev.get('message', '')}" + (f"\n{tb.rstrip()}" if tb else "")
-    if kind == COMPLETED:
+    if isinstance(ev, LogEvent):
+        prefix = "" if ev.level == "info" else f"{ev.level.upper()}: "
+        return f"[{stamp}] {prefix}{ev.text}"
+    if isinstance(ev, ProgressEvent):
+        extra = f" ({ev.rate:.1f}/s)" if ev.rate is not None else ""
+        return f"[{stamp}] progress {ev.what} {ev.done}/{ev.total}{extra}".replace("  ", " ")
+    if isinstance(ev, OutputEvent):
+        return f"[{stamp}] output {ev.group}: {ev.num_items} items"
+    if isinstance(ev, StartedEvent):
+        return f"[{stamp}] worker started on {ev.host} (pid {ev.pid})"
+    if isinstance(ev, FailedEvent):
+        return f"[{stamp}] FAILED: {ev.message}" + (f"\n{ev.traceback.rstrip()}" if ev.traceback else "")
+    if isinstance(ev, CompletedEvent):
         return f"[{stamp}] completed"
-    return f"[{stamp}] {kind}"
+    return f"[{stamp}] {ev.type}"

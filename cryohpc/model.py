@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .events import OutputEvent
 from .resources import Resources
 from .status import JobStatus, QueueStatus
 
@@ -116,7 +117,7 @@ class Run(Record):
     kill_pending: bool = Field(default=False, description="killed while its SSH worker was unreachable: "
                                                           "the master stops it when the worker answers")
     events_offset: int = Field(default=0, description="bytes of events.jsonl already applied")
-    pending_outputs: list[dict[str, Any]] = Field(
+    pending_outputs: list[OutputEvent] = Field(
         default_factory=list, description="outputs reported by a running worker, registered on completion")
     heartbeat_at: float | None = None
     progress: dict[str, Any] = Field(default_factory=dict, description="latest progress event")

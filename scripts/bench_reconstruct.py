@@ -53,7 +53,7 @@ def ours(data, work: Path, ranks: int) -> tuple[float, np.ndarray, float]:
         assert rec.wait(3600).value == "completed", rec.model.errors_run
         times = rec.model.status_times
         seconds = times["completed"] - times["started"]
-        rates = [e["rate"] for e in rec.events() if e["type"] == "progress" and e.get("rate")]
+        rates = [e.rate for e in rec.events() if e.type == "progress" and e.rate]
         vol = read_volume(project.dir / rec.load_output("volume").strings("map/path")[0])[0]
         return seconds, vol, (rates[-1] * ranks if rates else float("nan"))
 

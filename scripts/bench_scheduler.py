@@ -2,7 +2,8 @@
 """Submission and following cost of a SLURM lane, on a real single-node SLURM.
 
 Queues N jobs held by --begin (so they stay pending), lets the master submit them, then
-follows them for a while, with --foreign jobs of someone else pending in the same queue.
+follows them for a while, with --foreign jobs of user nobody pending in the same queue
+(submitted with sbatch --uid, so the benchmark runs as root, as the dev SLURM does).
 Prints jobs submitted per second and the master's CPU time per job, beside the bound: N
 bare ``sbatch`` calls of the same script in the same run; and the cost of one status
 query as the lane asks it (cryohpc's ids only) beside the whole-queue query the lanes
@@ -24,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests" / "plugins"))
 os.environ.setdefault("CRYOHPC_PLUGINS", "cryohpc_testjobs")
 
 from cryohpc.api import Api  # noqa: E402
+from cryohpc.lanes import RunHandle  # noqa: E402
 from cryohpc.scheduler import Scheduler  # noqa: E402
 
 TEMPLATE = ("#!/bin/bash\n#SBATCH --job-name={{ job_name }}\n#SBATCH --output={{ job_log_path_abs }}\n"
@@ -39,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--follow-s", type=float, default=10.0)
-    parser.add_argument("--foreign", type=int, default=1000, help="jobs of another user's name in the queue")
+    parser.add_argument("--foreign", type=int, default=1000, help="another user's jobs in the queue (nobody's)")
     parser.add_argument("--queries", type=int, default=20, help="status queries timed per form")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,6 +52,7 @@ def main() -> None:
         foreign: list[str] = []
         try:
             foreign = [subprocess.run(["sbatch", "--parsable", "-J", "someone_else", "--begin=now+1hour",
+                                       "--uid=nobody", "--gid=nogroup",
                                        "--mem=10M", "--wrap", "true"], capture_output=True, text=True,
                                       check=True).stdout.strip() for _ in range(args.foreign)]
             api = Api.init(tmp / "home", tmp / "projects", poll_interval_s=0.1)
@@ -74,11 +77,12 @@ def main() -> None:
                 time.sleep(0.1)
             follow_s, follow_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             ids = [j.model.run.cluster_job_id for j in jobs]
+            calls = dict(lane.runner.calls)  # before the query comparison below adds its own
             query = {}
-            for form, run in (("ours", lambda: len(lane.query(ids))),
-                              ("whole queue", lambda: len(lane.kind.parse_status(subprocess.run(
-                                  ["squeue", "-h", "-t", "all", "-o", "%i|%T|%r"], capture_output=True, text=True,
-                                  check=True).stdout)))):
+            handles = [RunHandle.of(j.model) for j in jobs]
+            for form, run in (("ours", lambda: len(lane.query(handles))),
+                              ("whole queue", lambda: len(lane.kind.parse_status(lane.runner.run(
+                                  "status", "squeue -h -t all -o '%i|%T|%r'"))))):
                 t0, cpu0 = time.perf_counter(), cpu_with_children()
                 rows = [run() for _ in range(args.queries)][-1]
                 query[form] = (rows, (time.perf_counter() - t0) / args.queries,
@@ -98,9 +102,9 @@ def main() -> None:
     n = args.jobs
     print(f"{n} jobs to one SLURM lane (held pending), {args.foreign} foreign jobs pending in the same queue")
     print(f"submission by the master: {n / submit_s:7.1f} jobs/s  ({submit_cpu / n * 1e3:.1f} ms master CPU per job, "
-          f"{lane.runner.calls['submit']} sbatch + {lane.runner.calls['find']} squeue-by-name for idempotency)")
+          f"{calls['submit']} sbatch + {calls.get('find', 0)} squeue-by-name for idempotency)")
     print(f"bare sbatch, same script:  {n / bare_s:7.1f} jobs/s  (the bound: {n / submit_s / (n / bare_s):.0%} of it)")
-    print(f"following {n} jobs for {follow_s:.0f} s: {passes} master passes, {lane.runner.calls['status']} squeue calls, "
+    print(f"following {n} jobs for {follow_s:.0f} s: {passes} master passes, {calls['status']} squeue calls, "
           f"{follow_cpu / follow_s * 100:.1f}% of a core ({follow_cpu / passes / n * 1e6:.0f} µs CPU per job per pass)")
     for form, (rows, wall, cpu) in query.items():
         print(f"status query, {form:>11}: {rows:5d} rows, {wall * 1e3:6.1f} ms per query "

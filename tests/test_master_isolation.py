@@ -10,8 +10,10 @@ import sqlite3
 import threading
 import time
 
+import pytest
 from conftest import ThreadMaster, cli, wait_for
 
+from cryohpc.errors import UserError
 from cryohpc.lanes.local import LocalLane
 from cryohpc.lanes.siteconfig import NodeLaneConfig
 from cryohpc.master import PassErrors, run_master
@@ -154,3 +156,68 @@ def test_documents_from_before_the_run_record_are_migrated(tmp_path):
     with store.read() as tx:
         assert tx.jobs_entered_since(JobStatus.KILLED, 1000.0)[0].uid == "J1"
         assert tx.jobs_entered_since(JobStatus.KILLED, 2000.0) == []
+
+
+class DiesAfterLaunch(LocalLane):
+    """Fault injection: the worker starts, then the master 'dies' before recording it."""
+
+    def launch(self, request):
+        launched = super().launch(request)
+        self.started = launched
+        raise SystemExit("master killed between launch and record")
+
+
+def test_a_master_that_died_mid_launch_is_followed_by_one_that_adopts_the_run(api, project):
+    cfg = NodeLaneConfig(name="local", cpus=2, ram_gb=4, gpus=[])
+    dying = DiesAfterLaunch(cfg)
+    job = project.create_job("test_sleep", params={"seconds": 2})
+    job.queue()
+    with pytest.raises(SystemExit):
+        Scheduler(api.instance, lanes={"local": dying}).step()
+    m = job.model
+    assert m.status == JobStatus.QUEUED and m.run.launch_uncertain and m.run.pid is None
+    fresh = LocalLane(cfg)
+    sched = Scheduler(api.instance, lanes={"local": fresh})
+    sched.step()
+    m = job.model
+    assert m.status == JobStatus.LAUNCHED and not m.run.launch_uncertain
+    assert (m.run.pid, m.run.pid_start) == (dying.started.pid, dying.started.pid_start)  # adopted, not started again
+    assert "found running" in m.run.reason
+    deadline = time.monotonic() + 60
+    while not job.status.final and time.monotonic() < deadline:
+        sched.step()
+        time.sleep(0.1)
+    assert job.status == JobStatus.COMPLETED
+
+
+def test_restart_to_another_lane_gets_the_checks_queue_makes(api, project, master):
+    (api.instance.paths.site_configs / "lanes.yaml").write_text(
+        "lanes:\n  - name: billed\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        "    custom_vars:\n      - {name: account, type: str, required: true, help: account to charge}\n")
+    job = project.create_job("test_exit", params={"code": 2})
+    job.queue()
+    assert job.wait(60) == JobStatus.FAILED
+    for lane, message in (("nowhere", "no lane 'nowhere'"), ("billed", "custom variable 'account' is required")):
+        try:
+            job.restart(lane=lane)
+        except UserError as err:
+            assert message is None or message in str(err)
+        else:
+            raise AssertionError(f"restart to {lane} was not checked")
+        assert job.status == JobStatus.FAILED
+
+
+def test_a_job_killed_after_its_master_died_mid_launch_has_its_run_found_and_stopped(api, project):
+    cfg = NodeLaneConfig(name="local", cpus=2, ram_gb=4, gpus=[])
+    dying = DiesAfterLaunch(cfg)
+    job = project.create_job("test_sleep", params={"seconds": 60})
+    job.queue()
+    with pytest.raises(SystemExit):
+        Scheduler(api.instance, lanes={"local": dying}).step()
+    assert is_alive(dying.started.pid, dying.started.pid_start)
+    job.kill()  # nothing known to stop yet: the kill waits for the next master
+    m = job.model
+    assert m.status == JobStatus.KILLED and m.run.kill_pending
+    Scheduler(api.instance, lanes={"local": LocalLane(cfg)}).step()
+    wait_for(lambda: not is_alive(dying.started.pid, dying.started.pid_start), 15, "the orphaned worker to stop")
+    assert not job.model.run.kill_pending

@@ -199,8 +199,8 @@ def test_progress_is_reported(sim_env):
     api, project, sim = sim_env
     job = reconstruct(project, sim, batch_size=100)
     done(job)
-    progress = [e for e in job.events() if e["type"] == "progress"]
-    assert progress and progress[-1]["done"] == progress[-1]["total"] == 1200
+    progress = [e for e in job.events() if e.type == "progress"]
+    assert progress and progress[-1].done == progress[-1].total == 1200
     assert os.path.getsize(job.dir / "job.log") > 0
 
 

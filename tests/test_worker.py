@@ -29,12 +29,12 @@ def test_worker_runs_from_job_json_alone(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     events, _ = read_events(job_dir)
-    kinds = [e["type"] for e in events]
+    kinds = [e.type for e in events]
     assert kinds[0] == "started" and kinds[-1] == "completed"
-    out = next(e for e in events if e["type"] == "output")
-    assert out["group"] == "imported_volume_1" and out["num_items"] == 1
-    assert [r["name"] for r in out["results"]] == ["mask"]
-    ds = Dataset.load(project / out["results"][0]["path"])
+    out = next(e for e in events if e.type == "output")
+    assert out.group == "imported_volume_1" and out.num_items == 1
+    assert [r.name for r in out.results] == ["mask"]
+    ds = Dataset.load(project / out.results[0].path)
     assert ds.strings("mask/path") == ["J5/imported/J5_v.mrc"]
     assert float(ds["mask/psize_A"][0]) == 1.25
 
@@ -45,7 +45,7 @@ def test_worker_reports_a_broken_job_json(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     events, _ = read_events(tmp_path)
-    assert events[-1]["type"] == "failed" and "malformed job.json" in events[-1]["message"]
+    assert events[-1].type == "failed" and "malformed job.json" in events[-1].message
 
 
 def test_reader_waits_for_complete_lines_and_survives_garbage(tmp_path):
@@ -54,11 +54,12 @@ def test_reader_waits_for_complete_lines_and_survives_garbage(tmp_path):
     with open(tmp_path / "events.jsonl", "ab") as f:
         f.write(b'{"type": "log", "text": "half')
     events, offset = read_events(tmp_path)
-    assert [e["text"] for e in events] == ["one"]
+    assert [e.text for e in events] == ["one"]
     with open(tmp_path / "events.jsonl", "ab") as f:
-        f.write(b' done"}\nnot json at all\n')
+        f.write(b' done"}\nnot json at all\n{"type": "from_the_future"}\n{"type": "output"}\n')
     more, offset2 = read_events(tmp_path, offset)
-    assert more[0]["text"] == "half done"
-    assert more[1]["level"] == "warning" and "unreadable event line" in more[1]["text"]
+    assert more[0].text == "half done"
+    assert len(more) == 4 and all(e.level == "warning" and "unreadable event line" in e.text for e in more[1:])
+    assert "from_the_future" in more[2].text and "group" in more[3].text  # unknown type; a field missing
     assert read_events(tmp_path, offset2) == ([], offset2)
     assert json.loads((tmp_path / "events.jsonl").read_text().splitlines()[0])["type"] == "log"

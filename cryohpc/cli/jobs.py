@@ -225,7 +225,7 @@ def job_wait(c: Ctx, project_uid, job_uid, timeout_s) -> None:
 def job_log(c: Ctx, project_uid, job_uid, follow) -> None:
     h = c.api.find_project(project_uid).find_job(job_uid)
     if c.as_json:
-        c.emit(h.events())
+        c.emit([e.model_dump(mode="json") for e in h.events()])
         return
     for line in h.log_lines(follow=follow):
         click.echo(line)

@@ -82,12 +82,14 @@ class RunHandle:
     pid_start: int | None = None
     target: str = ""
     cluster_job_id: str | None = None
+    tag: str | None = None
 
     @classmethod
     def of(cls, job: Job, job_dir: Path | None = None) -> RunHandle:
         run = job.run
         return cls(ref=job.ref, job_dir=job_dir, pid=run.pid, pid_start=run.pid_start,
-                   target=run.resources.target if run.resources else "", cluster_job_id=run.cluster_job_id)
+                   target=run.resources.target if run.resources else "", cluster_job_id=run.cluster_job_id,
+                   tag=run.tag)
 
 
 @dataclass

@@ -53,8 +53,10 @@ def sample_request(job_dir: Path, project_dir: Path, resources: Resources, insta
                          resources=resources, tag=job_tag(instance_uid, "P0", "J0"), custom=custom or {})
 
 
-def _id_variables(ids: list[str]) -> dict[str, Any]:
-    return {"job_ids": ",".join(ids), "job_id_args": Raw(shlex.join(ids))}
+def _id_variables(ids: list[str], names: list[str]) -> dict[str, Any]:
+    """What status and history templates get: the runs' ids (comma-joined, or a word each)
+    and their tags (comma-joined: SLURM's ``--name`` list)."""
+    return {"job_ids": ",".join(ids), "job_id_args": Raw(shlex.join(ids)), "job_names": ",".join(names)}
 
 
 class ClusterLane(BatchLane):
@@ -169,7 +171,7 @@ class ClusterLane(BatchLane):
             variables = self.variables(req)
             self.render_script(variables)
             for purpose in self.commands:
-                self._command(purpose, {**variables, "cluster_job_id": "12345", **_id_variables(["12345", "12346"])})
+                self._command(purpose, {**variables, "cluster_job_id": "12345", **_id_variables(["12345", "12346"], [req.tag, req.tag])})
         if isinstance(self.cfg.send_cmd, str):
             render(self.env, f"{self.where} send_cmd", {"command": "squeue"}, source=self.cfg.send_cmd)
 
@@ -229,23 +231,26 @@ class ClusterLane(BatchLane):
                 return err.stdout
             raise
 
-    def query(self, ids: list[str], purpose: str = "status") -> dict[str, SchedulerStatus]:
-        """What the scheduler says of these job ids, in one command per thousand ids.
+    def query(self, runs: list[RunHandle], purpose: str = "status") -> dict[str, SchedulerStatus]:
+        """What the scheduler says of these runs, in one command per thousand runs; rows of
+        jobs that are not among them (another job under a cryohpc name) are dropped.
 
         Raises:
             CommandError: the scheduler did not answer.
         """
+        wanted = {strip_server(r.cluster_job_id): r for r in runs if r.cluster_job_id}
+        ids = sorted(wanted)
         listed: dict[str, SchedulerStatus] = {}
-        unique = sorted(set(ids))
-        for i in range(0, len(unique), IDS_PER_QUERY):
-            out = self._ask(purpose, _id_variables(unique[i:i + IDS_PER_QUERY]))
+        for i in range(0, len(ids), IDS_PER_QUERY):
+            part = ids[i:i + IDS_PER_QUERY]
+            names = [wanted[x].tag or job_tag(self.instance_uid, *wanted[x].ref.split()) for x in part]
+            out = self._ask(purpose, _id_variables(part, names))
             listed.update({strip_server(r.job_id): r for r in self.kind.parse_status(out)})
-        return listed
+        return {k: v for k, v in listed.items() if k in wanted}
 
     def poll(self, runs: list[RunHandle]) -> dict[str, PollResult]:
-        ids = [strip_server(r.cluster_job_id) for r in runs if r.cluster_job_id]
         try:
-            listed = self.query(ids) if ids else {}
+            listed = self.query(runs)
         except CommandError as err:
             return {r.ref: PollResult(RunState.UNREACHABLE, detail=str(err)) for r in runs}
         out = {r.ref: self._judge(listed.get(strip_server(r.cluster_job_id or "")), r.job_dir) for r in runs}
@@ -253,7 +258,7 @@ class ClusterLane(BatchLane):
                 and strip_server(r.cluster_job_id) not in listed]
         if gone and "history" in self.commands:
             try:
-                past = self.query([strip_server(r.cluster_job_id or "") for r in gone], "history")
+                past = self.query(gone, "history")
             except CommandError:
                 past = {}  # no accounting here: the sentinel and the events decide
             for r in gone:
@@ -295,7 +300,7 @@ class ClusterLane(BatchLane):
         job_id = strip_server(run.cluster_job_id)
         deadline = time.monotonic() + CANCEL_CONFIRM_S
         while time.monotonic() < deadline:
-            row = self.query([job_id]).get(job_id)
+            row = self.query([run]).get(job_id)
             if row is None or self.kind.phase(row.code) not in (Phase.PENDING, Phase.RUNNING):
                 return
             time.sleep(0.5)

@@ -2,9 +2,9 @@
 and one table per scheduler from its state codes to what cryohpc does with them.
 
 Status, find and history commands are templates that receive the lane's own job ids
-(``{{ job_ids }}``: comma-separated, one word; ``{{ job_id_args }}``: one word per id) or
-the job's tag (``{{ job_name }}``), so the defaults ask only about cryohpc's jobs, never
-list the whole cluster. A scheduler that answers "no such job" for an id it forgot has
+(``{{ job_ids }}``: comma-separated, one word; ``{{ job_id_args }}``: one word per id),
+their tags (``{{ job_names }}``) or one job's tag (``{{ job_name }}``), so the defaults
+ask only about cryohpc's jobs, never list the whole cluster. A scheduler that answers "no such job" for an id it forgot has
 answered (``missing_ids``); any other failure is "unknown, ask again later".
 
 An unknown state code is reported with the raw code, never guessed."""
@@ -78,7 +78,8 @@ def _parse_pipe_table(out: str) -> list[SchedulerStatus]:
 SLURM = SchedulerKind(
     name="slurm",
     submit="sbatch --parsable {{ script_path_abs }}",
-    status="squeue -h -t all -j {{ job_ids }} -o '%i|%T|%r'",
+    # by name: a list of names costs squeue what one does, a list of ids grows with the queue
+    status="squeue -h -t all --me -n {{ job_names }} -o '%i|%T|%r'",
     cancel="scancel {{ cluster_job_id }}",
     info="sinfo",
     find="squeue -h -n {{ job_name }} -o '%i|%T|%r'",

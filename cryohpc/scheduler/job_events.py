@@ -4,9 +4,18 @@ aside until completion (a failed or killed job never shows partial results)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
-from ..events import CACHE, COMPLETED, FAILED, OUTPUT, PROGRESS, RUNNING, STARTED, WAITING
+from ..events import (
+    CacheEvent,
+    CompletedEvent,
+    FailedEvent,
+    OutputEvent,
+    ProgressEvent,
+    RunningEvent,
+    StartedEvent,
+    WaitingEvent,
+    WorkerEvent,
+)
 from ..model import Job, OutputGroup, OutputResult, set_status
 from ..status import TRANSITIONS, JobStatus
 
@@ -24,18 +33,17 @@ def register_outputs(job: Job) -> None:
     produced: dict[str, dict[str, OutputResult]] = defaultdict(dict)
     counts: dict[str, int] = {}
     for ev in job.run.pending_outputs:
-        name = ev["group"]
+        name = ev.group
         if name not in groups:
-            groups[name] = OutputGroup(name=name, type=ev.get("item_type", "unknown"))
-        counts[name] = int(ev.get("num_items", 0))
-        for r in ev.get("results", []):
-            res = produced[name].get(r["name"]) or OutputResult(
-                name=r["name"], type=r.get("type", r["name"]), passthrough=bool(r.get("passthrough"))
-            )
-            res.metafiles = [*res.metafiles, r["path"]]
+            groups[name] = OutputGroup(name=name, type=ev.item_type)
+        counts[name] = ev.num_items
+        for r in ev.results:
+            res = produced[name].get(r.name) or OutputResult(name=r.name, type=r.type or r.name,
+                                                              passthrough=r.passthrough)
+            res.metafiles = [*res.metafiles, r.path]
             res.num_items = counts[name]
-            produced[name][r["name"]] = res
-    summaries = {ev["group"]: ev.get("summary") or {} for ev in job.run.pending_outputs}
+            produced[name][r.name] = res
+    summaries = {ev.group: ev.summary for ev in job.run.pending_outputs}
     for name, group in groups.items():
         group.results = list(produced.get(name, {}).values())
         group.num_items = counts.get(name, 0)
@@ -44,26 +52,25 @@ def register_outputs(job: Job) -> None:
     job.run.pending_outputs = []
 
 
-def apply_event(job: Job, ev: dict[str, Any]) -> None:
-    kind = ev.get("type")
-    if kind == STARTED:
+def apply_event(job: Job, ev: WorkerEvent) -> None:
+    if isinstance(ev, StartedEvent):
         _advance(job, JobStatus.STARTED)
-    elif kind == RUNNING:
+    elif isinstance(ev, RunningEvent):
         _advance(job, JobStatus.RUNNING)
-    elif kind == WAITING:
+    elif isinstance(ev, WaitingEvent):
         _advance(job, JobStatus.WAITING)
-    elif kind == PROGRESS:
-        job.run.progress = {k: v for k, v in ev.items() if k != "type"}
-    elif kind == CACHE:
-        job.run.cache_path_used = ev.get("path")
-    elif kind == OUTPUT:
+    elif isinstance(ev, ProgressEvent):
+        job.run.progress = ev.model_dump(exclude={"type", "t"})
+    elif isinstance(ev, CacheEvent):
+        job.run.cache_path_used = ev.path
+    elif isinstance(ev, OutputEvent):
         job.run.pending_outputs = [*job.run.pending_outputs, ev]
-    elif kind == COMPLETED and JobStatus.COMPLETED in TRANSITIONS[job.status]:
+    elif isinstance(ev, CompletedEvent) and JobStatus.COMPLETED in TRANSITIONS[job.status]:
         register_outputs(job)
         job.run.exit_code = 0
         set_status(job, JobStatus.COMPLETED)
-    elif kind == FAILED and JobStatus.FAILED in TRANSITIONS[job.status]:
-        job.add_run_error(ev.get("message", "failed"), ev.get("traceback", ""))
+    elif isinstance(ev, FailedEvent) and JobStatus.FAILED in TRANSITIONS[job.status]:
+        job.add_run_error(ev.message, ev.traceback)
         job.run.pending_outputs = []
         set_status(job, JobStatus.FAILED)
 

@@ -1,15 +1,20 @@
 """Kills that could not be done when asked: a job killed while its SSH worker did not
-answer, or while its launch was running. Retried every few seconds (an indexed query
-on the ``kill_pending`` column), once the target answers."""
+answer, or while a launch of it was under way (perhaps by a master that then died: the
+run is looked for by its tag first). Retried every few seconds (an indexed query on the
+``kill_pending`` column), once the target answers."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
+from ..builder import job_dir_abs
 from ..errors import CryohpcError
-from ..lanes import Lane, NodeLane, RunHandle
+from ..lanes import Lane, LaunchRequest, NodeLane, RunHandle
+from ..model import Job, Project, Resources
 from ..store import Store
 
 log = logging.getLogger("cryohpc.scheduler")
@@ -28,6 +33,7 @@ class PendingKills:
         self._next_check = time.monotonic() + CHECK_EVERY_S
         with self.store.read() as tx:
             pending = tx.jobs_with_pending_kill()
+            projects = {p.uid: p for p in tx.list_projects()} if pending else {}
         lanes = self.lanes()
         for seen in pending:
             lane = lanes.get(seen.run.lane or seen.queued_lane or "local")
@@ -35,7 +41,13 @@ class PendingKills:
             if lane is None or (isinstance(lane, NodeLane) and target in lane.unavailable()):
                 continue
             try:
-                lane.kill(RunHandle.of(seen))
+                handle = RunHandle.of(seen)
+                if handle.pid is None and handle.cluster_job_id is None:  # killed mid-launch: find it
+                    found = lane.find(_request(seen, projects[seen.project_uid])) if seen.run.tag else None
+                    handle = replace(handle, pid=found.pid, pid_start=found.pid_start,
+                                     cluster_job_id=found.cluster_job_id) if found else None
+                if handle is not None:
+                    lane.kill(handle)
             except CryohpcError as err:
                 log.info("kill of %s still pending: %s", seen.ref, err)
                 continue
@@ -45,3 +57,11 @@ class PendingKills:
                 job.run.reason = "stopped once its worker answered again"
                 tx.put_job(job)
             log.info("stopped %s, killed while its worker could not be reached", seen.ref)
+
+
+def _request(job: Job, project: Project) -> LaunchRequest:
+    """Enough of a launch request for ``Lane.find`` to look for the job's run."""
+    job_dir = job_dir_abs(project, job)
+    return LaunchRequest(project_uid=job.project_uid, job_uid=job.uid, job_type=job.type, job_title=job.title,
+                         job_creator=job.created_by, job_dir=job_dir, project_dir=Path(project.project_dir),
+                         command=[], env={}, resources=job.run.resources or Resources(), tag=job.run.tag or "")
