@@ -23,6 +23,7 @@ from cryohpc.scheduler import Scheduler
 from cryohpc.status import JobStatus
 from cryohpc.store import MIGRATIONS, Store
 
+NODE = NodeLaneConfig(name="local", cpus=2, ram_gb=4, gpus=[])
 HANGING_LANE = """lanes:
   - name: hangs
     type: cluster
@@ -68,7 +69,7 @@ class GatedLocalLane(LocalLane):
 
 
 def test_a_job_killed_while_it_launches_is_stopped_once_started(api, project):
-    lane = GatedLocalLane(NodeLaneConfig(name="local", cpus=2, ram_gb=4, gpus=[]))
+    lane = GatedLocalLane(NODE)
     sched = Scheduler(api.instance, lanes={"local": lane})
     job = project.create_job("test_sleep", params={"seconds": 60})
     job.queue()
@@ -167,21 +168,26 @@ class DiesAfterLaunch(LocalLane):
         raise SystemExit("master killed between launch and record")
 
 
-def test_a_master_that_died_mid_launch_is_followed_by_one_that_adopts_the_run(api, project):
-    cfg = NodeLaneConfig(name="local", cpus=2, ram_gb=4, gpus=[])
-    dying = DiesAfterLaunch(cfg)
-    job = project.create_job("test_sleep", params={"seconds": 2})
+def died_mid_launch(api, project, seconds: float):
+    """A queued test_sleep job whose master started its worker and died before recording it."""
+    dying = DiesAfterLaunch(NODE)
+    job = project.create_job("test_sleep", params={"seconds": seconds})
     job.queue()
     with pytest.raises(SystemExit):
         Scheduler(api.instance, lanes={"local": dying}).step()
     m = job.model
     assert m.status == JobStatus.QUEUED and m.run.launch_uncertain and m.run.pid is None
-    fresh = LocalLane(cfg)
-    sched = Scheduler(api.instance, lanes={"local": fresh})
+    assert is_alive(dying.started.pid, dying.started.pid_start)
+    return job, dying.started
+
+
+def test_a_master_that_died_mid_launch_is_followed_by_one_that_adopts_the_run(api, project):
+    job, started = died_mid_launch(api, project, 2)
+    sched = Scheduler(api.instance, lanes={"local": LocalLane(NODE)})
     sched.step()
     m = job.model
     assert m.status == JobStatus.LAUNCHED and not m.run.launch_uncertain
-    assert (m.run.pid, m.run.pid_start) == (dying.started.pid, dying.started.pid_start)  # adopted, not started again
+    assert (m.run.pid, m.run.pid_start) == (started.pid, started.pid_start)  # adopted, not started again
     assert "found running" in m.run.reason
     deadline = time.monotonic() + 60
     while not job.status.final and time.monotonic() < deadline:
@@ -208,16 +214,10 @@ def test_restart_to_another_lane_gets_the_checks_queue_makes(api, project, maste
 
 
 def test_a_job_killed_after_its_master_died_mid_launch_has_its_run_found_and_stopped(api, project):
-    cfg = NodeLaneConfig(name="local", cpus=2, ram_gb=4, gpus=[])
-    dying = DiesAfterLaunch(cfg)
-    job = project.create_job("test_sleep", params={"seconds": 60})
-    job.queue()
-    with pytest.raises(SystemExit):
-        Scheduler(api.instance, lanes={"local": dying}).step()
-    assert is_alive(dying.started.pid, dying.started.pid_start)
+    job, started = died_mid_launch(api, project, 60)
     job.kill()  # nothing known to stop yet: the kill waits for the next master
     m = job.model
     assert m.status == JobStatus.KILLED and m.run.kill_pending
-    Scheduler(api.instance, lanes={"local": LocalLane(cfg)}).step()
-    wait_for(lambda: not is_alive(dying.started.pid, dying.started.pid_start), 15, "the orphaned worker to stop")
+    Scheduler(api.instance, lanes={"local": LocalLane(NODE)}).step()
+    wait_for(lambda: not is_alive(started.pid, started.pid_start), 15, "the orphaned worker to stop")
     assert not job.model.run.kill_pending
