@@ -146,7 +146,7 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str) -> Job:
             try:
                 lane.kill(RunHandle.of(job))
             except TransientError as err:
-                if not getattr(lane, "kill_when_back", False):
+                if not (isinstance(lane, NodeLane) and lane.kill_when_back):
                     raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
                                     f"{_by_hand(job)} by hand") from err
                 with inst.store.write() as tx:

@@ -179,8 +179,3 @@ class BatchLane(Lane):
         Raises:
             BuildError: an undeclared variable, a wrong type, a required one unset.
         """
-
-    def explain(self, runs: list[RunHandle]) -> dict[str, PollResult]:
-        """The scheduler's verdict on runs that recently failed (e.g. TIMEOUT arriving after
-        the worker's own report); by default the same query as ``poll``."""
-        return self.poll(runs)

@@ -77,10 +77,7 @@ class Launcher:
             self._settle(seen, request, QueueStatus.WAITING_UNREACHABLE, f"not started, will retry: {err}",
                          uncertain=retry and isinstance(err, LaneUnreachable))
             return False
-        except CryohpcError as err:
-            self._settle(seen, request, None, f"could not launch: {err}", failed=True)
-            return False
-        except OSError as err:  # job.json or the script could not be written
+        except (CryohpcError, OSError) as err:  # refused, or job.json / the script could not be written
             self._settle(seen, request, None, f"could not launch: {err}", failed=True)
             return False
         return self._record(seen, lane, request, launched)
