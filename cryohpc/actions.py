@@ -14,10 +14,14 @@ from .model import Job, Resources, Run, set_status
 from .status import JobStatus, QueueStatus
 from .store import Tx
 
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+
 
 def _fits_lane(job: Job, need: Resources, targets: dict[str, Resources], lane: str,
-               target: str | None, gpu_ids: list[int] | None) -> None:
-    """Refuse at queue time what could never launch, instead of queueing it forever."""
+               target: str | None, gpu_ids: list[int] | None, oversubscribe: bool = False) -> None:
+    """Refuse at queue time what could never launch, instead of queueing it forever: more
+    GPUs than any machine has, GPU ids it lacks, and more MPI ranks than a machine has
+    CPUs (unless the lane lets ranks share cores)."""
     named = len(targets) > 1 or "" not in targets  # a lane of worker targets, not one machine
     where = f"lane {lane!r}"
     if not targets:
@@ -32,6 +36,11 @@ def _fits_lane(job: Job, need: Resources, targets: dict[str, Resources], lane: s
     elif gpu_ids is not None and named:
         raise BuildError(f"{job.ref}: GPU ids name GPUs of one machine; give the worker target too "
                          f"(targets of lane {lane!r}: {', '.join(targets) or 'none'})")
+    cores = max((c.cpus for c in targets.values()), default=0)
+    if need.mpi_ranks > cores and not oversubscribe:
+        raise BuildError(f"{job.ref} asks {need.mpi_ranks} MPI ranks; no machine of {where} has that many CPUs "
+                         f"(most: {cores}); lower the ranks, or set 'oversubscribe: true' on the lane if ranks may "
+                         "share cores")
     most = max((c.gpus for c in targets.values()), default=0)
     if need.gpus > most:
         per = ", ".join(f"{n or lane}: {c.gpus} {c.gpu_ids}" for n, c in targets.items()) or "no targets"
@@ -68,7 +77,7 @@ def _assign_lane(tx: Tx, job: Job, lanes: dict[str, Lane], lane: str, gpu_ids: l
         if custom_vars:
             raise BuildError(f"{job.ref}: lane {lane!r} takes no custom variables")
         assert isinstance(target_lane, NodeLane)
-        _fits_lane(job, need, target_lane.targets(), lane, target, gpu_ids)
+        _fits_lane(job, need, target_lane.targets(), lane, target, gpu_ids, target_lane.oversubscribe)
     job.resources_needed = need
     job.queued_lane = lane
     job.queued_gpu_ids = gpu_ids
@@ -104,6 +113,8 @@ def queue_job(
             job.build_errors = errors
             raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
         _assign_lane(tx, job, lanes, lane or "local", gpu_ids, target, custom_vars)
+        if priority is not None and not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+            raise BuildError(f"{job.ref}: priority {priority} is outside {PRIORITY_RANGE[0]}..{PRIORITY_RANGE[1]}")
         if priority is not None:
             job.priority = priority
         job.build_errors = []

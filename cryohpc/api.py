@@ -23,6 +23,7 @@ from .lanes import Lane
 from .lanes.siteconfig import WorkerTarget
 from .model import Job, Project, SlotRef, Workspace
 from .status import JobStatus
+from .text import line_problem, one_line
 
 __all__ = ["Api", "JobHandle", "JobStatus", "ProjectHandle"]
 
@@ -30,12 +31,14 @@ PROJECT_MARKER = "cryohpc-project.json"
 
 
 def _owner() -> str:
+    """The user's login name, or '' where it is not one clean line (it reaches scripts)."""
     try:
         import pwd
 
-        return pwd.getpwuid(os.getuid()).pw_name
+        name = pwd.getpwuid(os.getuid()).pw_name
     except (ImportError, KeyError):
-        return os.environ.get("USER", "")
+        name = os.environ.get("USER", "")
+    return name if line_problem(name) is None else ""
 
 
 class Api:
@@ -62,10 +65,17 @@ class Api:
         Raises:
             UserError: the directory holds files (another project's, most likely).
         """
+        one_line(title, "a project title")
         with self.store.write() as tx:
             uid = f"P{tx.next_number('project')}"
             path = Path(project_dir) if project_dir else Path(self.instance.config.projects_root) / uid
-            path = path.expanduser().resolve()
+            path = Path(one_line(str(path), "a project directory")).expanduser().resolve()
+            one_line(str(path), "a project directory")  # as resolved (a link may name another)
+            for other in tx.list_projects():
+                theirs = Path(other.project_dir)
+                if path == theirs or theirs in path.parents or path in theirs.parents:
+                    raise UserError(f"project directory {path} overlaps project {other.uid}'s ({theirs}); "
+                                    "choose a directory outside every other project")
             if path.exists() and any(path.iterdir()):
                 raise UserError(f"project directory {path} is not empty; choose a new or empty directory")
             project = Project(uid=uid, title=title, description=description, project_dir=str(path), owner=_owner())
@@ -255,7 +265,17 @@ class ProjectHandle:
             return project
 
     def set_cluster_vars(self, **values: Any) -> Project:
-        """Project-level values of cluster lanes' custom variables (None removes one)."""
+        """Project-level values of cluster lanes' custom variables (None removes one); each
+        is checked against its declared type when a job is queued, and is one line now.
+
+        Raises:
+            UserError: a name that is not an identifier, or a value that is not one line.
+        """
+        for name, value in values.items():
+            if not name.isidentifier():
+                raise UserError(f"custom variable name {name!r} is not an identifier")
+            if isinstance(value, str):
+                one_line(value, f"custom variable {name!r}")
         with self.api.store.write() as tx:
             project = tx.get_project(self.uid)
             merged = {**project.cluster_custom_vars, **values}

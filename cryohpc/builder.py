@@ -18,6 +18,7 @@ from .jobtypes.spec import InputGroupSpec, JobTypeSpec
 from .model import Connection, Job, OutputGroup, OutputResult, Project, SlotRef
 from .status import JobStatus
 from .store import Tx
+from .text import one_line
 
 
 def job_dir_abs(project: Project, job: Job) -> Path:
@@ -46,6 +47,7 @@ def create_job(
     """
     project = tx.get_project(project_uid)
     spec = get_jobtype(type_name)
+    one_line(title, "a job title")
     workspaces = []
     if workspace_uid:
         tx.get_workspace(project_uid, workspace_uid)

@@ -69,7 +69,7 @@ def test_hostile_values_are_quoted_and_inert(tmp_path):
     hostile = f"gpu; touch {tmp_path}/pwned"
     script, variables = ln.prepare(request(ln, tmp_path / "P3" / "J7", tmp_path / "P3",
                                            ln.custom_values({}, {"partition": hostile}), creator="$(touch pwned2)"))
-    assert "#SBATCH --partition='gpu; touch" in script
+    assert '#SBATCH --partition="gpu; touch' in script
     line = "echo " + ln.env.from_string("{{ partition }} {{ job_creator }}").render(**variables)
     out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path).stdout.strip()
     assert out == f"{hostile} $(touch pwned2)"

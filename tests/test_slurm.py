@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import PLUGINS, ThreadMaster, free_port, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cryohpc.api import Api
 from cryohpc.errors import BuildError, ConfigError
@@ -449,8 +452,10 @@ def test_status_queries_name_only_cryohpc_jobs_and_foreign_jobs_are_never_touche
         assert quick.status == JobStatus.COMPLETED, quick.model.errors_run
         ours = {quick.model.run.cluster_job_id, slow.model.run.cluster_job_id}
         status_lines = [line for line in log.read_text().splitlines() if line.startswith("squeue")]
-        assert status_lines and all("-n cryohpc_" in line and not any(f in line for f in foreign)
-                                    for line in status_lines)
+        def words(line: str) -> set[str]:
+            return set(re.split(r"[\s,='\"]+", line))
+
+        assert status_lines and all("-n cryohpc_" in line and not words(line) & set(foreign) for line in status_lines)
         listed = subprocess.run(["sh", "-c", status_lines[-1]], capture_output=True, text=True, timeout=30).stdout
         rows = {line.split("|")[0] for line in listed.splitlines()}
         assert rows and rows <= ours  # the command itself lists only cryohpc's jobs
@@ -459,6 +464,56 @@ def test_status_queries_name_only_cryohpc_jobs_and_foreign_jobs_are_never_touche
         still = subprocess.run(["squeue", "-h", "-j", ",".join(foreign), "-o", "%i|%T"], capture_output=True,
                                text=True, timeout=30).stdout.split()
         assert sorted(still) == sorted(f"{f}|PENDING" for f in foreign)
-        assert not any("scancel" in line and any(f in line for f in foreign) for line in log.read_text().splitlines())
+        assert not any("scancel" in line and words(line) & set(foreign) for line in log.read_text().splitlines())
     finally:
         subprocess.run(["scancel", *foreign], timeout=30)
+
+
+ONE_LINE_HOSTILE = st.lists(st.sampled_from(["debug", "$(touch pwned)", "`touch pwned`", "; touch pwned", "'", '"',
+                                             " ", "#SBATCH --wrap=x", "\\", "&&", "|", "*", "$HOME", "~", "\n", "\t",
+                                             "\x1b[2J", "1:00"]) | st.text(max_size=4),
+                            min_size=1, max_size=4).map("".join)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(partition=ONE_LINE_HOSTILE, time_limit=ONE_LINE_HOSTILE, account=ONE_LINE_HOSTILE)
+def test_sbatch_reads_every_rendered_value_as_its_own_option_or_the_value_was_refused(slurm, tmp_path_factory,
+                                                                                     partition, time_limit, account):
+    """The shipped SLURM template with hostile custom values: refused where they enter if
+    they are not one clean line; otherwise `sbatch --test-only` either accepts the script or
+    names the very option the value went to (so the value arrived, quoted, as that option
+    and nothing else), and nothing ran."""
+    from cryohpc.lanes import build_lane
+    from cryohpc.lanes.base import LaunchRequest, job_tag
+    from cryohpc.lanes.siteconfig import load_site_config
+    from cryohpc.resources import Resources
+    from cryohpc.text import line_problem
+
+    tmp = tmp_path_factory.mktemp("sbatch")
+    (tmp / "lanes.yaml").write_text(LANE.format(template="slurm.sh.j2").replace(
+        "      - {name: time_limit, type: str}\n", "      - {name: time_limit, type: str}\n"
+        "      - {name: account, type: str}\n"))
+    ln = build_lane(load_site_config(tmp / "lanes.yaml")[0], "inst1")
+    values = {"partition": partition, "time_limit": time_limit, "account": account}
+    try:
+        custom = ln.custom_values({}, values)
+    except BuildError:
+        assert any(line_problem(v) for v in values.values())
+        return
+    assert not any(line_problem(v) for v in values.values())
+    job_dir = tmp / "P1" / "J1"
+    job_dir.mkdir(parents=True)
+    req = LaunchRequest(project_uid="P1", job_uid="J1", job_type="t", job_title="t", job_creator="u", job_dir=job_dir,
+                        project_dir=job_dir.parent, command=[], env={}, resources=Resources(cpus=1, ram_gb=0.1),
+                        tag=job_tag("inst1", "P1", "J1"), custom=custom)
+    script, _ = ln.prepare(req)
+    (job_dir / "submit.sh").write_text(script)
+    out = subprocess.run(["sbatch", "--test-only", str(job_dir / "submit.sh")], capture_output=True, text=True,
+                         cwd=tmp, timeout=30)
+    said = (out.stdout + out.stderr).strip()
+    if out.returncode != 0:
+        assert ("Invalid partition name specified" in said and partition) or "Invalid --time specification" in said \
+            or ("Invalid account" in said and account), said
+    else:
+        assert "to start at" in said and partition in ("", "debug")
+    assert sorted(p.name for p in tmp.rglob("*")) == ["J1", "P1", "lanes.yaml", "submit.sh"]

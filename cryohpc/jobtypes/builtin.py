@@ -92,7 +92,7 @@ SUBSET_PARTICLES = register(
         params=(
             ParamSpec(name="max_items", type="int", min=1, title="Number of particles",
                       help="keep at most this many (default: all that match)"),
-            ParamSpec(name="random_seed", type="int", help="pick randomly with this seed instead of the first N"),
+            ParamSpec(name="random_seed", type="int", min=0, help="pick randomly with this seed instead of the first N"),
             ParamSpec(name="where_field", type="str", help="keep items whose field equals where_value"),
             ParamSpec(name="where_value", type="str"),
         ),
@@ -150,7 +150,7 @@ SIMULATE_PARTICLES = register(
             ParamSpec(name="cs_mm", type="float", default=2.7, min=0, title="Spherical aberration (mm)"),
             ParamSpec(name="amp_contrast", type="float", default=0.1, min=0, max=1, title="Amplitude contrast"),
             ParamSpec(name="particles_per_stack", type="int", default=1000, min=1),
-            ParamSpec(name="seed", type="int", default=0, title="Random seed"),
+            ParamSpec(name="seed", type="int", default=0, min=0, title="Random seed"),
             COMPUTE_PARAMS[1],
         ),
         resources=Resources(cpus=1, gpus=0, ram_gb=4),

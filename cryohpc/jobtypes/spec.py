@@ -53,10 +53,12 @@ class ParamSpec(Spec):
         try:
             if self.type == "path":
                 # absolute now: the worker runs elsewhere (its job directory, another node)
-                out: Any = os.path.abspath(os.path.expanduser(str(value)))
+                out: Any = os.path.abspath(os.path.expanduser(parse_scalar("str", value)))
             else:
                 out = parse_scalar(self.type, value)
-        except (TypeError, ValueError):
+        except ValueError as err:
+            raise BuildError(f"{where}: {err}") from None
+        except TypeError:
             raise BuildError(f"{where}: {value!r} is not a valid {self.type}") from None
         if self.pattern and not re.fullmatch(self.pattern, out):
             raise BuildError(f"{where}: {out!r} is not valid" + (f" ({self.pattern_help})" if self.pattern_help else ""))

@@ -150,6 +150,7 @@ class NodeLane(Lane):
     """Machines whose capacity cryohpc manages: jobs are placed per target."""
 
     kill_when_back = False  # True where a kill that found the target unreachable can wait for it
+    oversubscribe = False  # True where MPI ranks may outnumber a machine's CPUs
 
     @abstractmethod
     def capacity(self) -> Resources:

@@ -35,6 +35,7 @@ class LocalLane(NodeLane):
         self.name = cfg.name
         self._children: dict[int, subprocess.Popen] = {}
         self._gpus: list[int] | None = cfg.gpus
+        self.oversubscribe = cfg.oversubscribe
 
     def cache_settings(self, target: str = "") -> dict | None:
         return self.cfg.cache_settings()

@@ -1,14 +1,23 @@
 """Jinja2 rendering of submission scripts and scheduler commands.
 
-Every value a template prints is shell-quoted (``shlex.quote``) unless it is ``Raw``: a
+Every value a template prints is quoted (``shell_quote``) unless it is ``Raw``: a
 command line cryohpc built itself, already quoted piece by piece, or a setting the site
 admin wrote (``cache_path`` may be ``$SLURM_TMPDIR/cryohpc``, expanded on the node).
 A user's value trying ``; rm -rf ~`` therefore arrives as one literal word.
+Values are double-quoted with ``\\ " $ ` `` escaped, not single-quoted: bash reads both
+forms alike, but ``sbatch`` reads ``#SBATCH`` lines with its own parser, where a backslash
+escapes even inside single quotes (``--account='\\'`` is an unmatched quote there). The
+double-quoted form means the same text to bash and to sbatch.
+Quoting cannot protect a comment line (``#SBATCH --partition=...``): a line break in a
+value would end it and start a command. So every value, ``Raw`` or not, must be one line
+without control characters; the renderer refuses any other, naming the variable, as the
+last line of defence behind the checks where values enter.
 Undefined variables are errors (StrictUndefined), at load time, not at submit time.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 import traceback
 from pathlib import Path
@@ -17,6 +26,7 @@ from typing import Any
 import jinja2
 
 from ..errors import ConfigError
+from ..text import line_problem
 
 # shipped templates: the repository's templates/, packaged through the cryohpc/templates link
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
@@ -26,14 +36,30 @@ class Raw(str):
     """A string that is already shell-safe; printed as it is."""
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
+def shell_quote(text: str) -> str:
+    """``text`` as one word for bash and for sbatch's directive parser alike."""
+    if _PLAIN.fullmatch(text):
+        return text
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
+
+
+class UnsafeValue(ValueError):
+    """A value that would print more than one line into a script or command."""
+
+
 def _finalize(value: Any) -> str:
+    if isinstance(value, str) and (problem := line_problem(value)):
+        raise UnsafeValue(f"a printed value has {problem}: {value[:80]!r}")
     if isinstance(value, Raw):
         return value
     if value is None:
-        return "''"
+        return '""'
     if isinstance(value, bool):
         return "true" if value else "false"
-    return shlex.quote(str(value))
+    return shell_quote(str(value))
 
 
 def environment(template_dirs: list[Path]) -> jinja2.Environment:
@@ -65,6 +91,10 @@ def render(env: jinja2.Environment, where: str, variables: dict[str, Any], *, na
     Raises:
         ConfigError: naming ``where`` (lane and file or key), the line and the problem.
     """
+    for key, value in variables.items():
+        if isinstance(value, str) and (problem := line_problem(value)):
+            raise ConfigError(f"{where}: variable {key!r} has {problem}; refused (values must be one line "
+                              "without control characters)")
     try:
         template = env.get_template(name) if name else env.from_string(source or "")
         return template.render(**variables)

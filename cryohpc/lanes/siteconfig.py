@@ -13,10 +13,42 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from ..errors import ConfigError
+from ..text import check_line
 from ..values import parse_scalar
 
 
-class CacheFields(BaseModel):
+class SiteModel(BaseModel):
+    """A site-config record: every text in it (paths, commands, environment values,
+    custom values) may reach a script or a command line, so each is one line without
+    control characters. Help texts and descriptions are exempt: they never do."""
+
+    @model_validator(mode="after")
+    def _one_line_texts(self) -> Any:
+        for name, value in self:
+            if name in ("help", "title", "source"):
+                continue
+            for where, text in _texts(name, value):
+                try:
+                    check_line(text, where)
+                except ValueError as err:
+                    raise ValueError(str(err)) from None
+        return self
+
+
+def _texts(where: str, value: Any):
+    """(location, text) of every string inside ``value``, keys of mappings included."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _texts(f"{where}.{k}", k)
+            yield from _texts(f"{where}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _texts(f"{where}[{i}]", v)
+
+
+class CacheFields(SiteModel):
     """SSD cache settings, for a machine (node lane, worker target) or a cluster's nodes."""
 
     model_config = ConfigDict(extra="forbid")
@@ -36,7 +68,7 @@ class CacheFields(BaseModel):
                 "lifetime_days": self.cache_lifetime_days, "threads": self.cache_threads}
 
 
-class SshHost(BaseModel):
+class SshHost(SiteModel):
     """How the master reaches a machine over SSH (a worker target or a login node)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -103,12 +135,13 @@ class NodeLaneConfig(CacheFields):
     mpiexec: str | None = Field(default=None, description="MPI launcher (default: the one beside this Python)")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for workers")
     poll_interval_s: float = Field(default=5.0, gt=0, description="kind ssh: least time between status queries")
+    oversubscribe: bool = Field(default=False, description="let a job's MPI ranks outnumber a machine's CPUs")
 
 
 SchedulerKind = Literal["slurm", "pbs", "sge"]
 
 
-class CustomVar(BaseModel):
+class CustomVar(SiteModel):
     """A site-defined variable for submission scripts (account, partition, QOS...)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -137,9 +170,11 @@ class CustomVar(BaseModel):
         try:
             if self.type != "enum":
                 return parse_scalar(self.type, value)
-        except (TypeError, ValueError):
+            text = parse_scalar("str", value)
+        except ValueError as err:
+            raise ValueError(f"custom variable {self.name!r} ({where}): {err}") from None
+        except TypeError:
             raise ValueError(f"custom variable {self.name!r} ({where}): {value!r} is not a valid {self.type}") from None
-        text = str(value)
         if self.type == "enum" and text not in self.choices:
             raise ValueError(f"custom variable {self.name!r} ({where}): {text!r} is not one of {', '.join(self.choices)}")
         return text
@@ -151,7 +186,7 @@ class WorkerSettings(CacheFields):
     bin_path: str | None = Field(default=None, description="cryohpc-worker on the nodes (default: this Python's)")
 
 
-class ClusterLaneConfig(BaseModel):
+class ClusterLaneConfig(SiteModel):
     """A lane whose jobs go to a batch scheduler through rendered submission scripts."""
 
     model_config = ConfigDict(extra="forbid")

@@ -41,6 +41,7 @@ class SshWorkerLane(NodeLane):
         self.workers: dict[str, WorkerTarget] = {w.name: w for w in cfg.workers}
         self.ssh = manager or sessions()
         self.poll_interval_s = cfg.poll_interval_s
+        self.oversubscribe = cfg.oversubscribe
 
     # -- where jobs go ------------------------------------------------------------------
     def targets(self) -> dict[str, Resources]:

@@ -3,6 +3,8 @@ aside until completion (a failed or killed job never shows partial results)."""
 
 from __future__ import annotations
 
+import logging
+import posixpath
 from collections import defaultdict
 
 from ..events import (
@@ -18,6 +20,20 @@ from ..events import (
 )
 from ..model import Job, OutputGroup, OutputResult, set_status
 from ..status import TRANSITIONS, JobStatus
+
+log = logging.getLogger("cryohpc.scheduler")
+
+
+def output_problem(job: Job, ev: OutputEvent) -> str | None:
+    """Why a worker's output report cannot be registered: a group its job type does not
+    declare, or a file outside the job's own directory."""
+    if job.output(ev.group) is None:
+        return f"output group {ev.group!r} is not one the job declares ({', '.join(g.name for g in job.outputs)})"
+    for r in ev.results:
+        path = posixpath.normpath(r.path)
+        if posixpath.isabs(r.path) or not path.startswith(job.job_dir.rstrip("/") + "/") or "\x00" in r.path:
+            return f"result {r.name!r} names {r.path!r}, outside the job's directory {job.job_dir}/"
+    return None
 
 
 def _advance(job: Job, new: JobStatus) -> None:
@@ -64,7 +80,12 @@ def apply_event(job: Job, ev: WorkerEvent) -> None:
     elif isinstance(ev, CacheEvent):
         job.run.cache_path_used = ev.path
     elif isinstance(ev, OutputEvent):
-        job.run.pending_outputs = [*job.run.pending_outputs, ev]
+        problem = output_problem(job, ev)
+        if problem:  # a worker that reports what is not its own: refused, and said
+            log.error("%s: worker output refused: %s", job.ref, problem)
+            job.add_run_error(f"worker output refused: {problem}")
+        else:
+            job.run.pending_outputs = [*job.run.pending_outputs, ev]
     elif isinstance(ev, CompletedEvent) and JobStatus.COMPLETED in TRANSITIONS[job.status]:
         register_outputs(job)
         job.run.exit_code = 0

@@ -1,8 +1,8 @@
 #!/bin/bash
 # cryohpc job P3 J7 (homo_reconstruct), rendered for lane slurm-lane.
-# Every '{{ value }}' below is shell-quoted by cryohpc; run_cmd is pre-quoted.
+# Every "{{ value }}" below is shell-quoted by cryohpc; run_cmd is pre-quoted.
 #SBATCH --job-name=cryohpc_inst1_P3_J7
-#SBATCH --comment='cryohpc inst1 P3 J7'
+#SBATCH --comment="cryohpc inst1 P3 J7"
 #SBATCH --output=/data/projects/P3/J7/job.log
 #SBATCH --open-mode=append
 #SBATCH --nodes=1

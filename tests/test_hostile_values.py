@@ -1,0 +1,238 @@
+"""No value a user, a project or a site config sets runs as a command: values are one line
+without control characters where they enter (API, CLI, YAML), and the renderer refuses any
+other. Property-based: hypothesis generates the hostile strings."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import pytest
+from conftest import cli, db_snapshot
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from cryohpc.api import Api
+from cryohpc.errors import BuildError, ConfigError, UserError
+from cryohpc.events import OutputEvent, OutputResultFile
+from cryohpc.lanes import build_lane
+from cryohpc.lanes.base import LaunchRequest, job_tag
+from cryohpc.lanes.siteconfig import load_site_config
+from cryohpc.model import Job, OutputGroup
+from cryohpc.resources import Resources
+from cryohpc.scheduler.job_events import apply_event
+from cryohpc.status import JobStatus
+from cryohpc.text import line_problem, shown
+from cryohpc.values import parse_scalar
+
+SHELL_BITS = ["\n", "\r", "\x00", "\x1b[2J", "\u2028", "\x85", "$(touch pwned)", "`touch pwned`", "; touch pwned",
+              "' ; touch pwned ; '", '" ; touch pwned ; "', "#SBATCH --wrap=x", "\\", "&& touch pwned", "|", "*",
+              "{{ 7*7 }}", "{% raw %}", "$HOME", "~", "-- ", "\t"]
+hostile = st.lists(st.one_of(st.sampled_from(SHELL_BITS), st.text(max_size=6)), min_size=1, max_size=5).map("".join)
+
+
+@given(st.text(max_size=40))
+def test_line_check_matches_unicode_categories(text):
+    bad = any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in "\x85\u2028\u2029" for c in text)
+    assert (line_problem(text) is not None) == bad
+    assert (shown(text) == text) == (not bad)
+    assert line_problem(shown(text)) is None  # what tables print is always one clean line
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.text(max_size=30))
+def test_numbers_are_finite_and_64_bit_or_refused_with_the_reason(value):
+    for kind in ("int", "float"):
+        try:
+            out = parse_scalar(kind, value)
+        except ValueError as err:
+            assert str(err)  # one readable reason
+            continue
+        assert (math.isfinite(out) if kind == "float" else -(2**63) <= out < 2**63)
+
+
+PROBE = """#!/bin/bash
+#SBATCH --job-name={{ job_name }}
+#SBATCH --comment={{ job_title }}
+# {{ job_creator }} {{ project_dir_abs }} {{ partition }} {{ account }} {{ queue }} {{ time_limit }}
+#SBATCH --partition={{ partition }}
+cd {{ job_dir_abs }} || exit 1
+{{ run_cmd }}
+echo $? > {{ exit_code_path }}
+"""
+TEMPLATES = {"slurm": "slurm.sh.j2", "pbs": "pbs.sh.j2", "sge": "sge.sh.j2", "probe": "probe.sh.j2"}
+DIRECTIVE = {"slurm": "#SBATCH", "pbs": "#PBS", "sge": "#$", "probe": "#SBATCH"}
+
+
+def lane(tmp: Path, kind: str, bin_path: str):
+    (tmp / "templates").mkdir()
+    (tmp / "templates" / "probe.sh.j2").write_text(PROBE)
+    (tmp / "site").mkdir()
+    (tmp / "site" / "lanes.yaml").write_text(
+        f"lanes:\n  - name: {kind}\n    type: cluster\n    kind: {'slurm' if kind == 'probe' else kind}\n"
+        f"    script_template: {TEMPLATES[kind]}\n    worker: {{bin_path: {bin_path}}}\n"
+        "    custom_vars:\n      - {name: partition, type: str, default: ''}\n      - {name: account, type: str, default: ''}\n"
+        "      - {name: queue, type: str, default: ''}\n      - {name: time_limit, type: str, default: ''}\n")
+    return build_lane(load_site_config(tmp / "site" / "lanes.yaml")[0], "inst1")
+
+
+RECORDER = '#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"\n'
+SETTABLE = ["partition", "account", "queue", "time_limit", "title", "creator", "project_dir"]
+
+
+def request(job_dir: Path, value: str, where: str, custom: dict) -> LaunchRequest:
+    return LaunchRequest(project_uid="P1", job_uid="J1", job_type="t", job_creator=value if where == "creator" else "u",
+                         job_title=value if where == "title" else "t", job_dir=job_dir, project_dir=job_dir.parent,
+                         command=[], env={}, resources=Resources(cpus=2, mpi_ranks=1),
+                         tag=job_tag("inst1", "P1", "J1"), custom=custom)
+
+
+@pytest.mark.parametrize("kind", list(TEMPLATES))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=hostile, where=st.sampled_from(SETTABLE))
+def test_hostile_values_are_refused_or_inert_in_every_template(tmp_path_factory, kind, value, where):
+    """Rendered with a hostile value in any variable a user or project can set, a script
+    is either refused (the value is not one clean line) or, run by bash with the worker
+    replaced by a recorder, has no extra line, no side effect, and starts the worker with
+    exactly its own arguments."""
+    if where == "project_dir":
+        assume("/" not in value and "\x00" not in value and value not in ("", ".", ".."))
+    tmp = tmp_path_factory.mktemp("render")
+    recorder = tmp / "recorder"
+    recorder.write_text(RECORDER)
+    recorder.chmod(0o755)
+    ln = lane(tmp, kind, str(recorder))
+    job_dir = tmp / (f"P{value}" if where == "project_dir" else "P1") / "J1"
+    job_dir.mkdir(parents=True)
+    custom = {where: value} if where in ("partition", "account", "queue", "time_limit") else {}
+    try:
+        script, _ = ln.prepare(request(job_dir, value, where, ln.custom_values({}, custom)))
+    except (BuildError, ConfigError) as err:
+        assert line_problem(value) is not None or line_problem(str(job_dir)) is not None, f"refused: {err}"
+        return
+    assert line_problem(value) is None, "a value with a line break or control character was rendered"
+    benign, _ = ln.prepare(request(tmp / "P1" / "J1", "x", "none", ln.custom_values({}, {})))
+    grown = len(script.splitlines()) - len(benign.splitlines())
+    assert 0 <= grown <= (1 if custom and value else 0)  # at most the value's own directive line
+    new = [line for line in script.splitlines() if line not in benign.splitlines()]
+    assert all(line.startswith((DIRECTIVE[kind], "# ", "cd ", "echo ", str(recorder))) for line in new), new
+    subprocess.run(["bash", "-c", script], cwd=tmp, env={"PATH": "/usr/bin:/bin", "RECORD": str(tmp / "argv")},
+                   capture_output=True, text=True, timeout=30)
+    assert (tmp / "argv").read_text().splitlines() == ["--job-dir", str(job_dir)]
+    made = {str(p.relative_to(tmp)) for p in tmp.rglob("*")} - {"templates", "templates/probe.sh.j2", "site",
+                                                                 "site/lanes.yaml", "recorder", "argv"}
+    assert made == {str(job_dir.parent.relative_to(tmp)), str(job_dir.relative_to(tmp)),
+                    str((job_dir / "exit_code").relative_to(tmp))}, made
+
+
+INJECTION = "gpu\ntouch /tmp/cryohpc-pwned #"
+
+
+def test_cli_refuses_a_multi_line_custom_variable_and_changes_nothing(api, project, tmp_path):
+    (api.instance.paths.site_configs / "slurm.yaml").write_text(
+        "lanes:\n  - name: slurm\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        "    custom_vars:\n      - {name: partition, type: str, default: debug}\n")
+    job = project.create_job("test_sleep")
+    before = db_snapshot(api)
+    proc = cli(api.instance.home, "job", "queue", project.uid, job.uid, "--lane", "slurm", "--var",
+               f"partition={INJECTION}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "custom variable 'partition' (job)" in proc.stderr and "line break (U+000A) at character 4" in proc.stderr
+    assert db_snapshot(api) == before
+    proc = cli(api.instance.home, "project", "set-vars", project.uid, f"partition={INJECTION}")
+    assert proc.returncode == 2 and "custom variable 'partition' must be one line" in proc.stderr
+    assert db_snapshot(api) == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(hostile)
+def test_titles_and_project_directories_are_one_line_where_they_enter(value):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        api = Api.init(Path(tmp) / "home", Path(tmp) / "projects")
+        bad = line_problem(value) is not None
+        try:
+            project = api.create_project(value)
+        except UserError as err:
+            assert bad and "a project title must be one line" in str(err)
+            project = api.create_project("fine")
+        else:
+            assert not bad
+        try:
+            project.create_job("test_sleep", title=value)
+        except UserError as err:
+            assert bad and "a job title must be one line" in str(err)
+        else:
+            assert not bad
+        name = value.replace("/", "_").replace("\x00", "_")
+        assume(name not in ("", ".", ".."))
+        try:
+            api.create_project("p", project_dir=Path(tmp) / "dirs" / name)
+        except UserError as err:
+            assert line_problem(name) is not None and "a project directory must be one line" in str(err)
+
+
+def test_a_project_inside_another_is_refused(api, project):
+    with pytest.raises(UserError, match=f"overlaps project {project.uid}"):
+        api.create_project("nested", project_dir=project.dir / "sub")
+    with pytest.raises(UserError, match=f"overlaps project {project.uid}"):
+        api.create_project("around", project_dir=project.dir.parent)
+
+
+def test_site_config_values_are_one_line(tmp_path):
+    (tmp_path / "lanes.yaml").write_text(
+        "lanes:\n  - name: s\n    type: cluster\n    kind: slurm\n    script_template: slurm.sh.j2\n"
+        "    worker: {cache_path: \"/scratch/x\\n rm -rf ~\"}\n")
+    with pytest.raises(ConfigError, match=r"lanes.yaml.*worker.*cache_path must be one line.*U\+000A"):
+        load_site_config(tmp_path / "lanes.yaml")
+    (tmp_path / "lanes.yaml").write_text("lanes:\n  - name: n\n    type: node\n    env: {A: \"x\\ty\"}\n")
+    with pytest.raises(ConfigError, match=r"env\.A must be one line.*U\+0009"):
+        load_site_config(tmp_path / "lanes.yaml")
+
+
+@pytest.mark.parametrize("value, message", [("nan", "is not a finite number"), ("-inf", "is not a finite number"),
+                                            ("1e400", "is not a finite number")])
+def test_non_finite_float_params_are_refused_naming_the_param(project, value, message):
+    with pytest.raises(BuildError, match=f"param 'psize_A': '{value}' {message}"):
+        project.create_job("import_particles", params={"psize_A": value})
+
+
+def test_huge_ints_priorities_and_negative_seeds_are_refused(project):
+    with pytest.raises(BuildError, match="'max_items': 100000000000000000000 is outside the 64-bit integer range"):
+        project.create_job("subset_particles", params={"max_items": 10**20})
+    with pytest.raises(BuildError, match="'seed': -1 is below the minimum 0"):
+        project.create_job("simulate_particles", params={"seed": -1})
+    job = project.create_job("test_sleep")
+    with pytest.raises(BuildError, match="priority 10000000000 is outside"):
+        job.queue(priority=10**10)
+    assert job.status == JobStatus.BUILDING
+
+
+def test_more_ranks_than_cpus_needs_a_lane_that_oversubscribes(api, project):
+    (api.instance.paths.site_configs / "lanes.yaml").write_text(
+        "lanes:\n  - {name: small, type: node, kind: local, cpus: 2, ram_gb: 4, gpus: []}\n"
+        "  - {name: shared, type: node, kind: local, cpus: 2, ram_gb: 4, gpus: [], oversubscribe: true}\n")
+    job = project.create_job("test_sleep", params={"ranks": 3})
+    with pytest.raises(BuildError, match="asks 3 MPI ranks; no machine of lane 'small' has that many CPUs"):
+        job.queue(lane="small")
+    job.queue(lane="shared")
+    assert job.status == JobStatus.QUEUED
+
+
+@pytest.mark.parametrize("group, path, problem", [
+    ("particles", "J1/J1_particles.cs", None),
+    ("volumes", "J1/J1_v.cs", "output group 'volumes' is not one the job declares"),
+    ("particles", "J2/stolen.cs", "outside the job's directory J1/"),
+    ("particles", "J1/../J2/x.cs", "outside the job's directory J1/"),
+    ("particles", "/etc/passwd", "outside the job's directory J1/"),
+])
+def test_worker_outputs_outside_the_job_are_refused(group, path, problem):
+    job = Job(uid="J1", project_uid="P1", type="t", job_dir="J1", status=JobStatus.RUNNING,
+              outputs=[OutputGroup(name="particles", type="particle")])
+    apply_event(job, OutputEvent(group=group, num_items=1, results=[OutputResultFile(name="blob", path=path)]))
+    if problem is None:
+        assert len(job.run.pending_outputs) == 1 and not job.errors_run
+    else:
+        assert job.run.pending_outputs == [] and problem in job.errors_run[-1].message
