@@ -55,7 +55,7 @@ def _fits_lane(job: Job, need: Resources, targets: dict[str, Resources], lane: s
 
 
 def _assign_lane(tx: Tx, job: Job, lanes: dict[str, Lane], lane: str, gpu_ids: list[int] | None,
-                 target: str | None, custom_vars: dict | None) -> None:
+                 target: str | None, custom_vars: dict | None, problems: list[str] = ()) -> None:
     """The checks a job must pass to wait on a lane, and the choices recorded on it; the
     same for ``queue`` and for ``restart`` (to the same lane or another).
 
@@ -64,7 +64,8 @@ def _assign_lane(tx: Tx, job: Job, lanes: dict[str, Lane], lane: str, gpu_ids: l
         BuildError: the job cannot fit the lane, or its custom variables are wrong.
     """
     if lane not in lanes:
-        raise UserError(f"no lane {lane!r} (lanes: {', '.join(sorted(lanes))})")
+        broken = "".join(f"\n  site config problem: {p}" for p in problems)
+        raise UserError(f"no lane {lane!r} (lanes: {', '.join(sorted(lanes))}){broken}")
     spec = get_jobtype(job.type)
     project = tx.get_project(job.project_uid)
     need = spec.resources_for(spec.resolve_params(project.default_params, job.params))
@@ -112,7 +113,7 @@ def queue_job(
         if errors:
             job.build_errors = errors
             raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
-        _assign_lane(tx, job, lanes, lane or "local", gpu_ids, target, custom_vars)
+        _assign_lane(tx, job, lanes, lane or "local", gpu_ids, target, custom_vars, inst.lane_problems)
         if priority is not None and not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             raise BuildError(f"{job.ref}: priority {priority} is outside {PRIORITY_RANGE[0]}..{PRIORITY_RANGE[1]}")
         if priority is not None:
@@ -190,9 +191,9 @@ def restart_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None
         same = lane is None or lane == job.queued_lane
         if same:
             _assign_lane(tx, job, lanes, job.queued_lane or "local", job.queued_gpu_ids, job.queued_target,
-                         job.cluster_job_custom_vars)
+                         job.cluster_job_custom_vars, inst.lane_problems)
         else:
-            _assign_lane(tx, job, lanes, lane, None, None, None)
+            _assign_lane(tx, job, lanes, lane, None, None, None, inst.lane_problems)
         job.run.pending_outputs = []
         set_status(job, JobStatus.QUEUED)
         job.queue_status = QueueStatus.ACTIVELY_QUEUED

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import actions, builder
 from .dataset import Dataset
-from .errors import BuildError, NotFoundError, UserError
+from .errors import BuildError, ConfigError, NotFoundError, UserError
 from .events import FAILED, WorkerEvent, format_event, read_events
 from .instance import Instance
 from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
@@ -153,10 +153,15 @@ class Api:
     def lanes(self) -> dict[str, Lane]:
         return self.instance.build_lanes()
 
+    def lane_problems(self) -> list[str]:
+        """Errors of the site configs at the last ``lanes()``: each disabled only its own lanes."""
+        return list(self.instance.lane_problems)
+
     def lane(self, name: str) -> Lane:
         lanes = self.lanes()
         if name not in lanes:
-            raise NotFoundError(f"no lane {name!r} (lanes: {', '.join(sorted(lanes))})")
+            broken = "".join(f"\n  site config problem: {p}" for p in self.instance.lane_problems)
+            raise NotFoundError(f"no lane {name!r} (lanes: {', '.join(sorted(lanes))}){broken}")
         return lanes[name]
 
     def validate_site_configs(self, paths: list[Path] | None = None) -> list[str]:
@@ -170,12 +175,16 @@ class Api:
         from .lanes.siteconfig import WorkerTarget, load_site_config
 
         files = list(paths or []) or sorted(self.instance.paths.site_configs.glob("*.y*ml"))
-        names = []
+        names: list[str] = []
+        defined: dict[str, Path] = {}
         for f in files:
             for cfg in load_site_config(f):
                 if isinstance(cfg, WorkerTarget):
                     names.append(f"worker {cfg.name} of {cfg.lane}")
                     continue
+                if cfg.name in defined:
+                    raise ConfigError(f"{f}: lane {cfg.name!r} is already defined in {defined[cfg.name]}")
+                defined[cfg.name] = Path(f)
                 build_lane(cfg, self.instance.config.instance_uid)
                 names.append(cfg.name)
         if not paths:  # the instance's own files: targets must also join their lanes
@@ -195,6 +204,25 @@ class Api:
             raise UserError(f"lane {lane!r} has no SSD cache (cache_path)")
         return SsdCache(resolve_cache_path(settings["path"]), settings.get("quota_mb"), settings.get("reserve_mb", 0),
                         settings.get("lifetime_days", 30), settings.get("threads", 2))
+
+    # -- keeping the instance whole ----------------------------------------------------
+    def backup(self, dest: str | os.PathLike) -> Path:
+        """A consistent copy of the database (safe while the master runs)."""
+        from .maintenance import backup
+
+        return backup(self.instance, Path(dest))
+
+    def restore(self, source: str | os.PathLike) -> None:
+        """Replace the database with a checked backup (no master may run)."""
+        from .maintenance import restore
+
+        restore(self.instance, Path(source))
+
+    def doctor(self):
+        """Database, site configs and job directories checked; what would be repaired."""
+        from .maintenance import doctor
+
+        return doctor(self.instance)
 
     def master_pid(self) -> int | None:
         from .master import master_pid

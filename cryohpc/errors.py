@@ -43,3 +43,12 @@ class ConfigError(UserError):
 
 class TransientError(CryohpcError):
     """Something we depend on did not answer; retrying later may succeed."""
+
+
+class StoreError(UserError):
+    """The database could not be used (full disk, corrupt file, locked too long); the
+    message names the file and what SQLite said."""
+
+
+class OutputFileError(CryohpcError):
+    """A result could not be written (disk full, permission); names the file."""

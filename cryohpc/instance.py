@@ -19,6 +19,7 @@ class Instance:
         self.home = resolve_home(home)
         self.paths = InstancePaths(self.home)
         self.config: InstanceConfig = load_config(self.home)
+        self.lane_problems: list[str] = []  # site-config errors of the last lane load
 
     @classmethod
     def create(cls, home: str | os.PathLike | None = None, projects_root: Path | None = None, **settings) -> Instance:
@@ -31,8 +32,15 @@ class Instance:
     def store(self) -> Store:
         return Store(self.paths.db)
 
-    def lane_configs(self) -> dict[str, LaneConfig]:
-        return load_lane_configs([self.paths.site_configs])
+    def lane_configs(self, strict: bool = True) -> dict[str, LaneConfig]:
+        """The site configs' lanes; not ``strict``, a broken file costs only its own lanes
+        (its error is kept in ``lane_problems``)."""
+        self.lane_problems = []
+        return load_lane_configs([self.paths.site_configs], None if strict else self.lane_problems)
 
-    def build_lanes(self) -> dict[str, Lane]:
-        return build_lanes([self.paths.site_configs], self.config.instance_uid)
+    def build_lanes(self, strict: bool = False) -> dict[str, Lane]:
+        """The lanes jobs can use now: a broken site config or lane disables only itself
+        (its error is kept in ``lane_problems``), unless ``strict``."""
+        self.lane_problems = []
+        return build_lanes([self.paths.site_configs], self.config.instance_uid,
+                           None if strict else self.lane_problems)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from .errors import NotFoundError
+from .errors import NotFoundError, StoreError
 from .model import Job, Project, Workspace
 from .status import JobStatus
 
@@ -202,7 +202,9 @@ class Tx:
 
 
 class Store:
-    """One SQLite file; connections are per thread (sqlite3 objects are not shareable)."""
+    """One SQLite file; connections are per thread (sqlite3 objects are not shareable).
+    Every SQLite failure (disk full, corrupt file, lock held too long) leaves as one
+    ``StoreError`` naming the file, with the transaction rolled back."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -210,16 +212,23 @@ class Store:
         with self.write() as _:
             pass  # opening applies migrations
 
+    def _failed(self, err: sqlite3.Error) -> StoreError:
+        hint = "; see 'cryohpc doctor'" if isinstance(err, sqlite3.DatabaseError) else ""
+        return StoreError(f"database {self.path}: {err}{hint}")
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate(conn)
+            except sqlite3.Error as err:
+                raise self._failed(err) from err
             self._local.conn = conn
-            self._migrate(conn)
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -227,7 +236,7 @@ class Store:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise StoreError(
                     f"{self.path}: database schema v{version} is newer than this cryohpc (v{SCHEMA_VERSION});"
                     " upgrade cryohpc"
                 )
@@ -248,13 +257,20 @@ class Store:
     def write(self) -> Iterator[Tx]:
         """A transaction holding the write lock from its start; rolled back on any error."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise self._failed(err) from err
         try:
             yield Tx(conn, writable=True)
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+        except BaseException as err:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(err, sqlite3.Error):
+                raise self._failed(err) from err
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -263,11 +279,34 @@ class Store:
         if conn.in_transaction:
             yield Tx(conn, writable=True)
             return
-        conn.execute("BEGIN")
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as err:
+            raise self._failed(err) from err
         try:
             yield Tx(conn, writable=False)
+        except sqlite3.Error as err:
+            raise self._failed(err) from err
         finally:
-            conn.execute("COMMIT")
+            with suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the database in ``dest`` (SQLite's online backup: safe while
+        the master and CLI commands write), written beside and renamed when complete.
+
+        Raises:
+            StoreError: the copy could not be made.
+        """
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            with sqlite3.connect(tmp) as target:
+                self._conn().backup(target)
+            target.close()
+            tmp.replace(dest)
+        except (sqlite3.Error, OSError) as err:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"backup of {self.path} to {dest} failed: {err}") from err
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -236,3 +236,85 @@ def test_worker_outputs_outside_the_job_are_refused(group, path, problem):
         assert len(job.run.pending_outputs) == 1 and not job.errors_run
     else:
         assert job.run.pending_outputs == [] and problem in job.errors_run[-1].message
+
+
+def test_a_broken_site_config_costs_only_its_own_lanes(api, project, master):
+    site = api.instance.paths.site_configs
+    (site / "good.yaml").write_text("lanes:\n  - {name: good, type: node, kind: local, cpus: 2, ram_gb: 4, gpus: []}\n")
+    (site / "latin1.yaml").write_bytes("lanes:\n  - {name: caf\xe9, type: node}\n".encode("latin-1"))
+    (site / "zdup.yaml").write_text("lanes:\n  - {name: good, type: node, kind: local}\n")
+    job = project.create_job("test_sleep", params={"seconds": 0.1})
+    job.queue(lane="good")  # queueing to a sound lane still works
+    assert job.wait(60) == JobStatus.COMPLETED
+    with pytest.raises(UserError, match=r"no lane 'café'(.|\n)*latin1.yaml: not UTF-8 text \(byte 0xe9 at offset 21\)"):
+        project.create_job("test_sleep").queue(lane="café")
+    out = cli(api.instance.home, "lane", "list")
+    assert out.returncode == 0 and "good" in out.stdout
+    assert "latin1.yaml: not UTF-8" in out.stderr and "zdup.yaml: lane 'good' is already defined" in out.stderr
+    (site / "latin1.yaml").unlink()
+    bad = cli(api.instance.home, "lane", "validate")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "zdup.yaml: lane 'good' is already defined in" in bad.stderr
+
+
+def test_tables_escape_control_characters_and_finished_jobs_show_no_queue_state(api, project, master):
+    created = project.create_job("test_sleep", params={"seconds": 0.1})
+    with api.store.write() as tx:  # a title from before titles were checked
+        job = tx.get_job(project.uid, created.uid)
+        job.title = "ok\x1b[2J\rgone"
+        tx.put_job(job)
+    handle = project.find_job(job.uid)
+    handle.queue()
+    assert handle.wait(60) == JobStatus.COMPLETED
+    out = cli(api.instance.home, "job", "list", project.uid, check=True).stdout
+    assert "\x1b" not in out and "\r" not in out and "ok\\x1b[2J\\rgone" in out
+    row = next(line for line in out.splitlines() if line.startswith(job.uid))
+    assert "actively_queued" not in row and "launched" not in row.split()[3:4]
+
+
+def test_master_status_with_its_pid_file_deleted_says_so(api, master):
+    from conftest import wait_for
+
+    wait_for(lambda: api.instance.paths.master_pid.exists(), what="the master's pid file")
+    api.instance.paths.master_pid.unlink()
+    out = cli(api.instance.home, "master", "status")
+    assert out.returncode == 0 and "its pid file" in out.stdout and "is missing" in out.stdout
+    assert "pid -1" not in out.stdout
+
+
+@pytest.mark.parametrize("kind", ["star", "cs"])
+def test_an_empty_particle_file_is_one_clear_error(project, master, tmp_path, kind):
+    if kind == "star":
+        path = tmp_path / "empty.star"
+        path.write_text("data_particles\n\nloop_\n_rlnImageName #1\n_rlnDefocusU #2\n_rlnDefocusV #3\n"
+                        "_rlnDefocusAngle #4\n")
+    else:
+        from cryohpc.dataset import Dataset
+
+        path = tmp_path / "empty.cs"
+        Dataset.allocate(0, [("blob/path", "S20"), ("blob/idx", "u4"), ("blob/shape", "u4", (2,))]).save(path)
+    job = project.create_job("import_particles", params={"particle_meta_path": str(path)})
+    job.queue()
+    assert job.wait(60) == JobStatus.FAILED
+    message = job.model.errors_run[-1].message
+    assert f"{path}: holds no particles" in message and "Error" not in message.split(":")[0], message
+
+
+def test_a_star_value_that_is_not_a_number_names_file_column_and_row(project, master, tmp_path):
+    from cryohpc.sampledata import write_sample_particles
+
+    sample = write_sample_particles(tmp_path / "s", n=4, box=8, n_stacks=1)
+    lines = sample.star.read_text().splitlines()
+    header = [i for i, line in enumerate(lines) if line.startswith("_rlnDefocusU")][0]
+    column = int(lines[header].split("#")[1]) - 1
+    rows = [i for i, line in enumerate(lines) if line.strip() and not line.startswith(("_", "data_", "loop_", "#"))
+            and "@" in line]
+    fields = lines[rows[1]].split()
+    fields[column] = "abc"
+    lines[rows[1]] = " ".join(fields)
+    sample.star.write_text("\n".join(lines) + "\n")
+    job = project.create_job("import_particles", params={"particle_meta_path": str(sample.star)})
+    job.queue()
+    assert job.wait(60) == JobStatus.FAILED
+    assert f"{sample.star}: data_particles column rlnDefocusU row 2: 'abc' is not a finite number" in \
+        job.model.errors_run[-1].message

@@ -88,3 +88,13 @@ def test_launches_never_overcommit_and_respect_priority(specs, n_running):
     for d in decisions:
         if d.action == Action.LAUNCH:
             assert d.alloc.gpus == d.job.resources_needed.gpus == len(d.alloc.gpu_ids)
+
+
+def test_each_rank_takes_a_core_unless_the_lane_oversubscribes():
+    two_ranks = job(1, cpus=1)
+    two_ranks.resources_needed.mpi_ranks = 2
+    box = Resources(cpus=4, ram_gb=16)
+    (d,) = place([two_ranks], {}, [], {"local": LaneView(targets={"": box})})
+    assert d.alloc.cpus == 2
+    (d,) = place([two_ranks], {}, [], {"local": LaneView(targets={"": box}, oversubscribe=True)})
+    assert d.alloc.cpus == 1

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cryohpc.api import Api
-from cryohpc.errors import BuildError, ConfigError
+from cryohpc.errors import BuildError, ConfigError, UserError
 from cryohpc.status import JobStatus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +181,10 @@ def test_bad_custom_values_and_templates_are_refused_before_submission(cluster, 
     (api.instance.paths.site_configs / "broken.yaml").write_text(
         "lanes:\n  - name: broken\n    type: cluster\n    kind: slurm\n    script_template: broken.sh.j2\n")
     with pytest.raises(ConfigError, match=r"broken.sh.j2:3: 'nonsense' is undefined"):
-        api.instance.build_lanes()
+        api.instance.build_lanes(strict=True)
+    assert "slurm" in api.instance.build_lanes()  # the broken lane costs only itself
+    with pytest.raises(UserError, match=r"no lane 'broken'(.|\n)*broken.sh.j2:3: 'nonsense' is undefined"):
+        project.create_job("test_sleep").queue(lane="broken")
     (api.instance.paths.site_configs / "broken.yaml").unlink()
 
 

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from cryohpc.errors import NotFoundError
+from cryohpc.errors import NotFoundError, StoreError
 from cryohpc.store import SCHEMA_VERSION, Store
 
 
@@ -24,7 +24,7 @@ def test_newer_schema_is_refused(tmp_path):
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match="newer than this cryohpc"):
+    with pytest.raises(StoreError, match="newer than this cryohpc"):
         Store(path)
 
 

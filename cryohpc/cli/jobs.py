@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..api import JobStatus
+from ..text import shown
 from .kit import Ctx, _dump, _parse_assignments, _parse_source, _short, _table, one_job, pass_ctx
 
 
@@ -136,7 +137,8 @@ def job_clear(c: Ctx, project_uid, job_uid) -> None:
 
 def _job_row(j) -> dict[str, Any]:
     status = j.status.value + (" (unreachable)" if j.status.active and j.run.cluster_status == "unreachable" else "")
-    return {"uid": j.uid, "type": j.type, "status": status, "queue": j.queue_status.value if j.queue_status else "",
+    waiting = j.queue_status.value if j.queue_status and j.status == JobStatus.QUEUED else ""
+    return {"uid": j.uid, "type": j.type, "status": status, "queue": waiting,
             "lane": j.queued_lane or "", "title": j.title, "parents": ",".join(j.parents)}
 
 
@@ -158,7 +160,7 @@ def job_list(c: Ctx, project_uid, statuses) -> None:
 @one_job
 def job_show(c: Ctx, project_uid, job_uid) -> None:
     j = c.api.find_project(project_uid).find_job(job_uid).model
-    lines = [f"{j.project_uid} {j.uid}  {j.type}  \"{j.title}\"", f"status: {j.status.value}"
+    lines = [f"{j.project_uid} {j.uid}  {j.type}  \"{shown(j.title)}\"", f"status: {j.status.value}"
              + (f" ({j.queue_status.value})" if j.queue_status and j.status.value == "queued" else "")]
     if j.queued_lane:
         alloc = j.run.resources

@@ -29,6 +29,8 @@ def lane_list(c: Ctx) -> None:
             rows.append({"name": name, "type": f"node/{cfg.kind}", "cpus": cap.cpus, "ram_gb": round(cap.ram_gb, 1),
                          "gpus": ",".join(map(str, cap.gpu_ids)) or "-", "title": cfg.title})
     c.emit(rows, _table(rows, ["name", "type", "cpus", "ram_gb", "gpus", "title"]))
+    for problem in c.api.lane_problems():  # broken files cost only their own lanes; say which
+        click.echo(f"warning: site config problem (its lanes are left out): {problem}", err=True)
 
 
 @lane.command("show")

@@ -35,7 +35,14 @@ def master_stop(c: Ctx) -> None:
 @pass_ctx
 def master_status(c: Ctx) -> None:
     pid = c.api.master_pid()
-    c.emit({"running": pid is not None, "pid": pid}, "master not running" if pid is None else f"master running (pid {pid})")
+    if pid is None:
+        text = "master not running"
+    elif pid < 0:  # the lock is held, the pid file is gone (deleted by hand, or the master is starting)
+        text = (f"a master holds the instance lock, but its pid file {c.api.instance.paths.master_pid} is missing; "
+                "if none is starting, find it with: fuser " + str(c.api.instance.paths.master_lock))
+    else:
+        text = f"master running (pid {pid})"
+    c.emit({"running": pid is not None, "pid": pid if pid is None or pid > 0 else None}, text)
     sys.exit(0 if pid is not None else 1)
 
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import InputFileError
+
+
+@contextlib.contextmanager
+def _strict():
+    """mrcfile warns (and reads on) when a file is longer than its header says, which is
+    a damaged file: an error here, not a line on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        yield
 
 
 @dataclass(frozen=True)
@@ -29,14 +41,14 @@ def read_info(path: str | os.PathLike) -> MrcInfo:
     """
     path = Path(path)
     try:
-        with mrcfile.mmap(path, mode="r", permissive=False) as m:
+        with _strict(), mrcfile.mmap(path, mode="r", permissive=False) as m:
             shape = m.data.shape
             dtype = m.data.dtype
             vs = float(m.voxel_size.x)
             is_stack = m.is_image_stack() or path.suffix == ".mrcs"
     except FileNotFoundError as err:
         raise InputFileError(f"{path}: no such MRC file") from err
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, OverflowError, MemoryError, RuntimeWarning) as err:
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
     if len(shape) == 2:
         shape = (1, *shape)
@@ -49,7 +61,7 @@ def read_images(path: str | os.PathLike, indices: np.ndarray | None = None, out:
     file when the indices are one ascending run."""
     path = Path(path)
     try:
-        with mrcfile.mmap(path, mode="r", permissive=False) as m:
+        with _strict(), mrcfile.mmap(path, mode="r", permissive=False) as m:
             data = m.data if m.data.ndim == 3 else m.data[None]
             if indices is None:
                 picked = data[:]
@@ -64,7 +76,7 @@ def read_images(path: str | os.PathLike, indices: np.ndarray | None = None, out:
                 return np.array(picked, dtype=np.float32, copy=True)
             out[...] = picked
             return out
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, OverflowError, MemoryError, RuntimeWarning) as err:
         raise InputFileError(f"{path}: cannot read images ({err})") from err
     except IndexError as err:
         raise InputFileError(f"{path}: image index out of range ({err})") from err
@@ -73,22 +85,20 @@ def read_images(path: str | os.PathLike, indices: np.ndarray | None = None, out:
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     path = Path(path)
     try:
-        with mrcfile.open(path, mode="r", permissive=False) as m:
+        with _strict(), mrcfile.open(path, mode="r", permissive=False) as m:
             return np.asarray(m.data, dtype=np.float32), float(m.voxel_size.x)
     except FileNotFoundError as err:
         raise InputFileError(f"{path}: no such MRC file") from err
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, OverflowError, MemoryError, RuntimeWarning) as err:
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
 
 
 def _write(path: Path, data: np.ndarray, psize_A: float, stack: bool) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with mrcfile.new(tmp, overwrite=True) as m:
+    with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as m:
         m.set_data(np.ascontiguousarray(data, dtype=np.float32))
         if stack:
             m.set_image_stack()
         m.voxel_size = psize_A
-    os.replace(tmp, path)
 
 
 def write_stack(path: str | os.PathLike, images: np.ndarray, psize_A: float) -> None:

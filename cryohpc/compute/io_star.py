@@ -34,6 +34,41 @@ class ParticleTable:
             )
         return [self.columns[n] for n in names]
 
+    def numbers(self, *names: str, purpose: str) -> list[np.ndarray]:
+        """Required columns as finite float64 numbers.
+
+        Raises:
+            InputFileError: a column missing, or a value that is not a finite number
+                (naming the file, the column and the row).
+        """
+        return [finite_numbers(self.path, self.block, n, c) for n, c in zip(names, self.require(*names, purpose=purpose),
+                                                                             strict=True)]
+
+    def number(self, name: str) -> np.ndarray:
+        """One required column as finite float64 numbers (see ``numbers``)."""
+        return self.numbers(name, purpose=name)[0]
+
+
+def finite_numbers(path: Path, block: str, name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as float64, or an error naming the first row that is not a finite number."""
+    try:
+        out = np.asarray(values, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(out))
+    except (TypeError, ValueError):
+        out, bad = None, []
+        for i, v in enumerate(values):
+            try:
+                if not np.isfinite(float(v)):
+                    bad = [i]
+                    break
+            except (TypeError, ValueError):
+                bad = [i]
+                break
+    if len(bad):
+        row = int(bad[0])
+        raise InputFileError(f"{path}: data_{block} column {name} row {row + 1}: {values[row]!r} is not a finite number")
+    return out
+
 
 def read_particle_star(path: str | os.PathLike) -> ParticleTable:
     """Read particles; in 3.1 files each row takes its optics group's values.
@@ -59,8 +94,11 @@ def read_particle_star(path: str | os.PathLike) -> ParticleTable:
     cols = {str(c): df[c].to_numpy() for c in df.columns}
     optics = tables.get("optics")
     if optics is not None and "rlnOpticsGroup" in cols:
-        groups = {int(g): row for g, row in zip(optics["rlnOpticsGroup"], optics.to_dict("records"), strict=True)}
-        ids = cols["rlnOpticsGroup"].astype(int)
+        if "rlnOpticsGroup" not in optics.columns:
+            raise InputFileError(f"{path}: data_optics lacks column rlnOpticsGroup")
+        numbered = finite_numbers(path, "optics", "rlnOpticsGroup", optics["rlnOpticsGroup"].to_numpy()).astype(int)
+        groups = {int(g): row for g, row in zip(numbered, optics.to_dict("records"), strict=True)}
+        ids = finite_numbers(path, name, "rlnOpticsGroup", cols["rlnOpticsGroup"]).astype(int)
         unknown = sorted(set(ids.tolist()) - set(groups))
         if unknown:
             raise InputFileError(f"{path}: particles use optics group(s) {unknown} not in data_optics")

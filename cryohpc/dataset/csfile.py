@@ -13,11 +13,13 @@ import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from tokenize import TokenError
 from typing import Literal
 
 import lz4.block
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import DatasetError
 
 NUMPY_MAGIC = b"\x93NUMPY"
@@ -78,8 +80,11 @@ def _read_numpy(f, path: Path, mmap: bool) -> np.ndarray:
             arr = np.load(path, mmap_mode="c", allow_pickle=False, max_header_size=_MAX_HEADER_SIZE)
         else:
             arr = np.load(f, allow_pickle=False, max_header_size=_MAX_HEADER_SIZE)
-    except (ValueError, OSError, EOFError) as err:
-        raise DatasetError(f"{path}: corrupt or truncated numpy-format .cs file ({err})") from err
+    except (ValueError, OSError, EOFError, SyntaxError, TokenError, TypeError, KeyError, MemoryError,
+            OverflowError) as err:
+        # numpy parses the header with ast: a damaged one raises syntax and tokenizer errors
+        raise DatasetError(f"{path}: corrupt or truncated numpy-format .cs file "
+                           f"({type(err).__name__}: {err})") from err
     if arr.dtype.names is None:
         raise DatasetError(f"{path}: holds a plain {arr.dtype} array, not a structured dataset")
     if arr.ndim != 1:
@@ -194,17 +199,11 @@ def write_cs(path: str | os.PathLike, arr: np.ndarray, compression: Compression 
     CSDAT stream, lz4-compressed when ``compression="lz4"``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            if csdat or compression:
-                _write_csdat(f, arr, compression)
-            else:
-                np.save(f, _bytes_strings(arr), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        if csdat or compression:
+            _write_csdat(f, arr, compression)
+        else:
+            np.save(f, _bytes_strings(arr), allow_pickle=False)
 
 
 def _bytes_strings(arr: np.ndarray) -> np.ndarray:

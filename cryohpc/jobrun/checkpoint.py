@@ -5,11 +5,12 @@ for the same work (a signature of inputs and params)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from ..atomic import atomic_path
 
 
 def signature(*parts: object) -> str:
@@ -36,9 +37,7 @@ class Checkpoint:
 
     def save(self, acc: np.ndarray, done: int) -> None:
         self.path.parent.mkdir(exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("acc", data=acc)
             f.attrs["signature"] = self.sig
             f.attrs["done"] = done
-        os.replace(tmp, self.path)

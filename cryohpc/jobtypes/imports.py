@@ -129,19 +129,19 @@ def _star_to_dataset(ctx: RunContext, table: ParticleTable) -> Dataset:
         refs.append(stack)
     psize = None
     if table.has("rlnImagePixelSize"):
-        psize = table.columns["rlnImagePixelSize"].astype(np.float32)
+        psize = table.number("rlnImagePixelSize").astype(np.float32)
     elif table.has("rlnDetectorPixelSize", "rlnMagnification"):
-        psize = (table.columns["rlnDetectorPixelSize"] * 1e4 / table.columns["rlnMagnification"]).astype(np.float32)
+        psize = (table.number("rlnDetectorPixelSize") * 1e4 / table.number("rlnMagnification")).astype(np.float32)
     blob, psize = _blob_columns(ctx, table.path, refs, idx, psize)
     n = len(names)
-    df1, df2, angle = table.require("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", purpose="ctf/df1_A, ctf/df2_A, ctf/df_angle_rad")
+    df1, df2, angle = table.numbers("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", purpose="ctf/df1_A, ctf/df2_A, ctf/df_angle_rad")
 
     def col(name: str, default: float) -> np.ndarray:
-        return table.columns[name].astype(np.float32) if table.has(name) else np.full(n, default, np.float32)
+        return table.number(name).astype(np.float32) if table.has(name) else np.full(n, default, np.float32)
 
     ds = Dataset.from_columns(blob).add_fields(CTF_FIELDS + (ALIGN3D_FIELDS if _has_poses(ctx, table) else []))
     ds["ctf/type"] = np.full(n, b"imported")
-    ds["ctf/exp_group_id"] = table.columns["rlnOpticsGroup"].astype(np.uint32) if table.has("rlnOpticsGroup") else 0
+    ds["ctf/exp_group_id"] = table.number("rlnOpticsGroup").astype(np.uint32) if table.has("rlnOpticsGroup") else 0
     ds["ctf/accel_kv"] = col("rlnVoltage", ctx.params["accel_kv"])
     ds["ctf/cs_mm"] = col("rlnSphericalAberration", ctx.params["cs_mm"])
     ds["ctf/amp_contrast"] = col("rlnAmplitudeContrast", ctx.params["amp_contrast"])
@@ -153,24 +153,24 @@ def _star_to_dataset(ctx: RunContext, table: ParticleTable) -> Dataset:
     ds["ctf/bfactor"] = col("rlnCtfBfactor", 0.0)
     ds["ctf/anisomag"] = np.tile(np.array([1, 0, 0, 1], np.float32), (n, 1))
     if "alignments3D/pose" in ds:
-        rot, tilt, psi = table.require("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", purpose="alignments3D/pose")
+        rot, tilt, psi = table.numbers("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", purpose="alignments3D/pose")
         ds["alignments3D/pose"] = relion_euler_to_pose(rot, tilt, psi)
         if table.has("rlnOriginXAngst", "rlnOriginYAngst"):
-            shift = np.stack([table.columns["rlnOriginXAngst"], table.columns["rlnOriginYAngst"]], 1) / psize[:, None]
+            shift = np.stack([table.number("rlnOriginXAngst"), table.number("rlnOriginYAngst")], 1) / psize[:, None]
         elif table.has("rlnOriginX", "rlnOriginY"):
-            shift = np.stack([table.columns["rlnOriginX"], table.columns["rlnOriginY"]], 1)
+            shift = np.stack([table.number("rlnOriginX"), table.number("rlnOriginY")], 1)
         else:
             shift = np.zeros((n, 2))
         ds["alignments3D/shift"] = shift.astype(np.float32)
         ds["alignments3D/psize_A"] = psize
         if table.has("rlnRandomSubset"):
-            ds["alignments3D/split"] = (table.columns["rlnRandomSubset"].astype(np.int64) - 1).clip(0, 1)
+            ds["alignments3D/split"] = (table.number("rlnRandomSubset").astype(np.int64) - 1).clip(0, 1)
         else:
             ds["alignments3D/split"] = np.arange(n) % 2
         ds["alignments3D/weight"] = 1.0
         ds["alignments3D/class_posterior"] = 1.0
         if table.has("rlnClassNumber"):
-            ds["alignments3D/class"] = (table.columns["rlnClassNumber"].astype(np.int64) - 1).clip(0)
+            ds["alignments3D/class"] = (table.number("rlnClassNumber").astype(np.int64) - 1).clip(0)
     return ds
 
 
@@ -196,9 +196,14 @@ def run_import_particles(ctx: RunContext) -> None:
     meta = Path(ctx.params["particle_meta_path"])
     ctx.log(f"Importing particles from {meta}")
     if meta.suffix == ".cs":
-        ds = _cs_to_dataset(ctx, meta)
+        rows = len(Dataset.load(meta))
+        ds = _cs_to_dataset(ctx, meta) if rows else None
     else:
-        ds = _star_to_dataset(ctx, read_particle_star(meta))
+        table = read_particle_star(meta)
+        rows = len(table)
+        ds = _star_to_dataset(ctx, table) if rows else None
+    if ds is None:  # an empty import would make a job whose output feeds nothing
+        raise InputFileError(f"{meta}: holds no particles (0 rows); nothing to import")
     ctx.log(f"{len(ds)} particles, results: {', '.join(ds.prefixes())}")
     ctx.save_output("imported_particles", ds)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
 from .base import (
     BatchLane,
     Lane,
@@ -37,8 +38,18 @@ def build_lane(cfg: LaneConfig, instance_uid: str = "dev") -> Lane:
     return LocalLane(cfg)
 
 
-def build_lanes(dirs: list[Path], instance_uid: str = "dev") -> dict[str, Lane]:
-    return {name: build_lane(cfg, instance_uid) for name, cfg in load_lane_configs(dirs).items()}
+def build_lanes(dirs: list[Path], instance_uid: str = "dev", problems: list[str] | None = None) -> dict[str, Lane]:
+    """Every lane of the site configs; with ``problems``, a broken file or lane costs only
+    itself (its error appended), otherwise the first error raises ``ConfigError``."""
+    lanes = {}
+    for name, cfg in load_lane_configs(dirs, problems).items():
+        try:
+            lanes[name] = build_lane(cfg, instance_uid)
+        except ConfigError as err:
+            if problems is None:
+                raise
+            problems.append(str(err))
+    return lanes
 
 
 __all__ = ["BatchLane", "Lane", "LaneUnreachable", "LaunchRefused", "LaunchRequest", "LaunchUnconfirmed", "Launched",

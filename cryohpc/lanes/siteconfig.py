@@ -258,7 +258,15 @@ def load_site_config(path: Path) -> list[SiteEntry]:
     """Raises:
     ConfigError: YAML syntax, unknown key or wrong type; the message names file, line, key.
     """
-    text = path.read_text()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                          "save it as UTF-8") from err
     lanes, workers = _parse_site_config(path, text)
     return lanes + workers
 
@@ -302,10 +310,22 @@ def _parse_site_config(path: Path, text: str) -> tuple[list[LaneConfig], list[Wo
     return lanes, workers
 
 
-def load_lane_configs(dirs: list[Path]) -> dict[str, LaneConfig]:
+def load_lane_configs(dirs: list[Path], problems: list[str] | None = None) -> dict[str, LaneConfig]:
     """All lanes of the given site-config directories, each ssh node lane with its worker
     targets (listed inline or in any file's top-level ``workers:``); a later file may not
-    redefine a lane, nor a lane list a target name twice."""
+    redefine a lane, nor a lane list a target name twice.
+
+    With ``problems`` (a list), a broken file or entry costs only its own lanes and
+    workers: its error is appended and the rest load. Without, the first error raises.
+
+    Raises:
+        ConfigError: naming the file, line and key (only without ``problems``).
+    """
+    def refuse(err: ConfigError) -> None:
+        if problems is None:
+            raise err
+        problems.append(str(err))
+
     lanes: dict[str, LaneConfig] = {}
     origin: dict[str, Path] = {}
     loose: list[WorkerTarget] = []
@@ -313,26 +333,39 @@ def load_lane_configs(dirs: list[Path]) -> dict[str, LaneConfig]:
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-            found, workers = _parse_site_config(path, path.read_text())
-            for lane in found:
-                if lane.name in origin:
-                    raise ConfigError(f"{path}: lane {lane.name!r} is already defined in {origin[lane.name]}")
-                lanes[lane.name] = lane
-                origin[lane.name] = path
-            loose.extend(workers)
+            try:
+                entries = load_site_config(path)
+            except ConfigError as err:
+                refuse(err)
+                continue
+            for entry in entries:
+                if isinstance(entry, WorkerTarget):
+                    loose.append(entry)
+                elif entry.name in origin:
+                    refuse(ConfigError(f"{path}: lane {entry.name!r} is already defined in {origin[entry.name]}"))
+                else:
+                    lanes[entry.name] = entry
+                    origin[entry.name] = path
     lanes.setdefault("local", default_local_lane())
     for w in loose:
         lane = lanes.get(w.lane or "")
         if not isinstance(lane, NodeLaneConfig) or lane.kind != "ssh":
             ssh_lanes = [n for n, c in lanes.items() if isinstance(c, NodeLaneConfig) and c.kind == "ssh"]
-            raise ConfigError(f"{w.source}: worker {w.name}: lane {w.lane!r} is not a node lane of kind ssh "
-                              f"(those are: {', '.join(ssh_lanes) or 'none'})")
+            refuse(ConfigError(f"{w.source}: worker {w.name}: lane {w.lane!r} is not a node lane of kind ssh "
+                               f"(those are: {', '.join(ssh_lanes) or 'none'})"))
+            continue
         lane.workers.append(w)
     for lane in lanes.values():
         seen: dict[str, str | None] = {}
+        kept = []
         for w in getattr(lane, "workers", []):
             if w.name in seen:
-                raise ConfigError(f"{w.source}: worker {w.name} of lane {lane.name!r} is already defined at {seen[w.name]}")
+                refuse(ConfigError(f"{w.source}: worker {w.name} of lane {lane.name!r} is already defined at "
+                                   f"{seen[w.name]}"))
+                continue
             seen[w.name] = w.source
             w.lane = lane.name
+            kept.append(w)
+        if isinstance(lane, NodeLaneConfig):
+            lane.workers = kept
     return lanes

@@ -37,14 +37,21 @@ class LaneSet:
             return
         try:
             fresh = self.inst.build_lanes()
-        except CryohpcError as err:
+        except CryohpcError as err:  # the folder itself unreadable
             log.error("site configs not reloaded, keeping the lanes in use: %s", err)
             self._stamp = stamp
             return
+        for problem in self.inst.lane_problems:  # once per change of the files, not per pass
+            log.error("site config: %s", problem)
         for name, lane in fresh.items():
             old = self.lanes.get(name)
             if old is not None and getattr(old, "cfg", None) == getattr(lane, "cfg", None):
                 fresh[name] = old
+        if self.inst.lane_problems:  # a lane whose file broke keeps running as it was
+            for name, old in self.lanes.items():
+                if name not in fresh:
+                    log.warning("lane %s kept as it was while its site config is broken", name)
+                    fresh[name] = old
         self.lanes, self._stamp = fresh, stamp
 
     def publish_target_states(self) -> None:

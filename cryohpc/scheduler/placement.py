@@ -24,6 +24,7 @@ class LaneView:
     batch: bool = False
     targets: dict[str, Resources] = field(default_factory=dict)
     down: frozenset[str] = frozenset()
+    oversubscribe: bool = False  # MPI ranks may share cores
 
 
 class Action(StrEnum):
@@ -61,9 +62,12 @@ def take(used: dict[tuple[str, str], Resources], lane: str, alloc: Resources) ->
     u.gpu_ids = [*u.gpu_ids, *alloc.gpu_ids]
 
 
-def fit(need: Resources, cap: Resources, used: Resources, gpu_ids: list[int] | None = None) -> Resources | None:
-    """What the job gets on one target, or None when it does not fit now."""
-    cpus = min(need.cpus, cap.cpus)  # a lane smaller than the job's wish runs it on all it has
+def fit(need: Resources, cap: Resources, used: Resources, gpu_ids: list[int] | None = None,
+        oversubscribe: bool = False) -> Resources | None:
+    """What the job gets on one target, or None when it does not fit now. Each MPI rank
+    takes a core unless the lane lets ranks share them."""
+    wanted = need.cpus if oversubscribe else max(need.cpus, need.mpi_ranks)
+    cpus = min(wanted, cap.cpus)  # a lane smaller than the job's wish runs it on all it has
     ram = min(need.ram_gb, cap.ram_gb)
     if used.cpus + cpus > cap.cpus or used.ram_gb + ram > cap.ram_gb + 1e-9:
         return None
@@ -120,7 +124,7 @@ def _place_one(job: Job, parent_status: dict[tuple[str, str], JobStatus], lanes:
     for name, cap in targets.items():
         if name in lane.down:
             continue
-        alloc = fit(job.resources_needed, cap, used[(lane_name, name)], job.queued_gpu_ids)
+        alloc = fit(job.resources_needed, cap, used[(lane_name, name)], job.queued_gpu_ids, lane.oversubscribe)
         if alloc is not None:
             alloc.target = name
             return Decision(job, Action.LAUNCH, lane_name, alloc=alloc)

@@ -76,7 +76,8 @@ class Scheduler:
             if isinstance(lane, BatchLane):
                 views[name] = LaneView(batch=True)
             elif isinstance(lane, NodeLane):
-                views[name] = LaneView(targets=lane.targets(), down=frozenset(lane.unavailable()))
+                views[name] = LaneView(targets=lane.targets(), down=frozenset(lane.unavailable()),
+                                       oversubscribe=lane.oversubscribe)
         return views
 
     def _act(self, d: Decision) -> None:
