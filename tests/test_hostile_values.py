@@ -10,7 +10,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import cli, db_snapshot
+from conftest import cli, db_snapshot, wait_for
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -318,3 +318,13 @@ def test_a_star_value_that_is_not_a_number_names_file_column_and_row(project, ma
     assert job.wait(60) == JobStatus.FAILED
     assert f"{sample.star}: data_particles column rlnDefocusU row 2: 'abc' is not a finite number" in \
         job.model.errors_run[-1].message
+
+
+def test_a_job_given_less_than_it_asked_says_so(api, project, master):
+    (api.instance.paths.site_configs / "lanes.yaml").write_text(
+        "lanes:\n  - {name: slim, type: node, kind: local, cpus: 1, ram_gb: 0.05, gpus: []}\n")
+    job = project.create_job("test_sleep", params={"seconds": 3})
+    job.queue(lane="slim")
+    wait_for(lambda: job.status.active, 30, "the launch")
+    assert job.model.run.reason == "runs with 0.05 of the 0.1 GB asked: all the lane has"
+    job.kill()

@@ -47,6 +47,13 @@ def keep_previous_events(job_dir: Path) -> None:
         current.rename(job_dir / f"events.{n}.jsonl")
 
 
+def _less_than_asked(need: Resources, given: Resources) -> str | None:
+    """Say so when a node lane smaller than the job's wish runs it on all it has."""
+    short = [f"{given.cpus} of the {need.cpus} CPUs"] if given.cpus < need.cpus else []
+    short += [f"{given.ram_gb:g} of the {need.ram_gb:g} GB"] if given.ram_gb < need.ram_gb - 1e-9 else []
+    return f"runs with {' and '.join(short)} asked: all the lane has" if short else None
+
+
 class Launcher:
     def __init__(self, store: Store, instance_uid: str, heartbeat_interval_s: float):
         self.store, self.instance_uid, self.heartbeat_interval_s = store, instance_uid, heartbeat_interval_s
@@ -153,7 +160,8 @@ class Launcher:
             run.pid, run.pid_start, run.host = launched.pid, launched.pid_start, launched.host
             run.cluster_job_id = launched.cluster_job_id
             run.launched_at = run.heartbeat_at = now()
-            run.reason = "found running after a launch of unknown outcome" if launched.adopted else None
+            run.reason = ("found running after a launch of unknown outcome" if launched.adopted
+                          else _less_than_asked(job.resources_needed, request.resources))
             if launched.script is not None:
                 run.submission_script = launched.script
                 run.cluster_status = "submitted"
