@@ -31,7 +31,9 @@ HEADER = "# Written by 'cryohpc worker connect/remove'. Hand edits are kept, com
 
 
 def ssh_lanes(inst: Instance) -> dict[str, NodeLaneConfig]:
-    return {n: c for n, c in inst.lane_configs().items() if isinstance(c, NodeLaneConfig) and c.kind == "ssh"}
+    """SSH node lanes as configured; a broken unrelated site config does not hide them."""
+    return {n: c for n, c in inst.lane_configs(strict=False).items()
+            if isinstance(c, NodeLaneConfig) and c.kind == "ssh"}
 
 
 def find_target(inst: Instance, name: str, lane: str | None = None) -> WorkerTarget:
