@@ -92,6 +92,18 @@ class Api:
             tx.get_project(uid)
         return ProjectHandle(self, uid)
 
+    def current_jobs(self, lane: str | None = None, queued: bool = True, active: bool = True) -> list[Job]:
+        """Jobs in progress across every project (CryoSPARC's Current Jobs view): queued
+        ones and launched ones, in launch order per lane."""
+        wanted = ([JobStatus.QUEUED] if queued else []) + (
+            [JobStatus.LAUNCHED, JobStatus.STARTED, JobStatus.RUNNING, JobStatus.WAITING] if active else [])
+        if not wanted:
+            return []
+        with self.store.read() as tx:
+            jobs = tx.list_jobs(statuses=wanted, lane=lane)
+        return sorted(jobs, key=lambda j: (j.queued_lane or "local", not j.status.active, -j.priority,
+                                           j.status_times.get(j.status.value, 0.0)))
+
     def projects(self) -> list[Project]:
         with self.store.read() as tx:
             return tx.list_projects()
@@ -327,10 +339,16 @@ class ProjectHandle:
             tx.get_job(self.uid, uid)
         return JobHandle(self.api, self.uid, uid)
 
-    def jobs(self, statuses: list[JobStatus] | None = None) -> list[Job]:
+    def jobs(self, statuses: list[JobStatus] | None = None, *, lane: str | None = None,
+             workspace: str | None = None, tag: str | None = None, type: str | None = None) -> list[Job]:
+        """The project's jobs, filtered by status, lane, workspace, tag and type."""
         with self.api.store.read() as tx:
             tx.get_project(self.uid)
-            return tx.list_jobs(self.uid, statuses=statuses)
+            if workspace is not None:
+                tx.get_workspace(self.uid, workspace)
+            jobs = tx.list_jobs(self.uid, statuses=statuses, lane=lane)
+        return [j for j in jobs if (workspace is None or workspace in j.workspace_uids)
+                and (tag is None or tag in j.tags) and (type is None or j.type == type)]
 
 
 class JobHandle:

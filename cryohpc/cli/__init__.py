@@ -10,7 +10,18 @@ from __future__ import annotations
 import click
 
 from ..errors import CryohpcError
-from . import caches, datasets, jobs, jobtypes, lanes, maintenance, master, projects, workers
+from . import (
+    caches,
+    current,
+    datasets,
+    jobs,
+    jobtypes,
+    lanes,
+    maintenance,
+    master,
+    projects,
+    workers,
+)
 from .kit import Ctx, pass_ctx
 
 EXIT_ERROR = 2
@@ -48,7 +59,7 @@ def init(c: Ctx, projects_root, poll_interval_s, heartbeat_interval_s, heartbeat
 
 for group in (projects.project, projects.workspace, jobs.job, jobtypes.jobtypes, datasets.dataset, lanes.lane,
               caches.cache, master.master, workers.worker, maintenance.backup, maintenance.restore,
-              maintenance.doctor):
+              maintenance.doctor, current.jobs):
     cli.add_command(group)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
@@ -135,25 +136,48 @@ def job_clear(c: Ctx, project_uid, job_uid) -> None:
     c.emit(_dump(j), f"{j.project_uid} {j.uid} cleared")
 
 
+def elapsed(seconds: float) -> str:
+    """``3d 4h``, ``2h 05m``, ``4m 10s``, ``12s``: the time a job has been in its status."""
+    s = int(max(0, seconds))
+    if s >= 86400:
+        return f"{s // 86400}d {s % 86400 // 3600}h"
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def in_status_for(j) -> str:
+    since = j.status_times.get(j.status.value) or j.created_at
+    return elapsed(time.time() - since)
+
+
 def _job_row(j) -> dict[str, Any]:
     status = j.status.value + (" (unreachable)" if j.status.active and j.run.cluster_status == "unreachable" else "")
     waiting = j.queue_status.value if j.queue_status and j.status == JobStatus.QUEUED else ""
-    return {"uid": j.uid, "type": j.type, "status": status, "queue": waiting,
+    return {"uid": j.uid, "type": j.type, "status": status, "queue": waiting, "elapsed": in_status_for(j),
             "lane": j.queued_lane or "", "title": j.title, "parents": ",".join(j.parents)}
 
 
 @job.command("list")
 @click.argument("project_uid")
 @click.option("--status", "statuses", multiple=True, help="only jobs in this status (repeatable)")
+@click.option("--lane", help="only jobs queued to this lane")
+@click.option("--workspace", help="only jobs of this workspace (W1...)")
+@click.option("--tag", help="only jobs with this tag")
+@click.option("--type", "job_type", help="only jobs of this type")
 @pass_ctx
-def job_list(c: Ctx, project_uid, statuses) -> None:
+def job_list(c: Ctx, project_uid, statuses, lane, workspace, tag, job_type) -> None:
+    """A project's jobs, with the time each has been in its status (ELAPSED)."""
     try:
         wanted = [JobStatus(s) for s in statuses] or None
     except ValueError:
         raise click.BadParameter(f"status must be one of {', '.join(s.value for s in JobStatus)}") from None
-    jobs = c.api.find_project(project_uid).jobs(wanted)
+    jobs = c.api.find_project(project_uid).jobs(wanted, lane=lane, workspace=workspace, tag=tag, type=job_type)
     c.emit([_dump(j) for j in jobs], _table([_job_row(j) for j in jobs],
-                                             ["uid", "type", "status", "queue", "lane", "parents", "title"]))
+                                             ["uid", "type", "status", "queue", "elapsed", "lane", "parents",
+                                              "title"]))
 
 
 @job.command("show")
