@@ -162,3 +162,27 @@ def test_lane_cli_show_and_validate(tmp_path):
     bad.write_text("lanes:\n  - name: b\n    type: cluster\n    kind: slurm\n    script_template: nope.sh.j2\n")
     out = cli(home, "lane", "validate", str(bad))
     assert out.returncode == 2 and "template 'nope.sh.j2' not found" in out.stderr
+
+
+@pytest.mark.parametrize("kind, says, exit_code, found", [
+    ("sge", "Following jobs do not exist or permissions are not sufficient: \ncryohpc_inst1_P3_J7", 1, None),
+    ("sge", "error: commlib error: got select error (Connection refused)", 1, "unknown"),
+    ("slurm", "slurm_load_jobs error: Invalid job id specified", 1, None),
+    ("slurm", "slurm_load_jobs error: Socket timed out on send/recv operation", 1, "unknown"),
+    ("pbs", "qstat: Unknown Job Id 12.head", 153, None),
+])
+def test_no_such_job_is_an_answer_any_other_failure_is_unknown(tmp_path, kind, says, exit_code, found):
+    """What a scheduler prints when it does not know the job means "none"; anything else
+    that fails means "ask again later", so a lost submit is never repeated on a guess."""
+    from cryohpc.lanes.errors import LaneUnreachable
+
+    scheduler = tmp_path / "says"
+    scheduler.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{says}\nEND\nexit {exit_code}\n")
+    scheduler.chmod(0o755)
+    ln = lane(tmp_path, kind, f"    find_cmd: {scheduler} {{{{ job_name }}}}\n")
+    req = request(ln, tmp_path, tmp_path, ln.custom_values({}, {}))
+    if found == "unknown":
+        with pytest.raises(LaneUnreachable, match="could not tell whether an earlier submission went through"):
+            ln.find(req)
+    else:
+        assert ln.find(req) is None

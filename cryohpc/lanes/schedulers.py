@@ -149,7 +149,8 @@ SGE = SchedulerKind(
     # lists only the submitting user's jobs (SGE has no id filter for the table)
     parse_status=lambda out: _parse_qstat_table(out, 0, 4),
     parse_find=lambda out: re.findall(r"^job_number:\s+(\d+)", out, flags=re.M),
-    missing_ids=r"do not exist",
+    # "Following jobs do not exist or permissions are not sufficient:" then the names asked
+    missing_ids=r"do not exist|^\s*cryohpc_\S*\s*$",
 )
 
 KINDS: dict[str, SchedulerKind] = {k.name: k for k in (SLURM, PBS, SGE)}
