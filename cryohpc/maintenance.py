@@ -59,8 +59,16 @@ def restore(inst: Instance, source: Path) -> None:
         raise UserError(f"{source}: schema v{version} is newer than this cryohpc (v{SCHEMA_VERSION})")
     db = inst.paths.db
     tmp = db.with_name(f".{db.name}.restore")
-    with sqlite3.connect(source) as src, sqlite3.connect(tmp) as target:
+    tmp.unlink(missing_ok=True)
+    src, target = sqlite3.connect(source), sqlite3.connect(tmp)
+    try:
         src.backup(target)
+    except sqlite3.Error as err:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"restore from {source} failed: {err}") from err
+    finally:
+        src.close()
+        target.close()
     inst.store.close()
     for extra in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         extra.unlink(missing_ok=True)
