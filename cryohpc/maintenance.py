@@ -6,7 +6,6 @@ the database, and says what it would repair without changing anything."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from .errors import ConfigError, CryohpcError, StoreError, UserError
 from .instance import Instance
 from .master import master_pid
 from .status import JobStatus
-from .store import SCHEMA_VERSION
+from .store import SCHEMA_VERSION, check_database, copy_database
 
 
 def backup(inst: Instance, dest: Path) -> Path:
@@ -24,20 +23,6 @@ def backup(inst: Instance, dest: Path) -> Path:
         raise UserError(f"{dest} is a directory; give the backup file's name")
     inst.store.backup(dest)
     return dest
-
-
-def _check_db_file(path: Path) -> tuple[str, int]:
-    """(integrity verdict, schema version) of a database file, opened read-only."""
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            verdict = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check").fetchall())
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error as err:
-        raise StoreError(f"{path}: not a usable cryohpc database ({err})") from err
-    return verdict, version
 
 
 def restore(inst: Instance, source: Path) -> None:
@@ -52,27 +37,18 @@ def restore(inst: Instance, source: Path) -> None:
     pid = master_pid(inst)
     if pid is not None:
         raise UserError(f"a master is running (pid {pid}); stop it with 'cryohpc master stop' before restoring")
-    verdict, version = _check_db_file(source)
+    verdict, version = check_database(source)
     if verdict != "ok":
         raise UserError(f"{source}: the backup fails SQLite's integrity check ({verdict[:200]})")
     if version > SCHEMA_VERSION:
         raise UserError(f"{source}: schema v{version} is newer than this cryohpc (v{SCHEMA_VERSION})")
     db = inst.paths.db
-    tmp = db.with_name(f".{db.name}.restore")
-    tmp.unlink(missing_ok=True)
-    src, target = sqlite3.connect(source), sqlite3.connect(tmp)
-    try:
-        src.backup(target)
-    except sqlite3.Error as err:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"restore from {source} failed: {err}") from err
-    finally:
-        src.close()
-        target.close()
+    staged = db.with_name(f".{db.name}.restore")
+    copy_database(source, staged)
     inst.store.close()
     for extra in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         extra.unlink(missing_ok=True)
-    os.replace(tmp, db)
+    os.replace(staged, db)
 
 
 @dataclass
@@ -86,7 +62,7 @@ def doctor(inst: Instance) -> Report:
     """Check everything an instance is made of; change nothing."""
     report = Report()
     try:
-        verdict, version = _check_db_file(inst.paths.db)
+        verdict, version = check_database(inst.paths.db)
     except StoreError as err:
         report.problems.append(str(err))
         report.would_repair.append("restore the latest backup ('cryohpc restore FILE')")

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from .atomic import atomic_path
 from .errors import NotFoundError, StoreError
 from .model import Job, Project, Workspace
 from .status import JobStatus
@@ -127,28 +128,25 @@ class Tx:
             [s.value for s in statuses]).fetchall()
         return {(r[0], r[1]): r[2] for r in rows}
 
-    def jobs_by_key(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, Job]]:
-        """Given jobs, with their revisions, in one query per few hundred."""
-        out: dict[tuple[str, str], tuple[int, Job]] = {}
+    def _rows_by_key(self, columns: str, keys: list[tuple[str, str]], where: str = "1") -> list[tuple]:
+        """Rows of the given (project, job) keys, one query per few hundred keys."""
+        rows: list[tuple] = []
         for i in range(0, len(keys), 400):
             part = keys[i:i + 400]
-            where = " OR ".join(["(project_uid = ? AND uid = ?)"] * len(part))
-            rows = self._c.execute(f"SELECT project_uid, uid, rev, doc FROM jobs WHERE {where}",
-                                   [x for k in part for x in k]).fetchall()
-            out.update({(r[0], r[1]): (r[2], Job.model_validate_json(r[3])) for r in rows})
-        return out
+            match = " OR ".join(["(project_uid = ? AND uid = ?)"] * len(part))
+            rows += self._c.execute(f"SELECT {columns} FROM jobs WHERE {where} AND ({match})",
+                                    [x for k in part for x in k]).fetchall()
+        return rows
+
+    def jobs_by_key(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, Job]]:
+        """Given jobs, with their revisions."""
+        return {(r[0], r[1]): (r[2], Job.model_validate_json(r[3]))
+                for r in self._rows_by_key("project_uid, uid, rev, doc", keys)}
 
     def job_statuses(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], JobStatus]:
         """Status column of the given jobs (a deleted job reads as absent)."""
-        out: dict[tuple[str, str], JobStatus] = {}
-        keys_l = sorted(keys)
-        for i in range(0, len(keys_l), 400):
-            part = keys_l[i:i + 400]
-            where = " OR ".join(["(project_uid = ? AND uid = ?)"] * len(part))
-            rows = self._c.execute(f"SELECT project_uid, uid, status FROM jobs WHERE deleted = 0 AND ({where})",
-                                   [x for k in part for x in k]).fetchall()
-            out.update({(r[0], r[1]): JobStatus(r[2]) for r in rows})
-        return out
+        return {(r[0], r[1]): JobStatus(r[2])
+                for r in self._rows_by_key("project_uid, uid, status", sorted(keys), "deleted = 0")}
 
     def jobs_entered_since(self, status: JobStatus, since: float) -> list[Job]:
         """Jobs that entered ``status`` after ``since`` (indexed: history costs nothing)."""
@@ -293,23 +291,55 @@ class Store:
 
     def backup(self, dest: Path) -> None:
         """A consistent copy of the database in ``dest`` (SQLite's online backup: safe while
-        the master and CLI commands write), written beside and renamed when complete.
+        the master and CLI commands write).
 
         Raises:
-            StoreError: the copy could not be made.
+            StoreError, OutputFileError: the copy could not be made.
         """
-        tmp = dest.with_name(f".{dest.name}.part")
-        try:
-            with sqlite3.connect(tmp) as target:
-                self._conn().backup(target)
-            target.close()
-            tmp.replace(dest)
-        except (sqlite3.Error, OSError) as err:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"backup of {self.path} to {dest} failed: {err}") from err
+        copy_database(self._conn(), dest)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def copy_database(source: sqlite3.Connection | Path, dest: Path) -> None:
+    """SQLite's online backup of ``source`` (an open connection, or a file opened read-only
+    for the copy) into ``dest``, written whole or not at all.
+
+    Raises:
+        StoreError: SQLite failed; OutputFileError: ``dest`` could not be written.
+    """
+    with atomic_path(dest) as tmp:
+        target = sqlite3.connect(tmp)
+        opened = None
+        try:
+            if isinstance(source, Path):
+                source = opened = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            source.backup(target)
+        except sqlite3.Error as err:
+            raise StoreError(f"copying the database to {dest} failed: {err}") from err
+        finally:
+            target.close()
+            if opened is not None:
+                opened.close()
+
+
+def check_database(path: Path) -> tuple[str, int]:
+    """(integrity verdict, schema version) of a database file, opened read-only.
+
+    Raises:
+        StoreError: the file is not a usable SQLite database.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            verdict = "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check").fetchall())
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"{path}: not a usable cryohpc database ({err})") from err
+    return verdict, version
