@@ -28,10 +28,7 @@ class SiteModel(BaseModel):
             if name in ("help", "title", "source"):
                 continue
             for where, text in _texts(name, value):
-                try:
-                    check_line(text, where)
-                except ValueError as err:
-                    raise ValueError(str(err)) from None
+                check_line(text, where)
         return self
 
 

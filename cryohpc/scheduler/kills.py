@@ -9,13 +9,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
-from ..builder import job_dir_abs
 from ..errors import CryohpcError
-from ..lanes import Lane, LaunchRequest, NodeLane, RunHandle
-from ..model import Job, Project, Resources
+from ..lanes import Lane, NodeLane, RunHandle
+from ..model import Resources
 from ..store import Store
+from .launching import request_for
 
 log = logging.getLogger("cryohpc.scheduler")
 
@@ -43,7 +42,8 @@ class PendingKills:
             try:
                 handle = RunHandle.of(seen)
                 if handle.pid is None and handle.cluster_job_id is None:  # killed mid-launch: find it
-                    found = lane.find(_request(seen, projects[seen.project_uid])) if seen.run.tag else None
+                    found = lane.find(request_for(seen, projects[seen.project_uid], seen.run.resources or Resources(),
+                                                  seen.run.tag)) if seen.run.tag else None
                     handle = replace(handle, pid=found.pid, pid_start=found.pid_start,
                                      cluster_job_id=found.cluster_job_id) if found else None
                 if handle is not None:
@@ -58,10 +58,3 @@ class PendingKills:
                 tx.put_job(job)
             log.info("stopped %s, killed while its worker could not be reached", seen.ref)
 
-
-def _request(job: Job, project: Project) -> LaunchRequest:
-    """Enough of a launch request for ``Lane.find`` to look for the job's run."""
-    job_dir = job_dir_abs(project, job)
-    return LaunchRequest(project_uid=job.project_uid, job_uid=job.uid, job_type=job.type, job_title=job.title,
-                         job_creator=job.created_by, job_dir=job_dir, project_dir=Path(project.project_dir),
-                         command=[], env={}, resources=job.run.resources or Resources(), tag=job.run.tag or "")

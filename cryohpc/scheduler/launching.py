@@ -29,7 +29,7 @@ from ..lanes import (
     RunHandle,
     job_tag,
 )
-from ..model import Job, Resources, Run, now, set_status
+from ..model import Job, Project, Resources, Run, now, set_status
 from ..status import JobStatus, QueueStatus
 from ..store import Store
 from .job_events import fail
@@ -52,6 +52,16 @@ def _less_than_asked(need: Resources, given: Resources) -> str | None:
     short = [f"{given.cpus} of the {need.cpus} CPUs"] if given.cpus < need.cpus else []
     short += [f"{given.ram_gb:g} of the {need.ram_gb:g} GB"] if given.ram_gb < need.ram_gb - 1e-9 else []
     return f"runs with {' and '.join(short)} asked: all the lane has" if short else None
+
+
+def request_for(job: Job, project: Project, resources: Resources, tag: str, *, command: list[str] | None = None,
+                env: dict[str, str] | None = None, custom: dict | None = None) -> LaunchRequest:
+    """The launch request of ``job``; without a command, enough for ``Lane.find`` to look
+    for a run of it."""
+    return LaunchRequest(project_uid=job.project_uid, job_uid=job.uid, job_type=job.type, job_title=job.title,
+                         job_creator=job.created_by, job_dir=job_dir_abs(project, job),
+                         project_dir=Path(project.project_dir), command=command or [], env=env or {},
+                         resources=resources, tag=tag, custom=custom or {})
 
 
 class Launcher:
@@ -105,11 +115,9 @@ class Launcher:
         env = {"PYTHONUNBUFFERED": "1"}
         if not isinstance(lane, BatchLane):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in alloc.gpu_ids)
-        request = LaunchRequest(
-            project_uid=job.project_uid, job_uid=job.uid, job_type=job.type, job_title=job.title,
-            job_creator=job.created_by, job_dir=job_dir, project_dir=Path(project.project_dir),
-            command=lane.worker_command(job_dir, alloc.mpi_ranks, alloc.target), env=env, resources=alloc,
-            tag=job_tag(self.instance_uid, job.project_uid, job.uid), custom=custom)
+        request = request_for(job, project, alloc, job_tag(self.instance_uid, job.project_uid, job.uid),
+                              command=lane.worker_command(job_dir, alloc.mpi_ranks, alloc.target), env=env,
+                              custom=custom)
         job_file = JobFile(
             instance_uid=self.instance_uid, project_uid=job.project_uid, job_uid=job.uid, type=job.type,
             title=job.title, params=params, project_dir=str(Path(project.project_dir).resolve()),
