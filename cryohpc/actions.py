@@ -54,18 +54,17 @@ def _fits_lane(job: Job, need: Resources, targets: dict[str, Resources], lane: s
             raise BuildError(f"{job.ref} uses {need.gpus} GPU(s) but {len(gpu_ids)} were given: {gpu_ids}")
 
 
-def _assign_lane(tx: Tx, job: Job, lanes: dict[str, Lane], lane: str, gpu_ids: list[int] | None,
-                 target: str | None, custom_vars: dict | None, problems: list[str] = ()) -> None:
+def _assign_lane(inst: Instance, tx: Tx, job: Job, lanes: dict[str, Lane], lane: str, gpu_ids: list[int] | None,
+                 target: str | None, custom_vars: dict | None) -> None:
     """The checks a job must pass to wait on a lane, and the choices recorded on it; the
     same for ``queue`` and for ``restart`` (to the same lane or another).
 
     Raises:
-        UserError: no such lane.
+        NotFoundError: no such lane (with the site-config problems that may say why).
         BuildError: the job cannot fit the lane, or its custom variables are wrong.
     """
     if lane not in lanes:
-        broken = "".join(f"\n  site config problem: {p}" for p in problems)
-        raise UserError(f"no lane {lane!r} (lanes: {', '.join(sorted(lanes))}){broken}")
+        raise inst.no_lane(lane, lanes)
     spec = get_jobtype(job.type)
     project = tx.get_project(job.project_uid)
     need = spec.resources_for(spec.resolve_params(project.default_params, job.params))
@@ -113,7 +112,7 @@ def queue_job(
         if errors:
             job.build_errors = errors
             raise BuildError(f"{job.ref} cannot be queued:\n  " + "\n  ".join(errors))
-        _assign_lane(tx, job, lanes, lane or "local", gpu_ids, target, custom_vars, inst.lane_problems)
+        _assign_lane(inst, tx, job, lanes, lane or "local", gpu_ids, target, custom_vars)
         if priority is not None and not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             raise BuildError(f"{job.ref}: priority {priority} is outside {PRIORITY_RANGE[0]}..{PRIORITY_RANGE[1]}")
         if priority is not None:
@@ -190,10 +189,10 @@ def restart_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None
                             "restart it once the kill is done")
         same = lane is None or lane == job.queued_lane
         if same:
-            _assign_lane(tx, job, lanes, job.queued_lane or "local", job.queued_gpu_ids, job.queued_target,
-                         job.cluster_job_custom_vars, inst.lane_problems)
+            _assign_lane(inst, tx, job, lanes, job.queued_lane or "local", job.queued_gpu_ids, job.queued_target,
+                         job.cluster_job_custom_vars)
         else:
-            _assign_lane(tx, job, lanes, lane, None, None, None, inst.lane_problems)
+            _assign_lane(inst, tx, job, lanes, lane, None, None, None)
         job.run.pending_outputs = []
         set_status(job, JobStatus.QUEUED)
         job.queue_status = QueueStatus.ACTIVELY_QUEUED

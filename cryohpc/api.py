@@ -172,8 +172,7 @@ class Api:
     def lane(self, name: str) -> Lane:
         lanes = self.lanes()
         if name not in lanes:
-            broken = "".join(f"\n  site config problem: {p}" for p in self.instance.lane_problems)
-            raise NotFoundError(f"no lane {name!r} (lanes: {', '.join(sorted(lanes))}){broken}")
+            raise self.instance.no_lane(name, lanes)
         return lanes[name]
 
     def validate_site_configs(self, paths: list[Path] | None = None) -> list[str]:

@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .config import InstanceConfig, InstancePaths, init_instance, load_config, resolve_home
+from .errors import NotFoundError
 from .lanes import Lane, build_lanes, load_lane_configs
 from .lanes.siteconfig import LaneConfig
 from .store import Store
@@ -37,6 +38,12 @@ class Instance:
         (its error is kept in ``lane_problems``)."""
         self.lane_problems = []
         return load_lane_configs([self.paths.site_configs], None if strict else self.lane_problems)
+
+    def no_lane(self, name: str, lanes: dict) -> NotFoundError:
+        """The error for a lane that is not there, with the site-config problems that may
+        explain why (each disabled only its own lanes)."""
+        broken = "".join(f"\n  site config problem: {p}" for p in self.lane_problems)
+        return NotFoundError(f"no lane {name!r} (lanes: {', '.join(sorted(lanes))}){broken}")
 
     def build_lanes(self, strict: bool = False) -> dict[str, Lane]:
         """The lanes jobs can use now: a broken site config or lane disables only itself
