@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import actions, builder
+from .actions.batch import Plan, make_plan, run_plan
+from .actions.common import owner as _owner
 from .dataset import Dataset
 from .errors import BuildError, ConfigError, NotFoundError, UserError
 from .events import FAILED, WorkerEvent, format_event, read_events
@@ -22,23 +24,14 @@ from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
 from .lanes import Lane
 from .lanes.siteconfig import WorkerTarget
 from .model import Job, Project, SlotRef, Workspace
+from .selections import Selection
 from .status import JobStatus
-from .text import line_problem, one_line
+from .text import one_line
 
-__all__ = ["Api", "JobHandle", "JobStatus", "ProjectHandle"]
+__all__ = ["ACTION_NAMES", "Api", "JobHandle", "JobStatus", "Plan", "ProjectHandle", "Selection"]
 
 PROJECT_MARKER = "cryohpc-project.json"
-
-
-def _owner() -> str:
-    """The user's login name, or '' where it is not one clean line (it reaches scripts)."""
-    try:
-        import pwd
-
-        name = pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        name = os.environ.get("USER", "")
-    return name if line_problem(name) is None else ""
+ACTION_NAMES = tuple(actions.ACTIONS)
 
 
 class Api:
@@ -349,6 +342,49 @@ class ProjectHandle:
         return [j for j in jobs if (workspace is None or workspace in j.workspace_uids)
                 and (tag is None or tag in j.tags) and (type is None or j.type == type)]
 
+    def job_uids(self, workspace: str | None = None) -> list[str]:
+        """The project's (or a workspace's) job list, deleted jobs left out."""
+        with self.api.store.read() as tx:
+            tx.get_project(self.uid)
+            if workspace is not None:
+                tx.get_workspace(self.uid, workspace)
+            return tx.workspace_job_uids(self.uid, workspace)
+
+    def select(self, selection: Selection | None = None, **criteria: Any) -> list[Job]:
+        """The jobs a selection names (``Selection`` fields as keywords also work)."""
+        from .selections import select
+
+        with self.api.store.read() as tx:
+            return select(tx, self.uid, selection or Selection(**criteria))[0]
+
+    def plan(self, action: str, selection: Selection | None = None, /, **args: Any) -> Plan:
+        """What ``action`` (one of ``ACTION_NAMES``) would do to each selected job, nothing
+        changed. ``args`` are the action's own (lane=..., workspace=..., add=[...])."""
+        return make_plan(self.api.instance, self.uid, action, selection or Selection(), **args)
+
+    def run_plan(self, plan: Plan) -> Plan:
+        """Carry out a plan (each job in its own transaction, journaled); outcomes filled in."""
+        if plan.project_uid != self.uid:
+            raise UserError(f"that plan is for project {plan.project_uid}, not {self.uid}")
+        return run_plan(self.api.instance, plan)
+
+    def operations(self, limit: int = 20) -> list[dict]:
+        """The latest multi-job operations, newest first, with each job's outcome."""
+        with self.api.store.read() as tx:
+            tx.get_project(self.uid)
+            return tx.operations(self.uid, limit)
+
+    def clone_chain(self, first: str, last: str, workspace: str | None = None,
+                    new_workspace: str | None = None) -> list[JobHandle]:
+        """Clone every job on the paths between two jobs, re-wired to each other's clones."""
+        clones = actions.clone_chain(self.api.instance, self.uid, first, last, workspace, new_workspace)
+        return [JobHandle(self.api, self.uid, c.uid) for c in clones]
+
+    def import_job(self, export_dir: str | os.PathLike, workspace: str | None = None) -> JobHandle:
+        """Import an exported job (``JobHandle.export``) as a new completed job."""
+        job = actions.import_job(self.api.instance, self.uid, export_dir, workspace)
+        return JobHandle(self.api, self.uid, job.uid)
+
 
 class JobHandle:
     def __init__(self, api: Api, project_uid: str, uid: str):
@@ -401,10 +437,53 @@ class JobHandle:
         return actions.kill_job(self.api.instance, self.project_uid, self.uid)
 
     def restart(self, lane: str | None = None) -> Job:
+        """CryoSPARC's restart: killed if running, cleared, queued again as before."""
         return actions.restart_job(self.api.instance, self.project_uid, self.uid, lane)
+
+    def resume(self, lane: str | None = None) -> Job:
+        """Queue a killed or failed job again keeping its files: it continues from its checkpoints."""
+        return actions.resume_job(self.api.instance, self.project_uid, self.uid, lane)
 
     def clear(self) -> Job:
         return actions.clear_job(self.api.instance, self.project_uid, self.uid)
+
+    def clear_intermediate(self) -> Job:
+        return actions.clear_intermediate(self.api.instance, self.project_uid, self.uid)
+
+    def mark_complete(self) -> Job:
+        return actions.mark_complete(self.api.instance, self.project_uid, self.uid)
+
+    def clone(self, workspace: str | None = None) -> JobHandle:
+        job = actions.clone_job(self.api.instance, self.project_uid, self.uid, workspace)
+        return JobHandle(self.api, self.project_uid, job.uid)
+
+    def link(self, workspace: str) -> Job:
+        return actions.link_job(self.api.instance, self.project_uid, self.uid, workspace)
+
+    def unlink(self, workspace: str) -> Job:
+        return actions.unlink_job(self.api.instance, self.project_uid, self.uid, workspace)
+
+    def move(self, workspace: str, from_workspace: str | None = None) -> Job:
+        return actions.move_job(self.api.instance, self.project_uid, self.uid, workspace, from_workspace)
+
+    def delete(self) -> Job:
+        return actions.delete_job(self.api.instance, self.project_uid, self.uid)
+
+    def export(self, dest: str | os.PathLike | None = None) -> Path:
+        """Write a self-contained export folder (default: the project's exports/jobs/)."""
+        return actions.export_job(self.api.instance, self.project_uid, self.uid, dest)
+
+    def tag(self, add: list[str] = (), remove: list[str] = ()) -> Job:
+        return actions.tag_job(self.api.instance, self.project_uid, self.uid, list(add), list(remove))
+
+    def set_description(self, text: str) -> Job:
+        return actions.describe_job(self.api.instance, self.project_uid, self.uid, text)
+
+    def deleted_parents(self) -> list[str]:
+        """Parents this job took inputs from that have since been deleted."""
+        job = self.model
+        with self.api.store.read() as tx:
+            return [p for p in job.parents if tx.get_job(self.project_uid, p, include_deleted=True).deleted]
 
     def wait(self, timeout_s: float | None = None, poll_s: float = 0.25) -> JobStatus:
         """Block until the job is completed, killed or failed; returns that status.

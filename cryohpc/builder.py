@@ -52,7 +52,7 @@ def create_job(
     if workspace_uid:
         tx.get_workspace(project_uid, workspace_uid)
         workspaces = [workspace_uid]
-    values = _checked_params(spec, params or {})
+    values = checked_params(spec, params or {})
     uid = f"J{tx.next_number(f'{project_uid}/job')}"
     job = Job(
         uid=uid,
@@ -85,7 +85,7 @@ def declared_outputs(spec: JobTypeSpec) -> list[OutputGroup]:
     ]
 
 
-def _checked_params(spec: JobTypeSpec, params: dict[str, Any]) -> dict[str, Any]:
+def checked_params(spec: JobTypeSpec, params: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in params.items():
         p = spec.param(name)
@@ -223,9 +223,13 @@ def override_slot(
             f"cannot use {ref.job_uid}.{ref.group_name}.{ref.result_name} for slot {slot!r}: "
             f"it holds {group.type} items, input {input_name!r} takes {ispec.type}"
         )
-    if group.result(ref.result_name) is None:
+    result = group.result(ref.result_name)
+    if result is None:
         names = ", ".join(r.name for r in group.results) or "none"
         raise BuildError(f"{ref.job_uid}.{ref.group_name} has no result {ref.result_name!r} (results: {names})")
+    if ref.version != -1 and ref.version % max(len(result.metafiles), 1) in result.cleared_versions:
+        raise BuildError(f"{ref.job_uid}.{ref.group_name}.{ref.result_name} version {ref.version} was removed "
+                         "as an intermediate result")
     conn = conns[index]
     conns[index] = conn.model_copy(update={"overrides": {**conn.overrides, slot: ref}})
     job.inputs = {**job.inputs, input_name: conns}
@@ -237,7 +241,7 @@ def set_params(tx: Tx, project_uid: str, job_uid: str, params: dict[str, Any]) -
     """Set (or, with None/"", unset) params of a building job; values are checked now."""
     job = tx.get_job(project_uid, job_uid)
     _require_building(job)
-    checked = _checked_params(get_jobtype(job.type), params)
+    checked = checked_params(get_jobtype(job.type), params)
     merged = {k: v for k, v in job.params.items() if k not in params}
     merged.update(checked)
     job.params = merged
@@ -254,6 +258,13 @@ def _parent_uids(job: Job) -> list[str]:
             for ref in c.overrides.values():
                 uids.setdefault(ref.job_uid, None)
     return list(uids)
+
+
+def set_inputs(tx: Tx, job: Job, inputs: dict[str, list[Connection]]) -> None:
+    """Give a building job these connections (a clone's), keeping parents/children in step."""
+    _require_building(job)
+    job.inputs = {name: [c.model_copy(deep=True) for c in conns] for name, conns in inputs.items()}
+    _save_with_links(tx, job)
 
 
 def _save_with_links(tx: Tx, job: Job) -> None:
@@ -275,12 +286,27 @@ def _save_with_links(tx: Tx, job: Job) -> None:
     tx.put_job(job)
 
 
-def _available_results(group: OutputGroup, parent: Job) -> set[str]:
+def _available_results(tx: Tx, group: OutputGroup, parent: Job, depth: int = 0) -> set[str]:
     """Results a connected group offers: what it produced, or (before it has run) what
-    its job type declares it may produce."""
+    its job type declares it may produce, plus what it will pass through from its own
+    inputs (so a whole chain can be built before any of it runs)."""
     if parent.status == JobStatus.COMPLETED:
         return {r.name for r in group.results if r.metafiles}
-    return {r.name for r in group.results}
+    offered = {r.name for r in group.results}
+    try:
+        ospec = get_jobtype(parent.type).output(group.name)
+    except NotFoundError:
+        return offered
+    if ospec is not None and ospec.passthrough_input and depth < 50:
+        for conn in parent.inputs.get(ospec.passthrough_input, []):
+            try:
+                grand = tx.get_job(parent.project_uid, conn.job_uid)
+            except NotFoundError:
+                continue
+            source = grand.output(conn.group_name)
+            if source is not None:
+                offered |= _available_results(tx, source, grand, depth + 1)
+    return offered
 
 
 def build_errors(tx: Tx, job: Job) -> list[str]:
@@ -302,7 +328,7 @@ def build_errors(tx: Tx, job: Job) -> list[str]:
             if group is None:
                 errors.append(f"{where}: {conn.job_uid} has no output {conn.group_name!r}")
                 continue
-            offered = _available_results(group, parent)
+            offered = _available_results(tx, group, parent)
             for slot in ispec.slots:
                 if slot.required and slot.name not in conn.overrides and slot.name not in offered:
                     errors.append(f"{where}: required slot {slot.name!r} is missing from that output")
@@ -345,6 +371,9 @@ def resolve_inputs(tx: Tx, job: Job, project: Project) -> dict[str, list[Connect
                     continue
                 try:
                     slots[slot.name] = str(root / result.metafiles[version])
+                    if version % len(result.metafiles) in result.cleared_versions:
+                        raise BuildError(f"{job.ref}: {src_job.uid}.{src_group.name}.{result.name} version "
+                                         f"{version} was removed as an intermediate result")
                 except IndexError:
                     raise BuildError(
                         f"{job.ref}: {src_job.uid}.{src_group.name}.{result.name} has no version {version}"

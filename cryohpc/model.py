@@ -75,6 +75,8 @@ class OutputResult(Record):
     metafiles: list[str] = Field(default_factory=list, description="project-relative .cs path per version")
     num_items: int = 0
     passthrough: bool = False
+    cleared_versions: list[int] = Field(default_factory=list, description="versions removed as intermediate "
+                                                                          "results (their entries keep their index)")
 
 
 class OutputGroup(Record):
@@ -158,7 +160,8 @@ class Job(Record):
     errors_run: list[RunError] = Field(default_factory=list, description=f"last {MAX_RUN_ERRORS} runtime errors")
     build_errors: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
-    cloned_from: str | None = None
+    cloned_from: str | None = Field(default=None, description="uid of the job this one was cloned from")
+    imported_from: str | None = Field(default=None, description="'P1 J3 of instance ab12cd34' for imported jobs")
     is_final_result: bool = False
     is_ancestor_of_final_result: bool = False
     job_dir: str = Field(description="project-relative, e.g. J3")
@@ -166,6 +169,13 @@ class Job(Record):
     resources_needed: Resources = Field(default_factory=Resources)
     run: Run = Field(default_factory=Run, description="what the latest run set; clear resets it whole")
     deleted: bool = False
+    deleting: bool = Field(default=False, description="deleted, and its files are still being removed")
+    deleted_at: float | None = None
+    completed_count: int = Field(default=0, description="times it entered completed")
+    updated_at: float = Field(default_factory=now, description="last time its record was written")
+    queued_by: str = ""
+    last_exported_at: float | None = None
+    last_exported_location: str | None = None
     cluster_job_custom_vars: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -200,4 +210,6 @@ def set_status(job: Job, new: JobStatus) -> None:
 
     check_transition(job.ref, job.status, new)
     job.status = new
+    if new == JobStatus.COMPLETED:
+        job.completed_count += 1
     job.status_times = {**job.status_times, new.value: now()}

@@ -44,11 +44,12 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.STARTED: frozenset({S.RUNNING, S.WAITING, S.COMPLETED, S.KILLED, S.FAILED}),
     S.RUNNING: frozenset({S.WAITING, S.COMPLETED, S.KILLED, S.FAILED}),
     S.WAITING: frozenset({S.RUNNING, S.COMPLETED, S.KILLED, S.FAILED}),
-    # completed jobs are left only by clearing; killed and failed ones may also be
-    # restarted (queued again with their directory, so checkpoints are reused)
+    # completed jobs are left only by clearing (restart clears, then queues); killed and
+    # failed ones may also be resumed (queued again with their directory, so checkpoints
+    # are reused) or marked complete (their latest outputs become usable)
     S.COMPLETED: frozenset({S.BUILDING}),
-    S.KILLED: frozenset({S.BUILDING, S.QUEUED}),
-    S.FAILED: frozenset({S.BUILDING, S.QUEUED}),
+    S.KILLED: frozenset({S.BUILDING, S.QUEUED, S.COMPLETED}),
+    S.FAILED: frozenset({S.BUILDING, S.QUEUED, S.COMPLETED}),
 }
 
 

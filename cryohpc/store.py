@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -51,6 +52,22 @@ MIGRATIONS: list[str] = [
         kill_pending = COALESCE(json_extract(doc, '$.kill_pending'), 0);
     CREATE INDEX jobs_status_at ON jobs (status, status_at);
     CREATE INDEX jobs_kill_pending ON jobs (kill_pending) WHERE kill_pending = 1;
+    """,
+    # job files to remove, recorded in the transaction that clears or deletes the job and
+    # removed after it commits (by that command, a rerun, or the master before a launch);
+    # the journal of multi-job operations, so an interrupted one can be finished
+    """
+    CREATE TABLE pending_removals (
+        id INTEGER PRIMARY KEY, project_uid TEXT NOT NULL, job_uid TEXT NOT NULL,
+        path TEXT NOT NULL, created_at REAL NOT NULL, claimed_by TEXT, claimed_at REAL);
+    CREATE INDEX pending_removals_job ON pending_removals (project_uid, job_uid);
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY, project_uid TEXT NOT NULL, action TEXT NOT NULL, args TEXT NOT NULL,
+        by TEXT NOT NULL, pid INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL,
+        planned INTEGER NOT NULL);
+    CREATE TABLE operation_jobs (
+        operation_id INTEGER NOT NULL, job_uid TEXT NOT NULL, outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '', at REAL NOT NULL, PRIMARY KEY (operation_id, job_uid));
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -110,6 +127,7 @@ class Tx:
 
     # -- jobs -------------------------------------------------------------------------
     def put_job(self, j: Job) -> None:
+        j.updated_at = time.time()
         self._c.execute(
             "INSERT INTO jobs (project_uid, uid, status, lane, priority, deleted, doc, status_at, kill_pending)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_uid, uid) DO UPDATE SET"
@@ -187,6 +205,91 @@ class Tx:
         jobs = [Job.model_validate_json(r[0]) for r in rows]
         return sorted(jobs, key=lambda j: (_uid_number(j.project_uid), _uid_number(j.uid)))
 
+
+    def workspace_job_uids(self, project_uid: str, workspace_uid: str | None = None) -> list[str]:
+        """The project's (or one workspace's) jobs, derived from each job's own workspace
+        list, so the two can never disagree."""
+        if workspace_uid is None:
+            rows = self._c.execute("SELECT uid FROM jobs WHERE project_uid = ? AND deleted = 0",
+                                   (project_uid,)).fetchall()
+        else:
+            rows = self._c.execute(
+                "SELECT uid FROM jobs, json_each(jobs.doc, '$.workspace_uids') AS w"
+                " WHERE project_uid = ? AND deleted = 0 AND w.value = ?", (project_uid, workspace_uid)).fetchall()
+        return sorted((r[0] for r in rows), key=_uid_number)
+
+    # -- files to remove after the transaction that decided it ---------------------------
+    def add_removal(self, project_uid: str, job_uid: str, path: str) -> None:
+        self._c.execute("INSERT INTO pending_removals (project_uid, job_uid, path, created_at) VALUES (?, ?, ?, ?)",
+                        (project_uid, job_uid, path, time.time()))
+
+    def removals(self, project_uid: str | None = None, job_uid: str | None = None,
+                 older_than_s: float | None = None) -> list[tuple[int, str, str, str]]:
+        """(id, project, job, path) of removals not yet done, oldest first."""
+        sql, args = "SELECT id, project_uid, job_uid, path FROM pending_removals WHERE 1", []
+        if older_than_s is not None:
+            sql += " AND created_at < ?"
+            args.append(time.time() - older_than_s)
+        if project_uid is not None:
+            sql += " AND project_uid = ?"
+            args.append(project_uid)
+        if job_uid is not None:
+            sql += " AND job_uid = ?"
+            args.append(job_uid)
+        return [tuple(r) for r in self._c.execute(sql + " ORDER BY id", args).fetchall()]
+
+    def claim_removals(self, me: str, claimable, project_uid: str | None = None, job_uid: str | None = None,
+                       older_than_s: float | None = None) -> tuple[list[tuple[int, str, str, str]], list[str]]:
+        """Claim the removals ``claimable(claimed_by, claimed_at)`` allows for ``me``;
+        returns them and the claimers of those left to others."""
+        mine, others = [], []
+        for removal_id, p_uid, j_uid, path in self.removals(project_uid, job_uid, older_than_s):
+            by, at = self._c.execute("SELECT claimed_by, claimed_at FROM pending_removals WHERE id = ?",
+                                     (removal_id,)).fetchone()
+            if by is None or by == me or claimable(by, at):
+                self._c.execute("UPDATE pending_removals SET claimed_by = ?, claimed_at = ? WHERE id = ?",
+                                (me, time.time(), removal_id))
+                mine.append((removal_id, p_uid, j_uid, path))
+            else:
+                others.append(by)
+        return mine, others
+
+    def drop_removal(self, removal_id: int) -> None:
+        self._c.execute("DELETE FROM pending_removals WHERE id = ?", (removal_id,))
+
+    # -- the journal of multi-job operations ------------------------------------------
+    def start_operation(self, project_uid: str, action: str, args: str, by: str, pid: int, planned: int) -> int:
+        cur = self._c.execute("INSERT INTO operations (project_uid, action, args, by, pid, started_at, planned)"
+                              " VALUES (?, ?, ?, ?, ?, ?, ?)", (project_uid, action, args, by, pid, time.time(),
+                                                                planned))
+        return int(cur.lastrowid)
+
+    def record_outcome(self, operation_id: int, job_uid: str, outcome: str, detail: str = "") -> None:
+        self._c.execute("INSERT OR REPLACE INTO operation_jobs (operation_id, job_uid, outcome, detail, at)"
+                        " VALUES (?, ?, ?, ?, ?)", (operation_id, job_uid, outcome, detail, time.time()))
+
+    def finish_operation(self, operation_id: int) -> None:
+        self._c.execute("UPDATE operations SET finished_at = ? WHERE id = ?", (time.time(), operation_id))
+
+    def operations(self, project_uid: str | None = None, limit: int = 20,
+                   unfinished: bool = False) -> list[dict]:
+        """Latest operations first, each with the outcome per job so far."""
+        sql, args = "SELECT id, project_uid, action, args, by, pid, started_at, finished_at, planned" \
+                    " FROM operations WHERE 1", []
+        if project_uid is not None:
+            sql += " AND project_uid = ?"
+            args.append(project_uid)
+        if unfinished:
+            sql += " AND finished_at IS NULL"
+        rows = self._c.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
+        out = []
+        for r in rows:
+            jobs = self._c.execute("SELECT job_uid, outcome, detail, at FROM operation_jobs WHERE operation_id = ?"
+                                   " ORDER BY at", (r[0],)).fetchall()
+            out.append(dict(id=r[0], project_uid=r[1], action=r[2], args=r[3], by=r[4], pid=r[5], started_at=r[6],
+                            finished_at=r[7], planned=r[8],
+                            jobs=[dict(job_uid=j[0], outcome=j[1], detail=j[2], at=j[3]) for j in jobs]))
+        return out
 
     # -- worker targets as the master last saw them ----------------------------------------
     def put_worker_state(self, lane: str, target: str, state: str, since: float, detail: str = "") -> None:

@@ -155,7 +155,7 @@ def test_killed_reconstruction_resumes_from_its_checkpoint(sim_env):
     assert ckpt.exists(), "no checkpoint was written"
     job.kill()
     assert job.status == JobStatus.KILLED
-    job.restart()
+    job.resume()
     done(job)
     log = "\n".join(job.log_lines())
     assert "resumed from checkpoint" in log

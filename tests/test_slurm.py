@@ -134,6 +134,22 @@ def test_kill_cancels_and_leaves_the_queue(cluster):
     assert cluster_id not in squeue_ids()
 
 
+def test_restart_on_slurm_cancels_clears_and_submits_again(cluster):
+    api, project = cluster
+    job = project.create_job("test_sleep", params={"seconds": 120})
+    job.queue(lane="slurm")
+    wait_running(job)
+    first = job.model.run.cluster_job_id
+    assert first in squeue_ids()
+    j = job.restart()
+    assert j.status == JobStatus.QUEUED and j.queued_lane == "slurm" and first not in squeue_ids()
+    wait_running(job)
+    second = job.model.run.cluster_job_id
+    assert job.status == JobStatus.RUNNING and second != first and second in squeue_ids()
+    job.kill()
+    assert second not in squeue_ids() and job.status == JobStatus.KILLED
+
+
 def test_master_restart_mid_run_on_slurm(cluster):
     api, project = cluster
     job = project.create_job("test_sleep", params={"seconds": 3})

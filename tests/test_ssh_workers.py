@@ -124,6 +124,25 @@ def test_job_runs_on_ssh_worker_and_kill_leaves_no_process(api, sshd, fresh_sess
         master.stop()
 
 
+def test_restart_on_an_ssh_worker_stops_the_run_and_starts_a_new_one(api, sshd, fresh_sessions):
+    ssh_lane(api, sshd)
+    project = api.create_project("ssh restart")
+    master = ThreadMaster(api).start()
+    try:
+        job = project.create_job("test_sleep", params={"seconds": 120})
+        job.queue(lane="boxes")
+        wait_for(lambda: job.model.status == JobStatus.RUNNING, 60, "the job to run")
+        pgid = job.model.run.pid
+        cli(api.instance.home, "job", "restart", project.uid, job.uid, check=True)
+        assert group_members(pgid) == []
+        wait_for(lambda: job.model.status == JobStatus.RUNNING and job.model.run.pid != pgid, 60, "the new run")
+        assert job.model.queued_lane == "boxes" and group_members(job.model.run.pid)
+        job.kill()
+        assert group_members(job.model.run.pid) == []
+    finally:
+        master.stop()
+
+
 def test_unreachable_target_is_not_failed_and_is_reconciled(tmp_path, sshd, fresh_sessions):
     """sshd goes away while three jobs run: one finishes meanwhile, one's worker dies,
     one keeps running. None is failed while the host is unreachable (the heartbeat limit

@@ -23,7 +23,7 @@ def test_normal_life_of_a_job_is_allowed_and_timestamped():
 
 @pytest.mark.parametrize("old, new", [
     ("building", "running"), ("building", "completed"), ("completed", "running"),
-    ("completed", "queued"), ("killed", "completed"), ("queued", "running"),
+    ("completed", "queued"), ("killed", "running"), ("queued", "running"),
 ])
 def test_illegal_transitions_are_refused_with_names(old, new):
     job = make_job()
@@ -33,9 +33,10 @@ def test_illegal_transitions_are_refused_with_names(old, new):
     assert job.status == JobStatus(old)
 
 
-def test_final_states_lead_back_to_building_or_restart():
+def test_final_states_lead_back_to_building_or_resume_or_mark_complete():
     assert TRANSITIONS[JobStatus.COMPLETED] == {JobStatus.BUILDING}
-    assert TRANSITIONS[JobStatus.KILLED] == TRANSITIONS[JobStatus.FAILED] == {JobStatus.BUILDING, JobStatus.QUEUED}
+    assert TRANSITIONS[JobStatus.KILLED] == TRANSITIONS[JobStatus.FAILED] == {
+        JobStatus.BUILDING, JobStatus.QUEUED, JobStatus.COMPLETED}
     assert {s for s in JobStatus if s.final} == {JobStatus.COMPLETED, JobStatus.KILLED, JobStatus.FAILED}
 
 

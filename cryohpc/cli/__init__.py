@@ -14,6 +14,7 @@ from . import (
     caches,
     current,
     datasets,
+    job_actions,  # noqa: F401 - adds the job actions to the job group
     jobs,
     jobtypes,
     lanes,

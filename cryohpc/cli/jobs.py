@@ -89,53 +89,6 @@ def _show_build_state(c: Ctx, j) -> None:
     c.emit(_dump(j), text)
 
 
-@job.command("queue")
-@click.argument("project_uid")
-@click.argument("job_uid")
-@click.option("--lane", help="lane name (default: local)")
-@click.option("--priority", type=int, help="higher launches first")
-@click.option("--target", help="worker target of an SSH node lane (default: the first with room)")
-@click.option("--gpus", help="run on these GPU ids, e.g. 0,1")
-@click.option("--var", "variables", multiple=True, help="custom variable of a cluster lane, name=value")
-@pass_ctx
-def job_queue(c: Ctx, project_uid, job_uid, lane, target, priority, gpus, variables) -> None:
-    """Queue a job; the master launches it when its inputs are ready."""
-    try:
-        gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
-    except ValueError:
-        raise click.BadParameter(f"{gpus!r} is not a comma-separated list of GPU ids") from None
-    j = c.api.find_project(project_uid).find_job(job_uid).queue(lane, priority, gpu_ids,
-                                                                _parse_assignments(variables) or None, target)
-    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued to lane {j.queued_lane}"
-                     + (f", worker {j.queued_target}" if j.queued_target else ""))
-
-
-@job.command("kill")
-@one_job
-def job_kill(c: Ctx, project_uid, job_uid) -> None:
-    j = c.api.find_project(project_uid).find_job(job_uid).kill()
-    c.emit(_dump(j), f"{j.project_uid} {j.uid} killed")
-
-
-@job.command("restart")
-@click.argument("project_uid")
-@click.argument("job_uid")
-@click.option("--lane", help="queue to another lane")
-@pass_ctx
-def job_restart(c: Ctx, project_uid, job_uid, lane) -> None:
-    """Queue a killed or failed job again, keeping its directory (checkpoints are reused)."""
-    j = c.api.find_project(project_uid).find_job(job_uid).restart(lane)
-    c.emit(_dump(j), f"{j.project_uid} {j.uid} queued again to lane {j.queued_lane}")
-
-
-@job.command("clear")
-@one_job
-def job_clear(c: Ctx, project_uid, job_uid) -> None:
-    """Return a completed/killed/failed job to building, deleting its outputs."""
-    j = c.api.find_project(project_uid).find_job(job_uid).clear()
-    c.emit(_dump(j), f"{j.project_uid} {j.uid} cleared")
-
-
 def elapsed(seconds: float) -> str:
     """``3d 4h``, ``2h 05m``, ``4m 10s``, ``12s``: the time a job has been in its status."""
     s = int(max(0, seconds))
@@ -183,7 +136,8 @@ def job_list(c: Ctx, project_uid, statuses, lane, workspace, tag, job_type) -> N
 @job.command("show")
 @one_job
 def job_show(c: Ctx, project_uid, job_uid) -> None:
-    j = c.api.find_project(project_uid).find_job(job_uid).model
+    h = c.api.find_project(project_uid).find_job(job_uid)
+    j = h.model
     lines = [f"{j.project_uid} {j.uid}  {j.type}  \"{shown(j.title)}\"", f"status: {j.status.value}"
              + (f" ({j.queue_status.value})" if j.queue_status and j.status.value == "queued" else "")]
     if j.queued_lane:
@@ -202,12 +156,24 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
         lines.append(f"launch: {j.run.reason}")
     elif j.run.kill_pending:
         lines.append(f"kill pending: {j.run.reason}")
+    if j.workspace_uids:
+        lines.append(f"workspaces: {', '.join(j.workspace_uids)}")
+    if j.tags:
+        lines.append(f"tags: {', '.join(shown(t) for t in j.tags)}")
+    for key, label in (("cloned_from", "cloned from"), ("imported_from", "imported from"),
+                       ("last_exported_location", "last exported to")):
+        if getattr(j, key):
+            lines.append(f"{label}: {shown(str(getattr(j, key)))}")
+    if j.description:
+        lines += [f"description: {shown(line)}" for line in j.description.split("\n")]
     if j.params:
         lines.append("params: " + ", ".join(f"{k}={v}" for k, v in j.params.items()))
+    gone = set(h.deleted_parents()) if j.parents else set()
     for name, conns in j.inputs.items():
         for i, conn in enumerate(conns):
             over = "".join(f" [{s}<-{r.job_uid}.{r.group_name}.{r.result_name}]" for s, r in conn.overrides.items())
-            lines.append(f"input {name} #{i}: {conn.job_uid}.{conn.group_name}{over}")
+            deleted = f" ({conn.job_uid} deleted)" if conn.job_uid in gone else ""
+            lines.append(f"input {name} #{i}: {conn.job_uid}.{conn.group_name}{over}{deleted}")
     for g in j.outputs:
         res = ", ".join(r.name + (" (passthrough)" if r.passthrough else "") for r in g.results)
         lines.append(f"output {g.name} ({g.type}, {g.num_items} items): {res}")

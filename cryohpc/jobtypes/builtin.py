@@ -46,6 +46,7 @@ IMPORT_PARTICLES = register(
         ),
         resources=Resources(cpus=1, gpus=0, ram_gb=2),
         run="cryohpc.jobtypes.imports:run_import_particles",
+        run_on_master=True,
     )
 )
 
@@ -69,6 +70,7 @@ IMPORT_VOLUME = register(
         ),
         resources=Resources(cpus=1, gpus=0, ram_gb=2),
         run="cryohpc.jobtypes.imports:run_import_volume",
+        run_on_master=True,
     )
 )
 

@@ -113,6 +113,11 @@ class JobTypeSpec(Spec):
         default_factory=dict, description="Resources field -> param that sets it (e.g. mpi_ranks -> compute_num_ranks)"
     )
     run: str = Field(description="dotted path 'module:function' taking a RunContext")
+    run_on_master: bool = Field(default=False, description="reads files only the master's machine sees (imports): "
+                                                           "always queued to the default lane")
+    intermediate: tuple[str, ...] = Field(
+        default=("checkpoints",), description="job-directory paths (globs) of partial results a completed job no "
+                                              "longer needs: removed by 'clear intermediate results'")
 
     def input(self, name: str) -> InputGroupSpec | None:
         return next((g for g in self.inputs if g.name == name), None)

@@ -92,11 +92,10 @@ def apply_event(job: Job, ev: WorkerEvent) -> None:
         set_status(job, JobStatus.COMPLETED)
     elif isinstance(ev, FailedEvent) and JobStatus.FAILED in TRANSITIONS[job.status]:
         job.add_run_error(ev.message, ev.traceback)
-        job.run.pending_outputs = []
-        set_status(job, JobStatus.FAILED)
+        set_status(job, JobStatus.FAILED)  # outputs reported so far stay aside: it may be marked complete
 
 
 def fail(job: Job, message: str) -> None:
+    """Outputs reported so far stay aside (unregistered): the job may be marked complete."""
     job.add_run_error(message)
-    job.run.pending_outputs = []
     set_status(job, JobStatus.FAILED)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .. import removals
 from ..builder import job_dir_abs, resolve_inputs
 from ..errors import CryohpcError, TransientError
 from ..jobfile import JobFile, OutputSpecFile
@@ -79,6 +80,10 @@ class Launcher:
             return False
         request, job_file, retry = prepared
         if not self._claim(seen, lane, request):
+            return False
+        leftover = removals.finish(self.store, seen.project_uid, seen.uid)
+        if leftover is not None:  # the earlier run's files must be gone before this one writes
+            self._settle(seen, request, QueueStatus.ACTIVELY_QUEUED, f"not started, will retry: {leftover}")
             return False
         try:
             launched = lane.find(request) if retry else None

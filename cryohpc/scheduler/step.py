@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from .. import removals
 from ..errors import CryohpcError, TransientError
 from ..instance import Instance
 from ..lanes import BatchLane, Lane, NodeLane
@@ -38,6 +39,7 @@ class Scheduler:
         self.launcher = Launcher(self.store, cfg.instance_uid, cfg.heartbeat_interval_s)
         self.kills = PendingKills(self.store, self.lane_set)
         self.reader = JobReader()
+        self.sweeper = removals.Sweeper(self.store)
 
     @property
     def lanes(self) -> dict[str, Lane]:
@@ -53,6 +55,7 @@ class Scheduler:
         if active or failed:
             self.follower.follow(active, failed, projects)
         self.kills.retry()
+        self.sweeper.poke()  # files an interrupted clear or delete left behind
         if jobs[JobStatus.QUEUED]:
             self.launch_ready(jobs[JobStatus.QUEUED], active)
         self.lane_set.publish_target_states()

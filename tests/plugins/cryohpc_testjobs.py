@@ -10,7 +10,7 @@ import os
 import time
 
 from cryohpc.jobtypes import register
-from cryohpc.jobtypes.spec import JobTypeSpec, ParamSpec
+from cryohpc.jobtypes.spec import JobTypeSpec, OutputGroupSpec, ParamSpec
 from cryohpc.model import Resources
 
 register(JobTypeSpec(
@@ -66,3 +66,38 @@ def run_rank_fails(ctx) -> None:
         time.sleep(0.5)
         raise RuntimeError("rank 1 gives up")
     ctx.comm.Barrier()  # without an abort, rank 0 would wait here forever
+
+
+register(JobTypeSpec(
+    name="test_iterate", title="Iterate (test)", category="refinement",
+    description="Saves one version of its output per iteration and a checkpoint, as iterative jobs do; "
+                "fails after iteration fail_at when set.",
+    outputs=(OutputGroupSpec(name="particles", type="particle", title="Particles", results=("blob",)),),
+    params=(ParamSpec(name="iterations", type="int", default=3, min=1),
+            ParamSpec(name="n", type="int", default=5, min=1),
+            ParamSpec(name="fail_at", type="int", default=0, min=0),
+            ParamSpec(name="sleep_s", type="float", default=0.0, min=0)),
+    resources=Resources(cpus=1, gpus=0, ram_gb=0.1),
+    run="cryohpc_testjobs:run_iterate",
+))
+
+
+def run_iterate(ctx) -> None:
+    import numpy as np
+
+    from cryohpc.dataset import Dataset
+
+    p = ctx.params
+    (ctx.job_dir / "checkpoints").mkdir(exist_ok=True)
+    for i in range(p["iterations"]):
+        stack = ctx.job_dir / f"stack_it{i}.bin"
+        stack.write_bytes(bytes([i]) * 1000)
+        (ctx.job_dir / "checkpoints" / f"iter{i}.ckpt").write_bytes(b"x" * 100)
+        ds = Dataset.from_columns({"uid": np.arange(1, p["n"] + 1, dtype=np.uint64),
+                                   "blob/path": [ctx.relpath(stack).encode()] * p["n"],
+                                   "blob/idx": np.arange(p["n"], dtype=np.uint32) + i})
+        ctx.save_output("particles", ds)
+        ctx.log(f"iteration {i} done")
+        if p["fail_at"] and i + 1 == p["fail_at"]:
+            raise RuntimeError(f"failing after iteration {i + 1}, as asked")
+        time.sleep(p["sleep_s"])
