@@ -206,12 +206,18 @@ def test_clone_keeps_type_params_and_inputs_into_this_another_or_a_new_workspace
         user.clone("W99")
 
 
-def test_clone_chain_rewires_and_refuses_unrelated_jobs(api, project):
+def three_in_a_row(project):
+    """a -> b -> c, built (not run)."""
     a = project.create_job("test_iterate")
     b = project.create_job("subset_particles", params={"max_items": 2})
     b.connect("particles", a.uid, "particles")
     c = project.create_job("subset_particles", params={"max_items": 1})
     c.connect("particles", b.uid, "particles")
+    return a, b, c
+
+
+def test_clone_chain_rewires_and_refuses_unrelated_jobs(api, project):
+    a, b, c = three_in_a_row(project)
     side = project.create_job("subset_particles", params={"max_items": 1})
     side.connect("particles", a.uid, "particles")
     lone = project.create_job("test_iterate")
@@ -286,11 +292,7 @@ def test_tags_and_descriptions(api, project):
 
 # -- selections and plans -------------------------------------------------------------------------
 def test_selections_plan_dry_run_json_and_confirmation(api, project):
-    a = project.create_job("test_iterate")
-    b = project.create_job("subset_particles", params={"max_items": 2})
-    b.connect("particles", a.uid, "particles")
-    c = project.create_job("subset_particles", params={"max_items": 1})
-    c.connect("particles", b.uid, "particles")
+    a, b, c = three_in_a_row(project)
     b.tag(add=["mid"])
     assert [j.uid for j in project.select(descendants_of=a.uid)] == [b.uid, c.uid]
     assert [j.uid for j in project.select(ancestors_of=c.uid)] == [a.uid, b.uid]

@@ -54,9 +54,10 @@ def why_files_cannot_go(tx: Tx, job: Job, releasing: set[str] = frozenset()) -> 
     return busy_children(tx, job, releasing)
 
 
-def reset_to_building(tx: Tx, job: Job) -> None:
-    """Clear a job in ``tx``: run record, errors, outputs and queue choices reset in one
-    step, and its directory's contents noted for removal after the commit."""
+def reset_to_building(tx: Tx, job: Job, keep_queue_choices: bool = False) -> None:
+    """Clear a job in ``tx``: run record, errors, outputs and (unless a restart keeps
+    them) queue choices reset in one step, and its directory's contents noted for
+    removal after the commit."""
     project = tx.get_project(job.project_uid)
     if job.status != JobStatus.BUILDING:
         set_status(job, JobStatus.BUILDING)
@@ -64,8 +65,9 @@ def reset_to_building(tx: Tx, job: Job) -> None:
     job.run = Run()
     job.errors_run = []
     job.queue_status = None
-    job.queued_lane = job.queued_target = job.queued_gpu_ids = None
-    job.cluster_job_custom_vars = {}
+    if not keep_queue_choices:
+        job.queued_lane = job.queued_target = job.queued_gpu_ids = None
+        job.cluster_job_custom_vars = {}
     job.job_dir_size = 0
     job.build_errors = build_errors(tx, job)
     record(tx, job.project_uid, job.uid, job_dir_entries(job_dir_abs(project, job)))

@@ -44,8 +44,9 @@ def check_move(ctx: ActionContext, tx: Tx, job: Job, workspace: str, from_worksp
     return f"move from {source or 'no workspace'} to {workspace}"
 
 
-def _change(inst: Instance, project_uid: str, job_uid: str, journal: Journal | None, check, apply) -> Job:
-    ctx = ActionContext(inst)
+def _change(inst: Instance, project_uid: str, job_uid: str, ctx: ActionContext | None, journal: Journal | None,
+            check, apply) -> Job:
+    ctx = ctx or ActionContext(inst)
     with inst.store.write() as tx:
         job = tx.get_job(project_uid, job_uid)
         check(ctx, tx, job)
@@ -57,13 +58,13 @@ def _change(inst: Instance, project_uid: str, job_uid: str, journal: Journal | N
 
 def link_job(inst: Instance, project_uid: str, job_uid: str, workspace: str, *,
              ctx: ActionContext | None = None, journal: Journal | None = None) -> Job:
-    return _change(inst, project_uid, job_uid, journal, lambda c, t, j: check_link(c, t, j, workspace),
+    return _change(inst, project_uid, job_uid, ctx, journal, lambda c, t, j: check_link(c, t, j, workspace),
                    lambda j: [*j.workspace_uids, workspace])
 
 
 def unlink_job(inst: Instance, project_uid: str, job_uid: str, workspace: str, *,
                ctx: ActionContext | None = None, journal: Journal | None = None) -> Job:
-    return _change(inst, project_uid, job_uid, journal, lambda c, t, j: check_unlink(c, t, j, workspace),
+    return _change(inst, project_uid, job_uid, ctx, journal, lambda c, t, j: check_unlink(c, t, j, workspace),
                    lambda j: [w for w in j.workspace_uids if w != workspace])
 
 
@@ -74,5 +75,5 @@ def move_job(inst: Instance, project_uid: str, job_uid: str, workspace: str, fro
         kept = [w for w in job.workspace_uids if w != source]
         return kept if workspace in kept else [*kept, workspace]
 
-    return _change(inst, project_uid, job_uid, journal,
+    return _change(inst, project_uid, job_uid, ctx, journal,
                    lambda c, t, j: check_move(c, t, j, workspace, from_workspace), moved)

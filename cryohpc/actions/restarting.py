@@ -99,12 +99,10 @@ def restart_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None
         if job.run.kill_pending:
             raise Refused(f"{job.ref} is killed, but its run must be stopped before it can be cleared "
                           f"({job.run.reason}); run restart again once the kill is done")
-        keep = (job.queued_lane, job.queued_gpu_ids, job.queued_target, dict(job.cluster_job_custom_vars))
         problem = why_files_cannot_go(tx, job)
         if problem:
             raise Refused(problem)
-        reset_to_building(tx, job)
-        job.queued_lane, job.queued_gpu_ids, job.queued_target, job.cluster_job_custom_vars = keep
+        reset_to_building(tx, job, keep_queue_choices=True)
         _same_lane(ctx, tx, job, lane)
         put_on_queue(job)
         journal_in(tx, journal)
