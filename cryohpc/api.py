@@ -6,17 +6,18 @@ Handles hold uids, not state: every property reads the database afresh.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import actions, builder
+from . import actions, builder, cleanup
 from .actions.batch import Plan, make_plan, run_plan
 from .actions.common import owner as _owner
+from .cleanup import CleanupOptions, CleanupPreview
 from .dataset import Dataset
+from .disk_usage import ProjectUsage, refresh_project_size
 from .errors import BuildError, ConfigError, NotFoundError, UserError
 from .events import FAILED, WorkerEvent, format_event, read_events
 from .instance import Instance
@@ -24,13 +25,13 @@ from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
 from .lanes import Lane
 from .lanes.siteconfig import WorkerTarget
 from .model import Job, Project, SlotRef, Workspace
+from .project_lifecycle import write_marker
 from .selections import Selection
 from .status import JobStatus
 from .text import one_line
 
-__all__ = ["ACTION_NAMES", "Api", "JobHandle", "JobStatus", "Plan", "ProjectHandle", "Selection"]
+__all__ = ["ACTION_NAMES", "Api", "CleanupOptions", "CleanupPreview", "JobHandle", "JobStatus", "Plan", "ProjectHandle", "Selection"]
 
-PROJECT_MARKER = "cryohpc-project.json"
 ACTION_NAMES = tuple(actions.ACTIONS)
 
 
@@ -73,10 +74,7 @@ class Api:
                 raise UserError(f"project directory {path} is not empty; choose a new or empty directory")
             project = Project(uid=uid, title=title, description=description, project_dir=str(path), owner=_owner())
             path.mkdir(parents=True, exist_ok=True)
-            (path / PROJECT_MARKER).write_text(
-                json.dumps({"instance_uid": self.instance.config.instance_uid, "project_uid": uid,
-                            "instance_home": str(self.instance.home)})
-            )
+            write_marker(path, self.instance, uid)
             tx.put_project(project)
         return ProjectHandle(self, uid)
 
@@ -96,6 +94,17 @@ class Api:
             jobs = tx.list_jobs(statuses=wanted, lane=lane)
         return sorted(jobs, key=lambda j: (j.queued_lane or "local", not j.status.active, -j.priority,
                                            j.status_times.get(j.status.value, 0.0)))
+
+    def attach_project(self, project_dir: str | os.PathLike) -> ProjectHandle:
+        """Bring a detached project (``ProjectHandle.detach``) into this instance, under a
+        new project uid; jobs and workspaces keep theirs."""
+        from .project_lifecycle import attach
+
+        return ProjectHandle(self, attach(self.instance, str(project_dir)).uid)
+
+    def compact_database(self) -> tuple[int, int]:
+        """Give pages freed by deletions back to the disk; (bytes before, bytes after)."""
+        return self.store.compact()
 
     def projects(self) -> list[Project]:
         with self.store.read() as tx:
@@ -380,6 +389,57 @@ class ProjectHandle:
         clones = actions.clone_chain(self.api.instance, self.uid, first, last, workspace, new_workspace)
         return [JobHandle(self.api, self.uid, c.uid) for c in clones]
 
+    # -- sizes, cleanup and the project's life ------------------------------------------
+    def refresh_size(self, progress: Callable[[str, int, int], None] | None = None) -> ProjectUsage:
+        """Measure every job directory and the other files of the project (no database
+        lock held while measuring); ``progress(what, files, bytes)`` about once a second."""
+        with self.api.store.read() as tx:
+            if tx.get_project(self.uid).archived:
+                raise UserError(f"project {self.uid} is archived (read-only); unarchive it to measure it")
+        return refresh_project_size(self.api.store, self.uid, progress)
+
+    def cleanup_preview(self, options: CleanupOptions | None = None, workspace: str | None = None,
+                        measure: bool = False, progress: Callable[[str], None] | None = None,
+                        **choices: bool) -> CleanupPreview:
+        """What the cleanup tool would do (``CleanupOptions`` fields as keywords also work),
+        with the bytes it frees; nothing is changed but stale sizes, which are measured."""
+        options = options or CleanupOptions(**choices)
+        cleanup.check_options(options)
+        with self.api.store.read() as tx:
+            if tx.get_project(self.uid).archived:
+                raise UserError(f"project {self.uid} is archived (read-only); nothing in it can be cleaned up")
+        return cleanup.preview(self.api.instance, self.uid, options, workspace, measure, progress)
+
+    def cleanup(self, preview: CleanupPreview, progress: Callable | None = None) -> CleanupPreview:
+        """Carry out exactly what a preview said (jobs changed since are skipped, and said)."""
+        if preview.project_uid != self.uid:
+            raise UserError(f"that preview is for project {preview.project_uid}, not {self.uid}")
+        return cleanup.run(self.api.instance, preview, progress)
+
+    def set_intermediate_on_complete(self, on: bool) -> Project:
+        """Whether jobs of this project clear their intermediate results when they complete."""
+        with self.api.store.write() as tx:
+            project = tx.get_project(self.uid)
+            project.delete_intermediate_on_complete = on
+            tx.put_project(project)
+            return project
+
+    def archive(self) -> Project:
+        from .project_lifecycle import archive
+
+        return archive(self.api.instance, self.uid)
+
+    def unarchive(self, new_dir: str | os.PathLike | None = None) -> Project:
+        from .project_lifecycle import unarchive
+
+        return unarchive(self.api.instance, self.uid, None if new_dir is None else str(new_dir))
+
+    def detach(self) -> Path:
+        """Write the project's records into its directory and remove it from the instance."""
+        from .project_lifecycle import detach
+
+        return detach(self.api.instance, self.uid)
+
     def import_job(self, export_dir: str | os.PathLike, workspace: str | None = None) -> JobHandle:
         """Import an exported job (``JobHandle.export``) as a new completed job."""
         job = actions.import_job(self.api.instance, self.uid, export_dir, workspace)
@@ -449,6 +509,41 @@ class JobHandle:
 
     def clear_intermediate(self) -> Job:
         return actions.clear_intermediate(self.api.instance, self.project_uid, self.uid)
+
+    def mark_final(self) -> Job:
+        return actions.mark_final(self.api.instance, self.project_uid, self.uid)
+
+    def unmark_final(self) -> Job:
+        return actions.unmark_final(self.api.instance, self.project_uid, self.uid)
+
+    def queue_with_ancestors(self, lane: str | None = None, priority: int | None = None,
+                             gpus: list[int] | None = None, custom_vars: dict | None = None,
+                             target: str | None = None) -> list[Job]:
+        """Queue the job's cleared (building) ancestors in order, then the job."""
+        from .actions.queueing import queue_with_ancestors
+
+        return queue_with_ancestors(self.api.instance, self.project_uid, self.uid, lane, priority, gpus,
+                                    custom_vars, target)
+
+    def cleared_ancestors(self) -> list[str]:
+        """Building ancestors (cleared, or never run) the job needs before it can run."""
+        from .actions.queueing import ancestors_to_rerun
+
+        with self.api.store.read() as tx:
+            job = tx.get_job(self.project_uid, self.uid)
+            try:
+                return [j.uid for j in ancestors_to_rerun(tx, job)]
+            except UserError:
+                return []
+
+    def set_intermediate_on_complete(self, on: bool | None) -> Job:
+        """This job's own choice (None: the project's) of clearing intermediate results
+        when it completes."""
+        with self.api.store.write() as tx:
+            job = tx.get_job(self.project_uid, self.uid)
+            job.delete_intermediate_on_complete = on
+            tx.put_job(job)
+            return job
 
     def mark_complete(self) -> Job:
         return actions.mark_complete(self.api.instance, self.project_uid, self.uid)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BuildError, NotFoundError
+from .finals import why_protected
 from .jobfile import ConnectionFiles
 from .jobtypes import get_jobtype
 from .jobtypes.spec import InputGroupSpec, JobTypeSpec
@@ -98,7 +99,13 @@ def checked_params(spec: JobTypeSpec, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _require_building(job: Job) -> None:
+def _require_building(job: Job, tx: Tx | None = None) -> None:
+    """Only a building job changes, and (``tx`` given) never a final result or an ancestor
+    of one: what the final job was built from must stay what it was."""
+    if tx is not None:
+        protected = why_protected(tx, job, "changed")
+        if protected:
+            raise BuildError(protected)
     if job.status != JobStatus.BUILDING:
         raise BuildError(f"{job.ref} is {job.status.value}; only building jobs can be changed (clear it first)")
 
@@ -152,7 +159,7 @@ def connect(tx: Tx, project_uid: str, job_uid: str, input_name: str, parent_uid:
             item types differ, or the input already has its maximum number of groups.
     """
     job = tx.get_job(project_uid, job_uid)
-    _require_building(job)
+    _require_building(job, tx)
     spec = get_jobtype(job.type)
     ispec = _input_spec(spec, job, input_name)
     parent = _check_parent(tx, job, parent_uid)
@@ -178,7 +185,7 @@ def connect(tx: Tx, project_uid: str, job_uid: str, input_name: str, parent_uid:
 def disconnect(tx: Tx, project_uid: str, job_uid: str, input_name: str, index: int | None = None) -> Job:
     """Remove connection ``index`` of an input (all of them when ``index`` is None)."""
     job = tx.get_job(project_uid, job_uid)
-    _require_building(job)
+    _require_building(job, tx)
     _input_spec(get_jobtype(job.type), job, input_name)
     current = list(job.inputs.get(input_name, []))
     if index is None:
@@ -207,7 +214,7 @@ def override_slot(
         BuildError: unknown slot, missing result, or a result of another item type.
     """
     job = tx.get_job(project_uid, job_uid)
-    _require_building(job)
+    _require_building(job, tx)
     spec = get_jobtype(job.type)
     ispec = _input_spec(spec, job, input_name)
     conns = list(job.inputs.get(input_name, []))
@@ -240,7 +247,7 @@ def override_slot(
 def set_params(tx: Tx, project_uid: str, job_uid: str, params: dict[str, Any]) -> Job:
     """Set (or, with None/"", unset) params of a building job; values are checked now."""
     job = tx.get_job(project_uid, job_uid)
-    _require_building(job)
+    _require_building(job, tx)
     checked = checked_params(get_jobtype(job.type), params)
     merged = {k: v for k, v in job.params.items() if k not in params}
     merged.update(checked)

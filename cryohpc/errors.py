@@ -25,6 +25,10 @@ class InvalidTransitionError(UserError):
     """A job status change that the transition table does not allow."""
 
 
+class ArchivedError(UserError):
+    """A change to a project that is archived (read-only until unarchived)."""
+
+
 class BuildError(UserError):
     """A job cannot be built or queued as connected (wrong type, missing slot, bad param)."""
 

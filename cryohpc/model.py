@@ -33,7 +33,13 @@ class Project(Record):
     project_dir: str = Field(description="absolute directory holding the job directories")
     owner: str = ""
     created_at: float = Field(default_factory=now)
-    archived: bool = False
+    archived: bool = Field(default=False, description="read-only: results browsable, nothing queued or changed")
+    delete_intermediate_on_complete: bool = Field(
+        default=True, description="clear a job's intermediate results when it completes (a job's own setting wins)")
+    size_jobs: int | None = Field(default=None, description="bytes in job directories, last measured")
+    size_other: int | None = Field(default=None, description="bytes in the project directory outside job directories")
+    size_files: int | None = Field(default=None, description="files in the project directory, last measured")
+    size_measured_at: float | None = None
     default_params: dict[str, Any] = Field(default_factory=dict, description="project-wide param defaults")
     cluster_custom_vars: dict[str, Any] = Field(
         default_factory=dict, description="custom variable values for cluster lanes (job values win)"
@@ -165,7 +171,11 @@ class Job(Record):
     is_final_result: bool = False
     is_ancestor_of_final_result: bool = False
     job_dir: str = Field(description="project-relative, e.g. J3")
-    job_dir_size: int = 0
+    job_dir_size: int = Field(default=0, description="bytes of its files, when last measured")
+    intermediate_size: int = Field(default=0, description="bytes of its intermediate results, when last measured")
+    size_measured_at: float | None = Field(default=None, description="when the sizes were measured (None: never)")
+    delete_intermediate_on_complete: bool | None = Field(
+        default=None, description="clear intermediate results on completion (None: the project's setting)")
     resources_needed: Resources = Field(default_factory=Resources)
     run: Run = Field(default_factory=Run, description="what the latest run set; clear resets it whole")
     deleted: bool = False

@@ -9,6 +9,7 @@ lets readers continue while one writer works.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .atomic import atomic_path
-from .errors import NotFoundError, StoreError
+from .errors import ArchivedError, NotFoundError, StoreError
 from .model import Job, Project, Workspace
 from .status import JobStatus
 
@@ -83,6 +84,17 @@ class Tx:
     def __init__(self, conn: sqlite3.Connection, writable: bool):
         self._c = conn
         self.writable = writable
+        self._archived: dict[str, bool] = {}
+
+    def _refuse_if_archived(self, project_uid: str) -> None:
+        """An archived project is read-only: no write to its jobs or workspaces passes."""
+        if project_uid not in self._archived:
+            row = self._c.execute("SELECT json_extract(doc, '$.archived') FROM projects WHERE uid = ?",
+                                  (project_uid,)).fetchone()
+            self._archived[project_uid] = bool(row and row[0])
+        if self._archived[project_uid]:
+            raise ArchivedError(f"project {project_uid} is archived (read-only); "
+                                f"'cryohpc project unarchive {project_uid}' first")
 
     # -- uids -------------------------------------------------------------------------
     def next_number(self, counter: str) -> int:
@@ -94,6 +106,7 @@ class Tx:
 
     # -- projects ---------------------------------------------------------------------
     def put_project(self, p: Project) -> None:
+        self._archived[p.uid] = p.archived
         self._c.execute("INSERT OR REPLACE INTO projects (uid, doc) VALUES (?, ?)", (p.uid, p.model_dump_json()))
 
     def get_project(self, uid: str) -> Project:
@@ -106,8 +119,35 @@ class Tx:
         rows = self._c.execute("SELECT doc FROM projects").fetchall()
         return sorted((Project.model_validate_json(r[0]) for r in rows), key=lambda p: _uid_number(p.uid))
 
+    def project_documents(self, uid: str) -> dict:
+        """Everything the database holds of one project, as JSON-ready documents (detach)."""
+        project = self.get_project(uid)
+        jobs = self._c.execute("SELECT doc FROM jobs WHERE project_uid = ?", (uid,)).fetchall()
+        counters = dict(self._c.execute("SELECT name, value FROM counters WHERE name LIKE ?",
+                                        (f"{uid}/%",)).fetchall())
+        return {"project": project.model_dump(mode="json"),
+                "workspaces": [w.model_dump(mode="json") for w in self.list_workspaces(uid)],
+                "jobs": [json.loads(r[0]) for r in jobs],
+                "counters": {name.split("/", 1)[1]: value for name, value in counters.items()}}
+
+    def drop_project(self, uid: str) -> None:
+        """Remove a project's rows (its files are not touched)."""
+        for sql in ("DELETE FROM jobs WHERE project_uid = ?", "DELETE FROM workspaces WHERE project_uid = ?",
+                    "DELETE FROM pending_removals WHERE project_uid = ?",
+                    "DELETE FROM operation_jobs WHERE operation_id IN (SELECT id FROM operations WHERE project_uid = ?)",
+                    "DELETE FROM operations WHERE project_uid = ?", "DELETE FROM projects WHERE uid = ?"):
+            self._c.execute(sql, (uid,))
+        self._c.execute("DELETE FROM counters WHERE name LIKE ?", (f"{uid}/%",))
+        self._archived.pop(uid, None)
+
+    def raise_counter(self, counter: str, at_least: int) -> None:
+        """Make sure ``next_number(counter)`` hands out numbers above ``at_least``."""
+        self._c.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
+                        "value = MAX(value, excluded.value)", (counter, at_least))
+
     # -- workspaces -------------------------------------------------------------------
     def put_workspace(self, w: Workspace) -> None:
+        self._refuse_if_archived(w.project_uid)
         self._c.execute(
             "INSERT OR REPLACE INTO workspaces (project_uid, uid, doc) VALUES (?, ?, ?)",
             (w.project_uid, w.uid, w.model_dump_json()),
@@ -127,6 +167,7 @@ class Tx:
 
     # -- jobs -------------------------------------------------------------------------
     def put_job(self, j: Job) -> None:
+        self._refuse_if_archived(j.project_uid)
         j.updated_at = time.time()
         self._c.execute(
             "INSERT INTO jobs (project_uid, uid, status, lane, priority, deleted, doc, status_at, kill_pending)"
@@ -190,8 +231,9 @@ class Tx:
         project_uid: str | None = None,
         statuses: list[JobStatus] | None = None,
         lane: str | None = None,
+        include_deleted: bool = False,
     ) -> list[Job]:
-        sql, args = "SELECT doc FROM jobs WHERE deleted = 0", []
+        sql, args = "SELECT doc FROM jobs WHERE " + ("1" if include_deleted else "deleted = 0"), []
         if project_uid is not None:
             sql += " AND project_uid = ?"
             args.append(project_uid)
@@ -400,6 +442,25 @@ class Store:
             StoreError, OutputFileError: the copy could not be made.
         """
         copy_database(self._conn(), dest)
+
+    def compact(self) -> tuple[int, int]:
+        """VACUUM the database (pages freed by deletions go back to the disk); the file's
+        size before and after, write-ahead log included.
+
+        Raises:
+            StoreError: SQLite failed (another process held the database too long).
+        """
+        def size() -> int:
+            return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+        before = size()
+        conn = self._conn()
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            raise self._failed(err) from err
+        return before, size()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

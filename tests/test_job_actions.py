@@ -145,6 +145,7 @@ def test_resume_keeps_files_and_refuses_what_is_not_killed_or_failed(api, projec
 
 # -- clear intermediate results, mark complete ------------------------------------------------
 def test_clear_intermediate_keeps_final_and_used_versions(api, project, master):
+    project.set_intermediate_on_complete(False)  # kept on completion, to be cleared by hand here
     job = run(iterate(project, iterations=4))
     files = job.model.output("particles").result("blob").metafiles
     assert len(files) == 4 and (job.dir / "checkpoints").is_dir()

@@ -14,6 +14,7 @@ from .completion import check_mark_complete, mark_complete
 from .context import ActionContext
 from .deleting import check_delete, delete_job
 from .exporting import check_export, export_job, import_job, verify_export
+from .finality import check_mark_final, check_unmark_final, mark_final, unmark_final
 from .intermediate import check_clear_intermediate, clear_intermediate
 from .killing import check_kill, kill_job
 from .labels import check_tag, describe_job, tag_job
@@ -38,6 +39,8 @@ ACTIONS: dict[str, ActionDef] = {a.name: a for a in [
     ActionDef("resume", check_resume, resume_job, "resumed"),
     ActionDef("clear-intermediate", check_clear_intermediate, clear_intermediate, "intermediate results cleared"),
     ActionDef("mark-complete", check_mark_complete, mark_complete, "marked complete"),
+    ActionDef("mark-final", check_mark_final, mark_final, "marked final"),
+    ActionDef("unmark-final", check_unmark_final, unmark_final, "unmarked final"),
     ActionDef("clone", check_clone, clone_job, "cloned"),
     ActionDef("link", check_link, link_job, "linked"),
     ActionDef("unlink", check_unlink, unlink_job, "unlinked"),
@@ -49,5 +52,5 @@ ACTIONS: dict[str, ActionDef] = {a.name: a for a in [
 
 __all__ = ["ACTIONS", "PRIORITY_RANGE", "ActionContext", "ActionDef", "Refused", "clear_intermediate", "clear_job",
            "clone_chain", "clone_job", "delete_job", "describe_job", "export_job", "import_job", "kill_job",
-           "link_job", "mark_complete", "move_job", "queue_job", "restart_job", "restart_lock", "resume_job",
-           "tag_job", "unlink_job", "verify_export"]
+           "link_job", "mark_complete", "mark_final", "move_job", "queue_job", "restart_job", "restart_lock", "resume_job",
+           "tag_job", "unlink_job", "unmark_final", "verify_export"]

@@ -4,6 +4,7 @@ job is taken off the queue; a running one must be killed first."""
 from __future__ import annotations
 
 from .. import removals
+from ..finals import why_protected
 from ..instance import Instance
 from ..model import Job
 from ..status import JobStatus
@@ -15,6 +16,9 @@ from .context import ActionContext, Journal, journal_in
 def check_clear(ctx: ActionContext, tx: Tx, job: Job) -> str:
     if job.status == JobStatus.BUILDING:
         raise Refused(f"{job.ref} is building; it has nothing to clear")
+    protected = why_protected(tx, job, "cleared", ancestors_too=False)
+    if protected:
+        raise Refused(protected)
     problem = why_files_cannot_go(tx, job, ctx.releasing)
     if problem:
         raise Refused(problem)

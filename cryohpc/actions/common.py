@@ -8,7 +8,7 @@ import os
 from ..builder import build_errors, declared_outputs, job_dir_abs
 from ..errors import UserError
 from ..jobtypes import get_jobtype
-from ..model import Job, Run, set_status
+from ..model import Job, Run, now, set_status
 from ..removals import job_dir_entries, record
 from ..status import JobStatus
 from ..store import Tx
@@ -68,6 +68,7 @@ def reset_to_building(tx: Tx, job: Job, keep_queue_choices: bool = False) -> Non
     if not keep_queue_choices:
         job.queued_lane = job.queued_target = job.queued_gpu_ids = None
         job.cluster_job_custom_vars = {}
-    job.job_dir_size = 0
+    job.job_dir_size = job.intermediate_size = 0  # true once the removals noted below are done
+    job.size_measured_at = now()
     job.build_errors = build_errors(tx, job)
     record(tx, job.project_uid, job.uid, job_dir_entries(job_dir_abs(project, job)))

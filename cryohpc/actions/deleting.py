@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .. import removals
 from ..builder import job_dir_abs
+from ..finals import why_protected
 from ..instance import Instance
 from ..model import Job, Run, now, set_status
 from ..status import JobStatus
@@ -17,6 +18,9 @@ from .context import ActionContext, Journal, journal_in
 def check_delete(ctx: ActionContext, tx: Tx, job: Job) -> str:
     if job.deleted:
         raise Refused(f"{job.ref} is already deleted")
+    protected = why_protected(tx, job, "deleted")
+    if protected:
+        raise Refused(protected)
     problem = why_files_cannot_go(tx, job, ctx.releasing)
     if problem:
         raise Refused(problem)

@@ -109,7 +109,8 @@ def _export_files(job: Job, root: Path, job_dir: Path, files: Path) -> None:
             continue
         (files / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, files / rel)  # links (imported stacks) are copied as their data
-    metafiles = {rel for g in job.outputs for r in g.results for rel in r.metafiles}
+    metafiles = {rel for g in job.outputs for r in g.results for i, rel in enumerate(r.metafiles)
+                 if i not in r.cleared_versions}  # cleared intermediate versions are gone, and stay gone
     for meta in sorted(metafiles):
         if not meta.startswith(prefix) or not (root / meta).is_file():
             raise Refused(f"{job.ref}: output file {meta} is missing; the job cannot be exported")
@@ -255,8 +256,8 @@ def import_job(inst: Instance, project_uid: str, source: str | os.PathLike, work
         raise InputFileError(f"{where}: malformed export document ({err})") from None
     for g in outputs:
         for r in g.results:
-            for m in r.metafiles:
-                if f"files/{_safe_rel(m, where)}" not in files:
+            for i, m in enumerate(r.metafiles):
+                if f"files/{_safe_rel(m, where)}" not in files and i not in r.cleared_versions:
                     raise InputFileError(f"{where}: output {g.name}.{r.name} names {m!r}, which the export lacks")
     with inst.store.write() as tx:
         project = tx.get_project(project_uid)

@@ -3,6 +3,7 @@ reported stay aside, so it can be marked complete) until it is cleared."""
 
 from __future__ import annotations
 
+from ..disk_usage import record_job_size
 from ..errors import CryohpcError, TransientError, UserError
 from ..instance import Instance
 from ..lanes import NodeLane, RunHandle
@@ -64,4 +65,5 @@ def kill_job(inst: Instance, project_uid: str, job_uid: str, *, ctx: ActionConte
             except CryohpcError as err:
                 raise UserError(f"{job.ref} is marked killed, but stopping it failed: {err}; "
                                 f"{_by_hand(job)} by hand") from err
+        record_job_size(inst.store, project_uid, job_uid)
     return job

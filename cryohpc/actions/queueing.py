@@ -11,6 +11,7 @@ from ..instance import Instance
 from ..jobtypes import get_jobtype
 from ..lanes import BatchLane, Lane, NodeLane
 from ..model import Job, Resources, set_status
+from ..selections import topological
 from ..status import JobStatus, QueueStatus
 from ..store import Tx
 from .common import Refused, owner
@@ -151,3 +152,56 @@ def put_on_queue(job: Job) -> None:
     job.queued_by = owner()
     set_status(job, JobStatus.QUEUED)
     job.queue_status = QueueStatus.ACTIVELY_QUEUED
+
+
+def ancestors_to_rerun(tx: Tx, job: Job) -> list[Job]:
+    """Ancestors that must run again before ``job`` can: building ones (cleared, or never
+    run), parents first.
+
+    Raises:
+        Refused: an ancestor is killed or failed (it must be cleared or restarted first).
+    """
+    seen: dict[str, Job] = {}
+    todo = list(job.parents)
+    while todo:
+        uid = todo.pop()
+        if uid in seen:
+            continue
+        parent = tx.get_job(job.project_uid, uid)
+        seen[uid] = parent
+        if parent.status in (JobStatus.KILLED, JobStatus.FAILED):
+            raise Refused(f"{job.ref}: ancestor {uid} is {parent.status.value}; clear or restart it first")
+        if parent.status == JobStatus.BUILDING:
+            todo.extend(parent.parents)
+    building = [j for j in seen.values() if j.status == JobStatus.BUILDING]
+    order = topological(building)
+    return [seen[uid] for uid in order]
+
+
+def queue_with_ancestors(inst: Instance, project_uid: str, job_uid: str, lane: str | None = None,
+                         priority: int | None = None, gpu_ids: list[int] | None = None,
+                         custom_vars: dict | None = None, target: str | None = None) -> list[Job]:
+    """Queue a job's building ancestors (cleared ones, typically: a cleaned-up
+    preprocessing chain) in order, then the job, in one transaction: all or none. The
+    ancestors go to the same lane and priority; GPUs and target are the job's own.
+
+    Raises:
+        Refused, BuildError, NotFoundError: as ``queue_job``, for any of them (named).
+    """
+    ctx = ActionContext(inst)
+    queued = []
+    with inst.store.write() as tx:
+        job = tx.get_job(project_uid, job_uid)
+        if job.status != JobStatus.BUILDING:
+            raise Refused(f"{job.ref} is {job.status.value}; only building jobs can be queued")
+        for ancestor in ancestors_to_rerun(tx, job):
+            check_queue(ctx, tx, ancestor, lane, priority, None, custom_vars, None)
+            queued.append(ancestor)
+        check_queue(ctx, tx, job, lane, priority, gpu_ids, custom_vars, target)
+        queued.append(job)
+        for j in queued:
+            if priority is not None:
+                j.priority = priority
+            put_on_queue(j)
+            tx.put_job(j)
+    return queued

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .. import removals
+from ..finals import why_protected
 from ..instance import Instance
 from ..model import Job
 from ..status import JobStatus
@@ -60,6 +61,9 @@ def check_restart(ctx: ActionContext, tx: Tx, job: Job, lane: str | None = None)
     """What restarting would do; the job is left cleared and queued in memory."""
     if job.status == JobStatus.BUILDING:
         raise Refused(f"{job.ref} is building; queue it instead of restarting it")
+    protected = why_protected(tx, job, "restarted (restarting clears it)", ancestors_too=False)
+    if protected:
+        raise Refused(protected)
     kill_first = job.status == JobStatus.QUEUED or job.status.active
     if job.run.kill_pending:
         raise Refused(f"{job.ref}: its last run has not been stopped yet ({job.run.reason}); "

@@ -12,6 +12,7 @@ import click
 from ..errors import CryohpcError
 from . import (
     caches,
+    cleanup,
     current,
     datasets,
     job_actions,  # noqa: F401 - adds the job actions to the job group
@@ -60,7 +61,7 @@ def init(c: Ctx, projects_root, poll_interval_s, heartbeat_interval_s, heartbeat
 
 for group in (projects.project, projects.workspace, jobs.job, jobtypes.jobtypes, datasets.dataset, lanes.lane,
               caches.cache, master.master, workers.worker, maintenance.backup, maintenance.restore,
-              maintenance.doctor, current.jobs):
+              maintenance.doctor, current.jobs, cleanup.cleanup, cleanup.db):
     cli.add_command(group)
 
 

@@ -102,11 +102,21 @@ def _gpu_ids(gpus: str | None) -> list[int] | None:
 @click.option("--target", help="worker target of an SSH node lane (default: the first with room)")
 @click.option("--gpus", help="run on these GPU ids, e.g. 0,1")
 @click.option("--var", "variables", multiple=True, help="custom variable of a cluster lane, name=value")
+@click.option("--with-ancestors", is_flag=True, help="first queue, in order, the job's building (cleared) ancestors")
 @pass_ctx
-def job_queue(c: Ctx, project_uid, uids, lane, priority, target, gpus, variables, **sel) -> None:
+def job_queue(c: Ctx, project_uid, uids, lane, priority, target, gpus, variables, with_ancestors, **sel) -> None:
     """Queue jobs; the master launches each when its inputs are ready."""
     args = dict(lane=lane, priority=priority, gpu_ids=_gpu_ids(gpus), custom_vars=_parse_assignments(variables) or None,
                 target=target)
+    if with_ancestors:
+        if len(uids) != 1 or sel["dry_run"] or any(v for k, v in sel.items() if k not in ("yes", "dry_run")):
+            raise click.UsageError("--with-ancestors takes one job, named alone")
+        queued = c.api.find_project(project_uid).find_job(uids[0]).queue_with_ancestors(
+            lane, priority, args["gpu_ids"], args["custom_vars"], target)
+        c.emit([_dump(j) for j in queued], "\n".join(f"{j.project_uid} {j.uid} queued to lane {j.queued_lane}"
+                                                      + (f" ({j.run.reason})" if j.run.reason else "")
+                                                      for j in queued))
+        return
 
     def single(h):
         j = h.queue(lane, priority, args["gpu_ids"], args["custom_vars"], target)
@@ -139,6 +149,9 @@ _simple("clear", "clear", "Erase outputs (params and connections stay); queued j
 _simple("delete", "delete", "Clear and remove jobs; their uids are never used again.", "delete", "deleted")
 _simple("mark-complete", "mark-complete", "Make killed or failed jobs' latest outputs usable as inputs.",
         "mark_complete", "marked complete")
+_simple("mark-final", "mark-final", "Mark completed jobs as final results: they and every job they were built from "
+        "are protected from deletion (the final ones from clearing too).", "mark_final", "marked final")
+_simple("unmark-final", "unmark-final", "Take the final-result mark off jobs.", "unmark_final", "unmarked final")
 _simple("clear-intermediate", "clear-intermediate",
         "Remove completed jobs' intermediate results (checkpoints, earlier versions nobody uses); "
         "with --all, the whole project's.", "clear_intermediate", "intermediate results cleared")

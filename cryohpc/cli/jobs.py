@@ -158,6 +158,16 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
         lines.append(f"kill pending: {j.run.reason}")
     if j.workspace_uids:
         lines.append(f"workspaces: {', '.join(j.workspace_uids)}")
+    if j.is_final_result or j.is_ancestor_of_final_result:
+        lines.append("final result" if j.is_final_result else "ancestor of a final result (cannot be deleted or changed)")
+    if j.size_measured_at is not None:
+        lines.append(f"size: {j.job_dir_size / 1e6:.1f} MB, intermediate results {j.intermediate_size / 1e6:.1f} MB "
+                     f"(measured {time.strftime('%Y-%m-%d %H:%M', time.localtime(j.size_measured_at))})")
+    if j.status.value == "building" and j.parents:
+        waiting = h.cleared_ancestors()
+        if waiting:
+            lines.append(f"ancestors to run again first: {', '.join(waiting)} "
+                         f"(cryohpc job queue {j.project_uid} {j.uid} --with-ancestors)")
     if j.tags:
         lines.append(f"tags: {', '.join(shown(t) for t in j.tags)}")
     for key, label in (("cloned_from", "cloned from"), ("imported_from", "imported from"),

@@ -93,17 +93,18 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
 
 
-def _write(path: Path, data: np.ndarray, psize_A: float, stack: bool) -> None:
+def _write(path: Path, data: np.ndarray, psize_A: float, stack: bool, dtype=np.float32) -> None:
     with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as m:
-        m.set_data(np.ascontiguousarray(data, dtype=np.float32))
+        m.set_data(np.ascontiguousarray(data, dtype=dtype))
         if stack:
             m.set_image_stack()
         m.voxel_size = psize_A
 
 
-def write_stack(path: str | os.PathLike, images: np.ndarray, psize_A: float) -> None:
-    """Write (n, y, x) images as an ``.mrcs`` stack, atomically."""
-    _write(Path(path), images, psize_A, stack=True)
+def write_stack(path: str | os.PathLike, images: np.ndarray, psize_A: float, dtype=np.float32) -> None:
+    """Write (n, y, x) images as an ``.mrcs`` stack, atomically (float32, or float16: MRC
+    mode 12, half the space)."""
+    _write(Path(path), images, psize_A, stack=True, dtype=dtype)
 
 
 def write_volume(path: str | os.PathLike, volume: np.ndarray, psize_A: float) -> None:

@@ -100,6 +100,7 @@ SUBSET_PARTICLES = register(
         ),
         resources=Resources(cpus=1, gpus=0, ram_gb=2),
         run="cryohpc.jobtypes.particles:run_subset_particles",
+        preprocessing="deterministic",
     )
 )
 
@@ -158,6 +159,7 @@ SIMULATE_PARTICLES = register(
         resources=Resources(cpus=1, gpus=0, ram_gb=4),
         resource_params={"gpus": "compute_num_gpus"},
         run="cryohpc.jobtypes.simulate:run_simulate_particles",
+        preprocessing="extraction",  # its seed makes the same stacks again
     )
 )
 
@@ -244,5 +246,61 @@ CACHE_PARTICLES = register(
         ),
         resources=Resources(cpus=2, gpus=0, ram_gb=1),
         run="cryohpc.jobtypes.particles:run_cache_particles",
+        preprocessing="deterministic",
+    )
+)
+
+
+STACK_PARAMS = (
+    ParamSpec(name="particles_per_stack", type="int", default=1000, min=1, title="Particles per stack file"),
+    ParamSpec(name="compute_use_ssd", type="bool", default=True, title="Cache particle images on SSD",
+              help="read stacks through the lane's SSD cache, when it has one"),
+    COMPUTE_PARAMS[0],
+)
+PARTICLES_IN = InputGroupSpec(name="particles", type="particle", title="Particles", count_max=None,
+                              slots=(SlotSpec(name="blob", title="Particle data"),))
+
+RESTACK_PARTICLES = register(
+    JobTypeSpec(
+        name="restack_particles",
+        title="Restack Particles",
+        category="utility",
+        description="Write new stacks holding only the connected particles, in their order, and point blob/path "
+                    "and blob/idx at them (every other field passes through). The job that wrote the original "
+                    "stacks can then be cleared. Runs under MPI, reading through the SSD cache.",
+        inputs=(PARTICLES_IN,),
+        outputs=(OutputGroupSpec(name="particles", type="particle", title="Restacked particles",
+                                 results=("blob",), passthrough_input="particles"),),
+        params=STACK_PARAMS,
+        resources=Resources(cpus=1, gpus=0, ram_gb=4),
+        resource_params={"mpi_ranks": "compute_num_ranks"},
+        run="cryohpc.jobtypes.stacks:run_restack_particles",
+        preprocessing="extraction",
+    )
+)
+
+DOWNSAMPLE_PARTICLES = register(
+    JobTypeSpec(
+        name="downsample_particles",
+        title="Downsample Particles",
+        category="utility",
+        description="Fourier-crop (or pad) the connected particles to a new box: new stacks, blob/shape and "
+                    "blob/psize_A updated (CTF values are in Å and stay; pixel shifts get alignments3D/psize_A), "
+                    "optionally as float16. Also consolidates a subset into stacks of its own. Runs under MPI, "
+                    "reading through the SSD cache.",
+        inputs=(PARTICLES_IN,),
+        outputs=(OutputGroupSpec(name="particles", type="particle", title="Downsampled particles",
+                                 results=("blob", "alignments3D"), passthrough_input="particles"),),
+        params=(
+            ParamSpec(name="new_box", type="int", required=True, min=8, max=4096, title="New box size (px)",
+                      help="even; smaller crops the spectrum (coarser pixels), larger pads it"),
+            ParamSpec(name="output_f16", type="bool", default=False, title="Write float16 stacks",
+                      help="half the disk; about 3 significant digits per pixel"),
+            *STACK_PARAMS,
+        ),
+        resources=Resources(cpus=1, gpus=0, ram_gb=4),
+        resource_params={"mpi_ranks": "compute_num_ranks"},
+        run="cryohpc.jobtypes.stacks:run_downsample_particles",
+        preprocessing="extraction",
     )
 )

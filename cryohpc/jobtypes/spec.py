@@ -115,6 +115,9 @@ class JobTypeSpec(Spec):
     run: str = Field(description="dotted path 'module:function' taking a RunContext")
     run_on_master: bool = Field(default=False, description="reads files only the master's machine sees (imports): "
                                                            "always queued to the default lane")
+    preprocessing: Literal["deterministic", "extraction"] | None = Field(
+        default=None, description="re-running it from its inputs gives the same results: 'clear preprocessing' "
+                                  "may clear it ('extraction': writes particle stacks, cleared only when asked)")
     intermediate: tuple[str, ...] = Field(
         default=("checkpoints",), description="job-directory paths (globs) of partial results a completed job no "
                                               "longer needs: removed by 'clear intermediate results'")

@@ -14,9 +14,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import removals
 from ..builder import job_dir_abs
+from ..disk_usage import record_job_size
 from ..errors import CryohpcError
 from ..events import read_events
+from ..intermediates import clears_on_completion, trim
 from ..lanes import BatchLane, Lane, PollResult, RunHandle, RunState
 from ..model import Job, Project, now
 from ..status import JobStatus
@@ -26,17 +29,6 @@ from .job_events import apply_event, fail
 log = logging.getLogger("cryohpc.scheduler")
 
 EXPLAIN_WINDOW_S = 300.0
-
-
-def dir_size(path: Path) -> int:
-    total = 0
-    for p in path.rglob("*"):
-        try:
-            if p.is_file() and not p.is_symlink():
-                total += p.stat().st_size
-        except OSError:
-            continue
-    return total
 
 
 class Follower:
@@ -136,13 +128,19 @@ class Follower:
             self._record_size(job, job_dir)
 
     def _record_size(self, ended: Job, job_dir: Path) -> None:
-        """Measure the directory with no transaction open, then record it in a short one."""
-        size = dir_size(job_dir)
-        with self.store.write() as tx:
-            job = tx.get_job(ended.project_uid, ended.uid, include_deleted=True)
-            if job.status == ended.status and job.run.launched_at == ended.run.launched_at:
-                job.job_dir_size = size
-                tx.put_job(job)
+        """After a job ends: its intermediate results go if it completed and its project
+        (or itself) asks for that, then it is measured; no transaction is open while
+        files are removed or measured."""
+        if ended.status == JobStatus.COMPLETED:
+            with self.store.write() as tx:
+                job = tx.get_job(ended.project_uid, ended.uid, include_deleted=True)
+                trimmed = job.status == JobStatus.COMPLETED and not job.deleted and \
+                    clears_on_completion(tx.get_project(job.project_uid), job) and trim(tx, job)
+                if trimmed:
+                    tx.put_job(job)
+            if trimmed:
+                removals.finish(self.store, ended.project_uid, ended.uid)
+        record_job_size(self.store, ended.project_uid, ended.uid)
 
     def _explain(self, seen: Job, poll: PollResult) -> None:
         """Name the scheduler's verdict in a recently failed job's error, once known: a job
