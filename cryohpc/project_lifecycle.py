@@ -18,7 +18,7 @@ from .instance import Instance
 from .model import Job, Project, Workspace, now
 from .status import JobStatus
 from .store import Tx
-from .text import one_line
+from .text import line_problem, one_line
 
 PROJECT_MARKER = "cryohpc-project.json"
 METADATA_DIR = "cryohpc-project"
@@ -158,6 +158,16 @@ def attach(inst: Instance, project_dir: str) -> Project:
     for job in jobs:
         if not (root / job.job_dir).resolve().is_relative_to(root):
             raise InputFileError(f"{source}: job {job.uid} names directory {job.job_dir!r} outside the project")
+        if job.status == JobStatus.QUEUED or job.status.active:
+            raise InputFileError(f"{source}: job {job.uid} is recorded as {job.status.value}; a detached project's "
+                                 "jobs are never queued or running")
+    for what, text in [("project title", project.title), *((f"workspace {w.uid} title", w.title) for w in workspaces),
+                       *((f"job {j.uid} title", j.title) for j in jobs),
+                       *((f"job {j.uid} custom variable {k}", str(v)) for j in jobs
+                         for k, v in j.cluster_job_custom_vars.items())]:
+        problem = line_problem(text)
+        if problem:
+            raise InputFileError(f"{source}: {what} holds {problem}")
     with inst.store.write() as tx:
         _refuse_overlap(tx, root)
         uid = f"P{tx.next_number('project')}"

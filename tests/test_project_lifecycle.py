@@ -107,6 +107,14 @@ def test_attach_refuses_damaged_metadata_with_the_file_named(simulated, api, tmp
     meta.write_text(json.dumps(doc))
     with pytest.raises(InputFileError, match=f"{meta}: job J1 names directory"):
         api.attach_project(root)
+    for field, value, message in (("title", "x\nrm -rf /", "job J1 title holds a line break"),
+                                  ("status", "running", "job J1 is recorded as running")):
+        bad = json.loads(json.dumps(doc))
+        bad["jobs"][0]["job_dir"] = "J1"
+        bad["jobs"][0][field] = value
+        meta.write_text(json.dumps(bad))
+        with pytest.raises(InputFileError, match=message):
+            api.attach_project(root)
     meta.write_text("{not json")
     with pytest.raises(InputFileError, match=str(meta)):
         api.attach_project(root)

@@ -132,11 +132,12 @@ class Follower:
         (or itself) asks for that, then it is measured; no transaction is open while
         files are removed or measured."""
         if ended.status == JobStatus.COMPLETED:
+            trimmed: list[Path] = []
             with self.store.write() as tx:
                 job = tx.get_job(ended.project_uid, ended.uid, include_deleted=True)
-                trimmed = job.status == JobStatus.COMPLETED and not job.deleted and \
-                    clears_on_completion(tx.get_project(job.project_uid), job) and trim(tx, job)
-                if trimmed:
+                if job.status == JobStatus.COMPLETED and not job.deleted and \
+                        clears_on_completion(tx.get_project(job.project_uid), job):
+                    trimmed = trim(tx, job)
                     tx.put_job(job)
             if trimmed:
                 removals.finish(self.store, ended.project_uid, ended.uid)
