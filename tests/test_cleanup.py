@@ -203,3 +203,24 @@ def test_intermediate_results_go_on_completion_unless_kept(api, project, master)
     off.queue()
     done(off)
     assert (off.dir / "checkpoints").is_dir()
+
+
+def test_raw_data_imported_from_outside_the_project_is_never_touched(api, project, master, sample):
+    raw = sorted(p for p in sample.star.parent.rglob("*") if p.is_file())
+    sums = {p: p.read_bytes() for p in raw}
+    imp = project.create_job("import_particles", params={"particle_meta_path": str(sample.star)})
+    rec = project.create_job("homo_reconstruct", params={"checkpoint_every_s": 0})
+    rec.connect("particles", imp.uid, "imported_particles")
+    imp.queue()
+    rec.queue()
+    done(rec)
+    imp_dir = imp.dir
+    links = [p for p in imp_dir.rglob("*") if p.is_symlink()]
+    assert links  # stacks are linked, not copied: their bytes are not the project's
+    assert imp.model.job_dir_size < sum(len(b) for b in sums.values())
+    pv = project.cleanup_preview(delete_non_final=True)
+    assert {d.job_uid for d in pv.to_do} == {imp.uid, rec.uid}
+    freed_matches(project, pv)
+    assert not imp_dir.exists()
+    assert sorted(p for p in sample.star.parent.rglob("*") if p.is_file()) == raw
+    assert all(p.read_bytes() == b for p, b in sums.items())
