@@ -25,7 +25,7 @@ from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
 from .lanes import Lane
 from .lanes.siteconfig import WorkerTarget
 from .model import Job, Project, SlotRef, Workspace
-from .project_lifecycle import write_marker
+from .project_lifecycle import refuse_overlap, write_marker
 from .selections import Selection
 from .status import JobStatus
 from .text import one_line
@@ -65,11 +65,7 @@ class Api:
             path = Path(project_dir) if project_dir else Path(self.instance.config.projects_root) / uid
             path = Path(one_line(str(path), "a project directory")).expanduser().resolve()
             one_line(str(path), "a project directory")  # as resolved (a link may name another)
-            for other in tx.list_projects():
-                theirs = Path(other.project_dir)
-                if path == theirs or theirs in path.parents or path in theirs.parents:
-                    raise UserError(f"project directory {path} overlaps project {other.uid}'s ({theirs}); "
-                                    "choose a directory outside every other project")
+            refuse_overlap(tx, path)
             if path.exists() and any(path.iterdir()):
                 raise UserError(f"project directory {path} is not empty; choose a new or empty directory")
             project = Project(uid=uid, title=title, description=description, project_dir=str(path), owner=_owner())
@@ -393,9 +389,7 @@ class ProjectHandle:
     def refresh_size(self, progress: Callable[[str, int, int], None] | None = None) -> ProjectUsage:
         """Measure every job directory and the other files of the project (no database
         lock held while measuring); ``progress(what, files, bytes)`` about once a second."""
-        with self.api.store.read() as tx:
-            if tx.get_project(self.uid).archived:
-                raise UserError(f"project {self.uid} is archived (read-only); unarchive it to measure it")
+        self._refuse_if_archived("measured")
         return refresh_project_size(self.api.store, self.uid, progress)
 
     def cleanup_preview(self, options: CleanupOptions | None = None, workspace: str | None = None,
@@ -405,9 +399,7 @@ class ProjectHandle:
         with the bytes it frees; nothing is changed but stale sizes, which are measured."""
         options = options or CleanupOptions(**choices)
         cleanup.check_options(options)
-        with self.api.store.read() as tx:
-            if tx.get_project(self.uid).archived:
-                raise UserError(f"project {self.uid} is archived (read-only); nothing in it can be cleaned up")
+        self._refuse_if_archived("cleaned up")
         return cleanup.preview(self.api.instance, self.uid, options, workspace, measure, progress)
 
     def cleanup(self, preview: CleanupPreview, progress: Callable | None = None) -> CleanupPreview:
@@ -415,6 +407,11 @@ class ProjectHandle:
         if preview.project_uid != self.uid:
             raise UserError(f"that preview is for project {preview.project_uid}, not {self.uid}")
         return cleanup.run(self.api.instance, preview, progress)
+
+    def _refuse_if_archived(self, doing: str) -> None:
+        with self.api.store.read() as tx:
+            if tx.get_project(self.uid).archived:
+                raise UserError(f"project {self.uid} is archived (read-only); unarchive it before it is {doing}")
 
     def set_intermediate_on_complete(self, on: bool) -> Project:
         """Whether jobs of this project clear their intermediate results when they complete."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BuildError, NotFoundError
-from .finals import why_protected
+from .finals import descendants, why_protected
 from .jobfile import ConnectionFiles
 from .jobtypes import get_jobtype
 from .jobtypes.spec import InputGroupSpec, JobTypeSpec
@@ -126,26 +126,11 @@ def _output_group(parent: Job, group_name: str) -> OutputGroup:
     return group
 
 
-def _descendants(tx: Tx, job: Job) -> set[str]:
-    seen: set[str] = set()
-    stack = list(job.children)
-    while stack:
-        uid = stack.pop()
-        if uid in seen:
-            continue
-        seen.add(uid)
-        try:
-            stack.extend(tx.get_job(job.project_uid, uid).children)
-        except NotFoundError:
-            continue
-    return seen
-
-
 def _check_parent(tx: Tx, job: Job, parent_uid: str) -> Job:
     if parent_uid == job.uid:
         raise BuildError(f"{job.ref}: a job cannot take its own outputs as input")
     parent = tx.get_job(job.project_uid, parent_uid)
-    if parent_uid in _descendants(tx, job):
+    if parent_uid in {d.uid for d in descendants(tx, job)}:
         raise BuildError(f"{job.ref}: connecting {parent_uid} would make a cycle ({parent_uid} descends from {job.uid})")
     return parent
 

@@ -8,6 +8,7 @@ records its figures in one short write, so a terabyte project never holds the lo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from .errors import CryohpcError
 from .intermediates import intermediate_results
 from .model import Job, now
 from .removals import TRASH_PREFIX
-from .sizes import Usage, Walker
+from .sizes import Usage, Walker, measure
 from .store import Store
 
 
@@ -44,7 +45,7 @@ def record_job_size(store: Store, project_uid: str, job_uid: str, walker: Walker
     walker = walker or Walker()
     job_dir = job_dir_abs(project, seen)
     whole = walker.add(job_dir, skip=lambda name: name.startswith(TRASH_PREFIX))
-    partial = _intermediate_sum(_intermediate_paths(store, project_uid, job_uid))
+    partial = measure(_intermediate_paths(store, project_uid, job_uid)).bytes
     with store.write() as tx:
         job = tx.get_job(project_uid, job_uid, include_deleted=True)
         if job.status != seen.status or job.run.launched_at != seen.run.launched_at or job.deleted:
@@ -52,13 +53,6 @@ def record_job_size(store: Store, project_uid: str, job_uid: str, walker: Walker
         job.job_dir_size, job.intermediate_size, job.size_measured_at = whole.bytes, partial, now()
         tx.put_job(job)
         return job
-
-
-def _intermediate_sum(paths: list[Path]) -> int:
-    walker = Walker()
-    for p in paths:
-        walker.add(p)
-    return walker.usage.bytes
 
 
 @dataclass
@@ -75,8 +69,6 @@ def refresh_project_size(store: Store, project_uid: str,
     """Measure every job directory of a project and the files outside them, recording each
     job's figures as it goes and the project's at the end; ``progress(what, files, bytes)``
     is called about once a second."""
-    import time
-
     t0 = time.monotonic()
     with store.read() as tx:
         project = tx.get_project(project_uid)

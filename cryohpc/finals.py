@@ -12,6 +12,7 @@ stores the derived flag wherever it changed.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 
 from .errors import NotFoundError
 from .model import Job
@@ -34,10 +35,9 @@ def protectors(jobs: list[Job]) -> dict[str, str]:
     return out
 
 
-def protector(tx: Tx, job: Job) -> str | None:
-    """The final job that protects ``job`` (itself, or a descendant), or None."""
-    if job.is_final_result:
-        return job.uid
+def descendants(tx: Tx, job: Job) -> Iterator[Job]:
+    """Every job that uses ``job``'s outputs, directly or not, nearest first (lazily: a
+    caller looking for one stops early)."""
     seen: set[str] = set()
     todo = deque(job.children)
     while todo:
@@ -49,10 +49,15 @@ def protector(tx: Tx, job: Job) -> str | None:
             child = tx.get_job(job.project_uid, uid)
         except NotFoundError:
             continue
-        if child.is_final_result:
-            return child.uid
+        yield child
         todo.extend(child.children)
-    return None
+
+
+def protector(tx: Tx, job: Job) -> str | None:
+    """The final job that protects ``job`` (itself, or a descendant), or None."""
+    if job.is_final_result:
+        return job.uid
+    return next((d.uid for d in descendants(tx, job) if d.is_final_result), None)
 
 
 def refresh_marks(tx: Tx, project_uid: str) -> list[str]:

@@ -78,18 +78,19 @@ def unarchive(inst: Instance, project_uid: str, new_dir: str | None = None) -> P
                 raise UserError(f"{path / PROJECT_MARKER} names project {marker.get('project_uid')} of instance "
                                 f"{marker.get('instance_uid')}, not {project_uid} of this instance; "
                                 "is this the directory the project was moved to?")
-            _refuse_overlap(tx, path, project_uid)
+            refuse_overlap(tx, path, project_uid)
             project.project_dir = str(path)
         project.archived = False
         tx.put_project(project)
     return project
 
 
-def _refuse_overlap(tx: Tx, path: Path, except_uid: str | None = None) -> None:
+def refuse_overlap(tx: Tx, path: Path, except_uid: str | None = None) -> None:
     for other in tx.list_projects():
         theirs = Path(other.project_dir)
         if other.uid != except_uid and (path == theirs or theirs in path.parents or path in theirs.parents):
-            raise UserError(f"directory {path} overlaps project {other.uid}'s ({theirs})")
+            raise UserError(f"project directory {path} overlaps project {other.uid}'s ({theirs}); "
+                            "choose a directory outside every other project")
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -169,7 +170,7 @@ def attach(inst: Instance, project_dir: str) -> Project:
         if problem:
             raise InputFileError(f"{source}: {what} holds {problem}")
     with inst.store.write() as tx:
-        _refuse_overlap(tx, root)
+        refuse_overlap(tx, root)
         uid = f"P{tx.next_number('project')}"
         archived = project.archived
         project = project.model_copy(update={"uid": uid, "project_dir": str(root), "archived": False})

@@ -15,7 +15,10 @@ from cryohpc.status import JobStatus
 
 
 def done(job, status=JobStatus.COMPLETED, timeout=240):
+    """The job ended with ``status``, and the master has recorded its size (just after)."""
     assert job.wait(timeout) == status, [e.message for e in job.model.errors_run]
+    wait_for(lambda: (job.model.size_measured_at or 0) >= job.model.status_times[status.value], 30,
+             f"{job.uid} measured")
     return job
 
 

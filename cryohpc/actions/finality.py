@@ -4,7 +4,7 @@ transaction, so listings and the cleanup tool read them without walking the grap
 
 from __future__ import annotations
 
-from ..finals import protector, refresh_marks
+from ..finals import refresh_marks
 from ..instance import Instance
 from ..model import Job
 from ..status import JobStatus
@@ -35,7 +35,6 @@ def _set_final(inst: Instance, project_uid: str, job_uid: str, final: bool, chec
         job = tx.get_job(project_uid, job_uid)
         check(ctx, tx, job)
         job.is_final_result = final
-        job.is_ancestor_of_final_result = not final and protector(tx, job) is not None
         tx.put_job(job)
         refresh_marks(tx, project_uid)
         journal_in(tx, journal)
