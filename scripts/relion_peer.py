@@ -31,11 +31,12 @@ class RelionData:
 
 
 def relion_simulate(folder: Path, box: int, psize_A: float, n: int, noise_sigma: float, seed: int = 0,
-                    timeout_s: float = 1800) -> RelionData:
-    """Projections of a phantom by relion_project with CTF, shifts and white noise."""
+                    timeout_s: float = 1800, truth: np.ndarray | None = None) -> RelionData:
+    """Projections of ``truth`` (default: the phantom) by relion_project with CTF, shifts
+    and white noise (none at ``noise_sigma`` 0)."""
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    truth = phantom(box, psize_A, seed=seed)
+    truth = phantom(box, psize_A, seed=seed) if truth is None else truth
     map_path = folder / "truth.mrc"
     write_volume(map_path, truth, psize_A)
     rng = np.random.default_rng(seed)
@@ -63,9 +64,13 @@ def relion_simulate(folder: Path, box: int, psize_A: float, n: int, noise_sigma:
     return RelionData(truth=truth, map_path=map_path, star=folder / "particles.star", psize_A=psize_A, n=n)
 
 
-def relion_reconstruct(data: RelionData, out: Path, ranks: int = 1, timeout_s: float = 3600) -> float:
-    """Run relion_reconstruct --ctf (under its MPI build for ranks > 1); returns seconds."""
+def relion_reconstruct(data: RelionData, out: Path, ranks: int = 1, timeout_s: float = 3600,
+                       iterations: int | None = None) -> float:
+    """Run relion_reconstruct --ctf (under its MPI build for ranks > 1; ``iterations``: its
+    gridding-correction ``--iter``, default 10); returns seconds."""
     cmd = ["relion_reconstruct", "--i", str(data.star), "--o", str(Path(out).resolve()), "--ctf", "--angpix", str(data.psize_A)]
+    if iterations is not None:
+        cmd += ["--iter", str(iterations)]
     env = dict(os.environ)
     if ranks > 1:
         cmd = ["/usr/bin/mpirun", "--oversubscribe", "-n", str(ranks), "relion_reconstruct_mpi", *cmd[1:]]

@@ -22,6 +22,7 @@ from .backproject import (
 )
 from .ctf import CtfGrid
 from .fourier import crop_center, half_plane_points, ifftn_centered, rfft2
+from .gridding import sampling_multiplier
 from .xp import to_numpy
 
 HALVES = 2
@@ -60,12 +61,6 @@ def soft_mask_outside_sphere(xp: ModuleType, vol: object, edge_px: float = 3.0) 
     return vol * m + background * (1 - m)
 
 
-def nyquist_sphere(xp: ModuleType, g: int) -> object:
-    """True inside the sphere of radius g/2 of a centred g³ grid (RELION zeroes beyond it)."""
-    k = xp.arange(g, dtype=xp.float32) - g // 2
-    return (k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) <= (g / 2) ** 2
-
-
 class Reconstructor:
     """Accumulates particles into half-set Fourier grids oversampled ``pad`` times.
 
@@ -74,8 +69,10 @@ class Reconstructor:
     delocalised CTF signal RELION's and costs pad² fewer samples per particle.
     """
 
-    def __init__(self, xp: ModuleType, box: int, psize_A: float, pad: int = 2, use_kernel: bool = True):
+    def __init__(self, xp: ModuleType, box: int, psize_A: float, pad: int = 2, use_kernel: bool = True,
+                 gridding_iterations: int = 10):
         self.xp, self.box, self.psize_A, self.pad = xp, box, psize_A, pad
+        self.gridding_iterations = gridding_iterations
         self.g = pad * box
         self.kx, self.ky = half_plane_points(box, box / 2)
         # rows and columns of these points in an unshifted rfft2 of the image
@@ -159,15 +156,13 @@ class Reconstructor:
         if self.device is not None:
             from .reconstruct_cuda import finish_map_device
 
-            vol = finish_map_device(acc, other, self.g, self.box, wiener)
+            vol = finish_map_device(acc, other, self.g, self.box, wiener, self.gridding_iterations)
         else:
             if other is not None:
                 acc = acc + other
             re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, acc))
-            positive = w[w > 0]
-            lam = float(wiener * xp.median(positive)) if positive.size else 1.0
-            spec = (re + 1j * im) / (w + lam) * nyquist_sphere(xp, self.g)
-            real = xp.real(ifftn_centered(xp, spec))
+            mult = sampling_multiplier(xp, w, self.gridding_iterations, wiener, use_kernel=self.use_kernel)
+            real = xp.real(ifftn_centered(xp, (re + 1j * im) * mult))
             vol = crop_center(real, self.box, 3)
         if self.gridding_correction:
             vol = vol / trilinear_gridding_correction(xp, self.box, self.g)

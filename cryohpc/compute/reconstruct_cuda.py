@@ -23,6 +23,7 @@ import numpy as np
 from . import backproject_cuda as kernels
 from .backproject import grid_with_margin
 from .ctf import ctf_coefficients
+from .gridding import sampling_multiplier
 
 
 @dataclass
@@ -162,14 +163,24 @@ def particle_rows(shifts_px: np.ndarray, ctf, sign: np.ndarray, split: np.ndarra
     return rows
 
 
-def finish_map_device(a: cp.ndarray, b: cp.ndarray | None, g: int, box: int, wiener: float) -> cp.ndarray:
+def finish_map_device(a: cp.ndarray, b: cp.ndarray | None, g: int, box: int, wiener: float,
+                      gridding_iterations: int = 0) -> cp.ndarray:
     """Real-space box³ map (centred) of accumulator ``a`` (+ ``b``): Friedel completion,
-    N / (W + λ) within the Nyquist sphere, inverse FFT in place, crop. λ = wiener × median
-    of the positive weights, as on the CPU."""
+    N / (W + λ) within the Nyquist sphere (or N times the iterated weights of
+    :mod:`gridding`), inverse FFT in place, crop. λ = wiener × median of the positive
+    weights, as on the CPU."""
     data, weight = kernels.friedel_complete(a, b, g)
-    positive = weight[weight > 0]
-    lam = float(wiener * cp.median(positive)) if positive.size else 1.0
-    del positive
+    if gridding_iterations > 0:
+        mult = sampling_multiplier(cp, weight, gridding_iterations, wiener)
+        del weight
+        with np.errstate(divide="ignore"):
+            weight = 1.0 / mult  # divide_for_ifft divides; inf where the multiplier is 0 gives 0
+        del mult
+        lam = 0.0
+    else:
+        positive = weight[weight > 0]
+        lam = float(wiener * cp.median(positive)) if positive.size else 1.0
+        del positive
     kernels.divide_for_ifft(data, weight, lam)
     del weight
     data = cufft.ifftn(data, overwrite_x=True)

@@ -190,7 +190,12 @@ HOMO_RECONSTRUCT = register(
             ParamSpec(name="padding_factor", type="int", default=2, min=1, max=4, title="Padding factor",
                       help="oversampling of the Fourier grid (2 as RELION)"),
             ParamSpec(name="wiener_constant", type="float", default=1e-3, min=0, title="Regularisation",
-                      help="added to the weights, as a fraction of their median"),
+                      help="added to the weights, as a fraction of their median (with gridding iterations: "
+                           "no weight is raised beyond 1 / this)"),
+            ParamSpec(name="gridding_iterations", type="int", default=10, min=0, max=100,
+                      title="Gridding-correction iterations",
+                      help="iterative estimation of the Fourier sampling weights, as RELION's --iter "
+                           "(10 as RELION); 0 divides by the weights directly"),
             ParamSpec(name="ignore_ctf", type="bool", default=False, title="Ignore CTF"),
             ParamSpec(name="batch_size", type="int", default=128, min=1, title="Particles per batch",
                       help="images read and inserted at once; a GPU takes at least 2048 (fewer where "

@@ -197,7 +197,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     if device is not None:
         batch_size, read_ahead = gpu_batch_size(box, batch_size), GPU_READ_THREADS
         _check_device_memory(ctx, box, p["padding_factor"], batch_size, device)
-    rec = Reconstructor(xp, box, psize, pad=p["padding_factor"])
+    rec = Reconstructor(xp, box, psize, pad=p["padding_factor"], gridding_iterations=p["gridding_iterations"])
     ckpt = Checkpoint(ctx.job_dir, ctx.rank, signature(mine["uid"], box, psize, p["symmetry"], rec.acc.shape,
                                                        p["padding_factor"], use_ctf))
     done = 0

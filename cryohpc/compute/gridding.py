@@ -1,0 +1,117 @@
+"""Iterative estimation of the Fourier-space sampling weights (Pipe & Menon 1999; what
+RELION's ``--iter`` does, 10 iterations by default).
+
+Dividing the accumulated data N by the accumulated weights W voxel by voxel is exact for a
+noise-free, smoothly sampled grid; where the sampling is uneven or sparse (few particles,
+preferred views, the shell just inside Nyquist) the iterated weights w, which make the
+kernel-smoothed sampling density (w·W) ∗ K flat, are the better estimate of 1/W. Zero
+iterations keep the direct division N / (W + λ).
+
+The kernel K is separable: three taps [t, 1, t] per axis, t = 0.115, the value at one
+voxel of a Kaiser-Bessel blob of radius 1.9 voxels and α = 15 (the gridding blob RELION
+uses); its product is within 0.01 of the blob at every other stencil point. A separable
+stencil costs 9 reads a voxel instead of two FFTs of the padded grid per iteration.
+Weights are normalised by their median first, so the regularisation λ (``wiener``) means
+the same in both modes: no voxel's multiplier exceeds 1 / (λ · median W).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+TAP = 0.115
+NORM = (1 + 2 * TAP) ** 3  # the stencil sums to 1 after this division
+
+try:
+    import numba
+    from numba import prange
+
+    @numba.njit(cache=True, fastmath=True, parallel=True)
+    def _iterate_cpu(w, weight, a, b, iterations, tap, norm, floor, cap):  # pragma: no cover - compiled
+        g = w.shape[0]
+        c = g // 2
+        lim = (g / 2) ** 2
+        for _ in range(iterations):
+            for z in prange(g):  # x: a = smoothed (w·W) along x
+                for y in range(g):
+                    for x in range(g):
+                        v = w[z, y, x] * weight[z, y, x]
+                        if x > 0:
+                            v += tap * w[z, y, x - 1] * weight[z, y, x - 1]
+                        if x < g - 1:
+                            v += tap * w[z, y, x + 1] * weight[z, y, x + 1]
+                        a[z, y, x] = v
+            for z in prange(g):  # y
+                for y in range(g):
+                    for x in range(g):
+                        v = a[z, y, x]
+                        if y > 0:
+                            v += tap * a[z, y - 1, x]
+                        if y < g - 1:
+                            v += tap * a[z, y + 1, x]
+                        b[z, y, x] = v
+            for z in prange(g):  # z, and the update w /= (w·W) ∗ K
+                for y in range(g):
+                    for x in range(g):
+                        r2 = (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2
+                        if r2 > lim:
+                            w[z, y, x] = 0.0
+                            continue
+                        v = b[z, y, x]
+                        if z > 0:
+                            v += tap * b[z - 1, y, x]
+                        if z < g - 1:
+                            v += tap * b[z + 1, y, x]
+                        v = abs(v) / norm
+                        w[z, y, x] = min(w[z, y, x] / max(v, floor), cap)
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - numba is a dependency
+    HAVE_NUMBA = False
+
+
+def _smooth(xp: ModuleType, x: object) -> object:
+    """(x ∗ K) · NORM with zeros beyond the grid, by slices (any array module)."""
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        y = x.copy()
+        y[tuple(hi)] += TAP * x[tuple(lo)]
+        y[tuple(lo)] += TAP * x[tuple(hi)]
+        x = y
+    return x
+
+
+def inside_nyquist(xp: ModuleType, g: int) -> object:
+    """True inside the sphere of radius g/2 of a centred g³ grid (RELION zeroes beyond it)."""
+    k = xp.arange(g, dtype=xp.float32) - g // 2
+    return (k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) <= (g / 2) ** 2
+
+
+def sampling_multiplier(xp: ModuleType, weight: object, iterations: int, wiener: float,
+                        use_kernel: bool = True) -> object:
+    """What to multiply the data grid by (centred g³ float32, zero beyond Nyquist): 1 / (W + λ)
+    for ``iterations`` = 0, else the iterated weights. ``use_kernel=False`` runs the slicing
+    form on NumPy too (the reference the compiled loop is tested against)."""
+    g = weight.shape[0]
+    positive = weight[weight > 0]
+    scale = float(xp.median(positive)) if positive.size else 1.0
+    del positive
+    inside = inside_nyquist(xp, g)
+    if iterations <= 0:
+        return xp.where(inside, 1.0 / (weight + wiener * scale), 0.0).astype(xp.float32)
+    wn = (weight / scale).astype(xp.float32)
+    floor, cap = 1e-6, 1.0 / max(wiener, 1e-12)
+    w = inside.astype(xp.float32)
+    if xp is np and HAVE_NUMBA and use_kernel:
+        a, b = np.empty_like(wn), np.empty_like(wn)
+        _iterate_cpu(w, np.ascontiguousarray(wn), a, b, iterations, np.float32(TAP), np.float32(NORM),
+                     np.float32(floor), np.float32(cap))
+    else:
+        for _ in range(iterations):
+            conv = xp.abs(_smooth(xp, w * wn)) / NORM
+            w = xp.where(inside, xp.minimum(w / xp.maximum(conv, floor), cap), 0.0).astype(xp.float32)
+    return w / np.float32(scale)
