@@ -45,6 +45,7 @@ class InstancePaths:
         self.master_lock = home / "master.lock"
         self.master_pid = home / "master.pid"
         self.master_log = home / "master.log"
+        self.master_wake = home / "master.wake"  # a FIFO: writes wake the master (wakeup.py)
 
 
 def init_instance(home: Path, projects_root: Path | None = None, **settings) -> InstanceConfig:

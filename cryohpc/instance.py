@@ -11,6 +11,7 @@ from .errors import NotFoundError
 from .lanes import Lane, build_lanes, load_lane_configs
 from .lanes.siteconfig import LaneConfig
 from .store import Store
+from .wakeup import wake_master
 
 
 class Instance:
@@ -31,7 +32,8 @@ class Instance:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.paths.db)
+        wake = self.paths.master_wake
+        return Store(self.paths.db, on_commit=lambda: wake_master(wake))
 
     def lane_configs(self, strict: bool = True) -> dict[str, LaneConfig]:
         """The site configs' lanes; not ``strict``, a broken file costs only its own lanes

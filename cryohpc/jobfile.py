@@ -66,6 +66,7 @@ class JobFile(BaseModel):
     heartbeat_interval_s: float = 10.0
     cache: CacheSettings | None = None
     created_at: float
+    wake_path: str | None = None  # the master's FIFO: rank 0 pokes it when the job ends (wakeup.py)
 
     def write(self, job_dir: Path) -> Path:
         path = job_dir / JOB_FILE

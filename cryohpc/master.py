@@ -1,5 +1,6 @@
 """The master process: one per instance (an exclusive lock on ``master.lock``), running
-scheduler passes every ``poll_interval_s`` until told to stop."""
+scheduler passes every ``poll_interval_s``, or at once when woken (:mod:`wakeup`), until
+told to stop."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import traceback
 from .errors import UserError
 from .instance import Instance
 from .scheduler import Scheduler
+from .wakeup import Wakeup, mark_master_thread
 
 log = logging.getLogger("cryohpc.master")
 
@@ -104,9 +106,15 @@ def run_master(inst: Instance, stop: threading.Event | None = None, install_sign
         raise UserError(f"a master is already running for {inst.home} (pid {master_pid(inst)}); "
                         "stop it with 'cryohpc master stop'")
     stop = stop or threading.Event()
+    mark_master_thread()
+    wake = Wakeup(inst.paths.master_wake)
     if install_signals:
+        def on_signal(*_) -> None:
+            stop.set()
+            wake.poke()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, on_signal)
     inst.paths.master_pid.write_text(str(os.getpid()))
     log.info("master started for %s (pid %d)", inst.home, os.getpid())
     errors = errors or PassErrors()
@@ -119,8 +127,13 @@ def run_master(inst: Instance, stop: threading.Event | None = None, install_sign
                 errors.in_a_row = 0
             except Exception as err:  # a bug: the master keeps serving, slower, and says so
                 errors.record(err)
-            stop.wait(max(0.0, errors.wait_s(inst.config.poll_interval_s) - (time.monotonic() - started)))
+            pause = errors.wait_s(inst.config.poll_interval_s) - (time.monotonic() - started)
+            if errors.in_a_row:  # a failing pass is not retried faster for being woken
+                stop.wait(max(0.0, pause))
+            else:
+                wake.wait(max(0.0, pause), stop)
     finally:
+        wake.close()
         inst.paths.master_pid.unlink(missing_ok=True)
         lock.release()
         log.info("master stopped")

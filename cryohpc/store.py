@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -349,9 +349,11 @@ class Store:
     Every SQLite failure (disk full, corrupt file, lock held too long) leaves as one
     ``StoreError`` naming the file, with the transaction rolled back."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, on_commit: Callable[[], None] | None = None):
+        """``on_commit`` runs after every committed write (the instance wakes the master)."""
         self.path = Path(path)
         self._local = threading.local()
+        self.on_commit = on_commit
         with self.write() as _:
             pass  # opening applies migrations
 
@@ -414,6 +416,8 @@ class Store:
             if isinstance(err, sqlite3.Error):
                 raise self._failed(err) from err
             raise
+        if self.on_commit is not None:
+            self.on_commit()
 
     @contextmanager
     def read(self) -> Iterator[Tx]:

@@ -29,14 +29,26 @@ try:
     from numba import prange
 
     @numba.njit(cache=True, fastmath=True, parallel=True)
-    def _iterate_cpu(w, weight, a, b, iterations, tap, norm, floor, cap):  # pragma: no cover - compiled
+    def _iterate_cpu(w, weight, a, b, iterations, tap, norm, floor, cap, scale):  # pragma: no cover - compiled
+        # w, a and b start zeroed; only rows within R+2 of the centre are ever non-zero in a
+        # and b (w·W vanishes beyond R), so each pass visits those rows' x-ranges alone
         g = w.shape[0]
         c = g // 2
-        lim = (g / 2) ** 2
+        r = g / 2
+        for z in prange(g):  # w = 1 inside the sphere; the weights in units of their scale
+            for y in range(g):
+                for x in range(g):
+                    weight[z, y, x] /= scale
+                    if (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 <= r * r:
+                        w[z, y, x] = 1.0
         for _ in range(iterations):
             for z in prange(g):  # x: a = smoothed (w·W) along x
                 for y in range(g):
-                    for x in range(g):
+                    h2 = (r + 2) ** 2 - (z - c) ** 2 - (y - c) ** 2
+                    if h2 < 0:
+                        continue
+                    h = int(np.sqrt(h2)) + 1
+                    for x in range(max(0, c - h), min(g, c + h + 1)):
                         v = w[z, y, x] * weight[z, y, x]
                         if x > 0:
                             v += tap * w[z, y, x - 1] * weight[z, y, x - 1]
@@ -45,19 +57,24 @@ try:
                         a[z, y, x] = v
             for z in prange(g):  # y
                 for y in range(g):
-                    for x in range(g):
+                    h2 = (r + 2) ** 2 - (z - c) ** 2 - (y - c) ** 2
+                    if h2 < 0:
+                        continue
+                    h = int(np.sqrt(h2)) + 1
+                    for x in range(max(0, c - h), min(g, c + h + 1)):
                         v = a[z, y, x]
                         if y > 0:
                             v += tap * a[z, y - 1, x]
                         if y < g - 1:
                             v += tap * a[z, y + 1, x]
                         b[z, y, x] = v
-            for z in prange(g):  # z, and the update w /= (w·W) ∗ K
+            for z in prange(g):  # z, and the update w /= (w·W) ∗ K inside the sphere
                 for y in range(g):
-                    for x in range(g):
-                        r2 = (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2
-                        if r2 > lim:
-                            w[z, y, x] = 0.0
+                    h2 = r * r - (z - c) ** 2 - (y - c) ** 2
+                    if h2 < 0:
+                        continue
+                    for x in range(max(0, c - int(np.sqrt(h2)) - 1), min(g, c + int(np.sqrt(h2)) + 2)):
+                        if (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 > r * r:
                             continue
                         v = b[z, y, x]
                         if z > 0:
@@ -66,6 +83,10 @@ try:
                             v += tap * b[z + 1, y, x]
                         v = abs(v) / norm
                         w[z, y, x] = min(w[z, y, x] / max(v, floor), cap)
+        for z in prange(g):
+            for y in range(g):
+                for x in range(g):
+                    w[z, y, x] /= scale
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - numba is a dependency
@@ -91,27 +112,33 @@ def inside_nyquist(xp: ModuleType, g: int) -> object:
     return (k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2) <= (g / 2) ** 2
 
 
+def weight_scale(xp: ModuleType, weight: object) -> float:
+    """The median of the positive weights of every 7th voxel: the scale λ is a fraction of
+    (a scale, not a statistic: the subsample costs a seventh of the full median)."""
+    sample = weight.reshape(-1)[::7]
+    positive = sample[sample > 0]
+    return float(xp.median(positive)) if positive.size else 1.0
+
+
 def sampling_multiplier(xp: ModuleType, weight: object, iterations: int, wiener: float,
                         use_kernel: bool = True) -> object:
     """What to multiply the data grid by (centred g³ float32, zero beyond Nyquist): 1 / (W + λ)
     for ``iterations`` = 0, else the iterated weights. ``use_kernel=False`` runs the slicing
     form on NumPy too (the reference the compiled loop is tested against)."""
     g = weight.shape[0]
-    positive = weight[weight > 0]
-    scale = float(xp.median(positive)) if positive.size else 1.0
-    del positive
+    scale = weight_scale(xp, weight)
+    floor, cap = 1e-6, 1.0 / max(wiener, 1e-12)
+    if iterations > 0 and xp is np and HAVE_NUMBA and use_kernel:
+        w, a, b = (np.zeros((g, g, g), np.float32) for _ in range(3))
+        _iterate_cpu(w, np.array(weight, np.float32), a, b, iterations, np.float32(TAP), np.float32(NORM),
+                     np.float32(floor), np.float32(cap), np.float32(scale))
+        return w
     inside = inside_nyquist(xp, g)
     if iterations <= 0:
         return xp.where(inside, 1.0 / (weight + wiener * scale), 0.0).astype(xp.float32)
     wn = (weight / scale).astype(xp.float32)
-    floor, cap = 1e-6, 1.0 / max(wiener, 1e-12)
     w = inside.astype(xp.float32)
-    if xp is np and HAVE_NUMBA and use_kernel:
-        a, b = np.empty_like(wn), np.empty_like(wn)
-        _iterate_cpu(w, np.ascontiguousarray(wn), a, b, iterations, np.float32(TAP), np.float32(NORM),
-                     np.float32(floor), np.float32(cap))
-    else:
-        for _ in range(iterations):
-            conv = xp.abs(_smooth(xp, w * wn)) / NORM
-            w = xp.where(inside, xp.minimum(w / xp.maximum(conv, floor), cap), 0.0).astype(xp.float32)
+    for _ in range(iterations):
+        conv = xp.abs(_smooth(xp, w * wn)) / NORM
+        w = xp.where(inside, xp.minimum(w / xp.maximum(conv, floor), cap), 0.0).astype(xp.float32)
     return w / np.float32(scale)

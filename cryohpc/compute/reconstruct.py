@@ -157,7 +157,12 @@ class Reconstructor:
             from .reconstruct_cuda import finish_map_device
 
             vol = finish_map_device(acc, other, self.g, self.box, wiener, self.gridding_iterations)
-        else:
+        elif xp is np and self.use_kernel:  # compiled passes and a real inverse FFT (finish_cpu)
+            from . import finish_cpu
+
+            mult = sampling_multiplier(xp, finish_cpu.weights(acc, other, self.g), self.gridding_iterations, wiener)
+            vol = finish_cpu.real_map(acc, other, mult, self.g, self.box)
+        else:  # the reference: any array module
             if other is not None:
                 acc = acc + other
             re, im, w = (crop_center(a, self.g, 3) for a in add_friedel_mates(xp, acc))

@@ -23,7 +23,7 @@ import numpy as np
 from . import backproject_cuda as kernels
 from .backproject import grid_with_margin
 from .ctf import ctf_coefficients
-from .gridding import sampling_multiplier
+from .gridding import sampling_multiplier, weight_scale
 
 
 @dataclass
@@ -167,8 +167,8 @@ def finish_map_device(a: cp.ndarray, b: cp.ndarray | None, g: int, box: int, wie
                       gridding_iterations: int = 0) -> cp.ndarray:
     """Real-space box³ map (centred) of accumulator ``a`` (+ ``b``): Friedel completion,
     N / (W + λ) within the Nyquist sphere (or N times the iterated weights of
-    :mod:`gridding`), inverse FFT in place, crop. λ = wiener × median of the positive
-    weights, as on the CPU."""
+    :mod:`gridding`), inverse FFT in place, crop. λ = wiener × the weights' scale
+    (:func:`gridding.weight_scale`), as on the CPU."""
     data, weight = kernels.friedel_complete(a, b, g)
     if gridding_iterations > 0:
         mult = sampling_multiplier(cp, weight, gridding_iterations, wiener)
@@ -178,9 +178,7 @@ def finish_map_device(a: cp.ndarray, b: cp.ndarray | None, g: int, box: int, wie
         del mult
         lam = 0.0
     else:
-        positive = weight[weight > 0]
-        lam = float(wiener * cp.median(positive)) if positive.size else 1.0
-        del positive
+        lam = wiener * weight_scale(cp, weight)
     kernels.divide_for_ifft(data, weight, lam)
     del weight
     data = cufft.ifftn(data, overwrite_x=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from collections import deque
@@ -16,12 +17,14 @@ from ..compute.gpu_budget import gpu_batch_size, memory_refusal
 from ..compute.io_mrc import read_images, read_info
 from ..compute.reconstruct import CtfParams, Reconstructor
 from ..compute.symmetry import symmetry_matrices
+from ..compute.threads import cores_shared
 from ..compute.xp import backend_name, get_xp, to_numpy, use_device
 from ..dataset import Dataset
 from ..errors import InputFileError, UserError
 from ..jobrun.checkpoint import Checkpoint, signature
 from ..jobrun.context import RunContext
 from ..jobrun.mpi import local_rank, mpi_takes_device_buffers, reduce_sum
+from ..jobrun.node_sum import NodeSum
 from .volumes import write_volume_result
 
 NEEDED = {
@@ -164,6 +167,36 @@ def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, don
     return done
 
 
+def _finish_maps(rec: Reconstructor, total, node_sum: NodeSum | None, wiener: float):
+    """Half maps A, B and the full map on world rank 0 (None elsewhere). Where the total
+    is in a node's shared memory, that node's ranks finish one map each (the full one on
+    rank 0), each with its share of the node's cores, and send them to rank 0."""
+    if total is None:  # not rank 0 after an MPI reduction, or a rank of another node
+        return None
+    node = node_sum.node if node_sum is not None else None
+    if node is None or node.size == 1:  # rank 0 alone holds the total
+        rec.acc = rec.xp.asarray(total)
+        return rec.finish(wiener)
+    jobs = {"full": lambda: rec._map(total[0], wiener, other=total[1]),
+            "half_a": lambda: rec._map(total[0], wiener), "half_b": lambda: rec._map(total[1], wiener)}
+    owner = {name: i % node.size for i, name in enumerate(jobs)}
+    with cores_shared(node.size):
+        mine = {name: make() for name, make in jobs.items() if owner[name] == node.rank}
+    if node.rank == 0:
+        for name, rank in owner.items():
+            if rank != 0:
+                mine[name] = node.recv(source=rank, tag=7)
+        return mine["half_a"], mine["half_b"], mine["full"]
+    for vol in mine.values():  # in the order rank 0 receives them
+        node.send(vol, dest=0, tag=7)
+    return None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _check_device_memory(ctx: RunContext, box: int, pad: int, batch: int, device: int) -> None:
     """Refuse, before any work, a reconstruction that cannot fit on this rank's GPU,
     saying what it needs."""
@@ -198,6 +231,10 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
         batch_size, read_ahead = gpu_batch_size(box, batch_size), GPU_READ_THREADS
         _check_device_memory(ctx, box, p["padding_factor"], batch_size, device)
     rec = Reconstructor(xp, box, psize, pad=p["padding_factor"], gridding_iterations=p["gridding_iterations"])
+    node_sum = None
+    if device is None:  # CPU ranks of a node accumulate in one shared-memory window
+        node_sum = NodeSum(ctx.comm, rec.acc.shape)
+        rec.acc = node_sum.local
     ckpt = Checkpoint(ctx.job_dir, ctx.rank, signature(mine["uid"], box, psize, p["symmetry"], rec.acc.shape,
                                                        p["padding_factor"], use_ctf))
     done = 0
@@ -221,15 +258,19 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     clock["inserting"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    total = reduce_sum(ctx.comm, rec.acc)
+    total = node_sum.total() if node_sum is not None else reduce_sum(ctx.comm, rec.acc)
     clock["reduction"] = time.perf_counter() - t0
+    if ctx.is_root:
+        ctx.log("Finishing maps")
+    t0 = time.perf_counter()
+    maps = _finish_maps(rec, total, node_sum, p["wiener_constant"])
+    clock["finish"] = time.perf_counter() - t0
+    peaks = ctx.comm.allgather(peak_rss_mb())
+    if node_sum is not None:
+        node_sum.free()
     if not ctx.is_root:
         return
-    rec.acc = xp.asarray(total)
-    ctx.log("Finishing maps")
-    t0 = time.perf_counter()
-    half_a, half_b, full = rec.finish(p["wiener_constant"])
-    clock["finish"] = time.perf_counter() - t0
+    half_a, half_b, full = maps
     curve = fsc(half_a, half_b, psize)
     res143, res05 = curve.resolution_A(0.143), curve.resolution_A(0.5)
     ctx.log(f"FSC between half maps: {res143:.2f} Å at 0.143, {res05:.2f} Å at 0.5")
@@ -245,7 +286,9 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
             + (f"; reduction across {ctx.size} ranks "
                f"{'on the device' if device is not None and mpi_takes_device_buffers() else 'through host memory'}"
                if ctx.size > 1 else ""))
+    peaks[0] = peak_rss_mb()
     summary = {"fsc_0143_A": res143, "fsc_05_A": res05, "num_particles": len(ds), "box": box, "psize_A": psize,
+               "peak_rss_mb": [round(x, 1) for x in peaks],
                "symmetry": p["symmetry"], "map": ctx.relpath(ctx.job_dir / f"{uid}_map.mrc"),
                "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.png"),
                "seconds": {k: round(v, 4) for k, v in clock.items()}}

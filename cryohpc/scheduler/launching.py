@@ -66,8 +66,9 @@ def request_for(job: Job, project: Project, resources: Resources, tag: str, *, c
 
 
 class Launcher:
-    def __init__(self, store: Store, instance_uid: str, heartbeat_interval_s: float):
+    def __init__(self, store: Store, instance_uid: str, heartbeat_interval_s: float, wake_path: Path | None = None):
         self.store, self.instance_uid, self.heartbeat_interval_s = store, instance_uid, heartbeat_interval_s
+        self.wake_path = wake_path
 
     def launch(self, seen: Job, lane: Lane, alloc: Resources) -> bool:
         """Launch one queued job; True when its worker runs (or was found running).
@@ -130,7 +131,8 @@ class Launcher:
             outputs=[OutputSpecFile(name=g.name, type=g.type, passthrough_input=g.passthrough_input)
                      for g in spec.outputs],
             resources=alloc, heartbeat_interval_s=self.heartbeat_interval_s,
-            cache=lane.cache_settings(alloc.target), created_at=now())
+            cache=lane.cache_settings(alloc.target), created_at=now(),
+            wake_path=str(self.wake_path) if self.wake_path else None)
         return request, job_file, job.run.launch_uncertain
 
     def _claim(self, seen: Job, lane: Lane, request: LaunchRequest) -> bool:

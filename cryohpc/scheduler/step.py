@@ -36,7 +36,7 @@ class Scheduler:
         self.lane_set = LaneSet(inst, lanes)
         cfg = inst.config
         self.follower = Follower(self.store, self.lane_set, cfg.heartbeat_timeout_s)
-        self.launcher = Launcher(self.store, cfg.instance_uid, cfg.heartbeat_interval_s)
+        self.launcher = Launcher(self.store, cfg.instance_uid, cfg.heartbeat_interval_s, inst.paths.master_wake)
         self.kills = PendingKills(self.store, self.lane_set)
         self.reader = JobReader()
         self.sweeper = removals.Sweeper(self.store)

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..events import COMPLETED, FAILED, HEARTBEAT, EventWriter
 from ..jobfile import JobFile
+from ..wakeup import wake_master
 
 
 class Terminated(BaseException):
@@ -36,7 +37,7 @@ def run_job(job_dir: Path) -> int:
     job_dir = job_dir.resolve()
     events = EventWriter(job_dir)
     stop = threading.Event()
-    comm = None
+    comm = jobfile = None
     try:
         # imported here so that a broken job-type plugin is reported as the job's failure
         from ..jobrun.context import RunContext
@@ -83,6 +84,8 @@ def run_job(job_dir: Path) -> int:
     finally:
         stop.set()
         events.close()
+        if jobfile is not None and jobfile.wake_path and getattr(comm, "rank", 0) == 0:
+            wake_master(Path(jobfile.wake_path))  # the master reads the end now, not at its next poll
 
 
 def main(argv: list[str] | None = None) -> int:
