@@ -4,8 +4,8 @@ The accumulator holds half-plane insertions on a centred grid with a margin. The
 pass forms W(k) = W(k) + W(-k) on the centred g³ grid (what :mod:`gridding` needs); the
 data pass writes only the half spectrum a real inverse FFT reads (kx ≥ 0, FFT order),
 Friedel-completed, times the sampling multiplier and (-1)^(kx+ky+kz), which puts the
-map's origin at the grid centre. ``irfftn`` then does half the work of a complex inverse
-FFT, with no shifted copies; the central box³ is the map. The same arithmetic as
+map's origin at the grid centre. ``irfftn`` (every core) then does half the work of a
+complex inverse FFT, with no shifted copies; the central box³ is the map. The same arithmetic as
 :func:`backproject.add_friedel_mates` followed by a centred complex inverse (the reference,
 ``use_kernel=False``), to float32 rounding.
 """
@@ -16,8 +16,6 @@ import numba
 import numpy as np
 import scipy.fft
 from numba import prange
-
-from .threads import fft_workers
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
@@ -70,6 +68,6 @@ def real_map(acc: np.ndarray, other: np.ndarray | None, mult: np.ndarray, g: int
     """The centred box³ real-space map of ``acc`` (+ ``other``) times ``mult`` (centred g³)."""
     half = np.empty((g, g, g // 2 + 1), np.complex64)
     _half_spectrum(acc, acc if other is None else other, other is not None, mult, g, half)
-    vol = scipy.fft.irfftn(half, s=(g, g, g), workers=fft_workers(), overwrite_x=True)
+    vol = scipy.fft.irfftn(half, s=(g, g, g), workers=-1, overwrite_x=True)
     lo = g // 2 - box // 2
     return np.ascontiguousarray(vol[lo:lo + box, lo:lo + box, lo:lo + box])

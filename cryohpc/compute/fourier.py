@@ -35,9 +35,7 @@ def ifftn_centered(xp: ModuleType, spec: object) -> object:
     if xp is np:
         import scipy.fft
 
-        from .threads import fft_workers
-
-        return np.fft.fftshift(scipy.fft.ifftn(np.fft.ifftshift(spec), workers=fft_workers(), overwrite_x=True))
+        return np.fft.fftshift(scipy.fft.ifftn(np.fft.ifftshift(spec), workers=-1, overwrite_x=True))
     return xp.fft.fftshift(fft_module(xp).ifftn(xp.fft.ifftshift(spec)))
 
 

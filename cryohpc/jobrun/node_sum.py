@@ -5,7 +5,7 @@ each rank adds a slab of every other rank's grid into node rank 0's grid, in pla
 the accumulators' own precision, so the node's sum costs one pass over memory split
 across its ranks instead of a Reduce that sends every byte and needs a second grid on
 the root. With several nodes, the node leaders then reduce in place across the network.
-Afterwards every rank on the root's node can read the total (they finish maps from it).
+Afterwards every rank on the root's node can read the total.
 """
 
 from __future__ import annotations
@@ -65,8 +65,22 @@ class NodeSum:
         return leader if root_node else None
 
     def free(self) -> None:
+        """Give the window back (collective over the node). Ranks arrive at very different
+        times (rank 0 finishes maps first), so they wait in a sleeping barrier: MPI's own
+        collectives spin, and a spinning rank takes a core from rank 0's threads."""
         if self._win is not None:
+            idle_barrier(self.node)
             self._peers.clear()
             self.local = None
             self._win.Free()
             self._win = None
+
+
+def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:
+    """A barrier that sleeps between tests instead of spinning on a core."""
+    import time
+
+    req = comm.Ibarrier()
+    while not req.Test():
+        time.sleep(poll_s)
+
