@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cryosparc.dataset import Dataset as CsDataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cryohpc.dataset import Dataset
 from cryohpc.dataset.csfile import CSDAT_MAGIC, NUMPY_MAGIC
+from cryohpc.dataset.hashing import dedupe_rows, match_keys
 from cryohpc.errors import DatasetError
 
 
@@ -174,3 +177,42 @@ def test_query_mask_subset_split():
     assert sorted(halves) == [0, 1] and sum(len(h) for h in halves.values()) == 30
     by_path = ds.split_by("blob/path")
     assert "" in by_path and all(isinstance(k, str) for k in by_path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=13), max_size=300), st.integers(1, 13))
+def test_hashed_string_codes_equal_the_sorting_ones(values, width):
+    """The compiled dedupe (used from 50,000 rows on) gives every row the code of its
+    value, one code per distinct value, first rows where each value first appears."""
+    col = np.array([v[:width] for v in values], dtype=f"S{width}")
+    codes, firsts = dedupe_rows(col)
+    assert len(firsts) == len(set(col.tolist()))
+    assert (col[firsts][codes] == col).all()
+    assert len({bytes(x) for x in col[firsts]}) == len(firsts)
+    assert firsts.tolist() == sorted(firsts.tolist()) and all(codes[f] == i for i, f in enumerate(firsts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, 2**64 - 1), max_size=300), st.sets(st.integers(0, 2**64 - 1), max_size=300))
+def test_hashed_uid_matching_equals_a_dictionary(a, b):
+    a, b = np.array(sorted(a), np.uint64), np.array(sorted(b, reverse=True), np.uint64)
+    partner = match_keys(a, b)
+    where = {int(k): i for i, k in enumerate(b)}
+    assert partner.tolist() == [where.get(int(k), -1) for k in a]
+
+
+def test_large_joins_and_saves_take_the_hashed_paths_and_agree(tmp_path):
+    """At 60,000 rows (past the threshold): join and CSDAT strings as cryosparc-tools has them."""
+    rng = np.random.default_rng(3)
+    n = 60_000
+    ds = Dataset.allocate(n, [("blob/path", "S24"), ("ctf/df1_A", "<f4")])
+    ds["blob/path"] = np.array([f"J1/stack_{i:04d}.mrcs".encode() for i in rng.integers(0, 700, n)])
+    ds["ctf/df1_A"] = rng.random(n, dtype=np.float32)
+    other = ds.take(rng.permutation(n)[: n // 3]).select(["ctf/df1_A"]).rename_field("ctf/df1_A", "ctf/df2_A")
+    ours = ds.innerjoin(other)
+    theirs = CsDataset(ds.array).innerjoin(CsDataset(other.array))
+    assert len(ours) == len(theirs) == n // 3
+    assert np.array_equal(ours["uid"], theirs["uid"]) and np.array_equal(ours["ctf/df2_A"], theirs["ctf/df2_A"])
+    ds.save(tmp_path / "x.cs", compression="lz4")
+    back = CsDataset.load(tmp_path / "x.cs")
+    assert [s.encode() if isinstance(s, str) else s for s in back["blob/path"]] == ds["blob/path"].tolist()

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .csfile import Compression, field_descr, read_cs, write_cs
+from .hashing import LARGE, match_keys
 
 FieldSpec = tuple  # (name, dtype) or (name, dtype, shape)
 
@@ -39,6 +40,10 @@ def new_uids(n: int, rng: np.random.Generator | None = None) -> np.ndarray:
 
 def _match_uids(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices (ia, ib) with a[ia] == b[ib], in a's order; uids are unique within each."""
+    if len(a) + len(b) >= LARGE:
+        partner = match_keys(a, b)
+        ia = np.flatnonzero(partner >= 0)
+        return ia, partner[ia]
     with ThreadPoolExecutor(max_workers=2) as pool:  # argsort releases the GIL
         sa_f, sb_f = pool.submit(np.argsort, a), pool.submit(np.argsort, b)
         sa, sb = sa_f.result(), sb_f.result()

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import DatasetError
+from .hashing import LARGE, dedupe_rows
 
 NUMPY_MAGIC = b"\x93NUMPY"
 CSDAT_MAGIC = b"\x95CSDAT"
@@ -259,6 +260,9 @@ def string_codes(col: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     if n == 0:
         return [], np.zeros(0, dtype=np.intp)
     col = np.ascontiguousarray(col)
+    if n >= LARGE:  # one compiled pass over the rows and a hash table (hashing.py)
+        codes, firsts = dedupe_rows(col)
+        return col[firsts].tolist(), codes
     width = col.dtype.itemsize
     raw = col.view(f"V{width}")
     is_head = np.empty(n, dtype=bool)
