@@ -23,6 +23,7 @@ class NodeSum:
         self.shape = shape
         self._win = None
         self.node = None
+        self.leaders_across_nodes = False
         self._peers: list[np.ndarray] = []
         if comm.size == 1:
             self.local = np.zeros(shape, np.float32)
@@ -39,6 +40,7 @@ class NodeSum:
         self.local[...] = 0.0  # each rank zeroes (and so places) its own pages
         # node leaders, for a sum across nodes (world rank 0 leads its node: key = world rank)
         self.leaders = comm.Split(0 if self.node.rank == 0 else MPI.UNDEFINED, comm.rank)
+        self.leaders_across_nodes = self.node.size < comm.size
 
     def total(self) -> np.ndarray | None:
         """The sum of every rank's ``local``: the array itself on ranks of world rank 0's
