@@ -188,3 +188,23 @@ def test_a_queued_job_of_unknown_type_fails_alone(api, project):
         assert "unknown job type 'removed_plugin_job'" in orphan.model.errors_run[-1].message
     finally:
         m.stop()
+
+
+def test_a_site_config_rewritten_within_one_mtime_tick_is_read_again(api):
+    """A pass that reads a site config while it is being written (truncated, then filled
+    within one coarse mtime tick) must not keep the half-read version: files changed in
+    the last second are read again."""
+    import os
+
+    from cryohpc.scheduler.lane_set import LaneSet
+
+    path = api.instance.paths.site_configs / "tick.yaml"
+    lane = "lanes:\n  - name: {}\n    type: node\n    kind: local\n"
+    path.write_text(lane.format("aaaa"))
+    before = path.stat()
+    lanes = LaneSet(api.instance)
+    assert "aaaa" in lanes()
+    path.write_text(lane.format("bbbb"))  # same size; the same mtime, as within one tick
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    lanes.reload()
+    assert "bbbb" in lanes() and "aaaa" not in lanes()

@@ -6,6 +6,7 @@ Worker targets' reachability is published to the database on change."""
 from __future__ import annotations
 
 import logging
+import time
 
 from ..errors import CryohpcError
 from ..instance import Instance
@@ -13,6 +14,7 @@ from ..lanes import Lane, NodeLane
 from ..model import now
 
 log = logging.getLogger("cryohpc.scheduler")
+SETTLE_S = 1.0  # site-config files changed more recently than this are read again next pass
 
 
 class LaneSet:
@@ -32,7 +34,8 @@ class LaneSet:
             return
         folder = self.inst.paths.site_configs
         files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
-        stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files)
+        stats = [(f, f.stat()) for f in files]
+        stamp = tuple((str(f), st.st_mtime_ns, st.st_size) for f, st in stats)
         if stamp == self._stamp and self.lanes:
             return
         try:
@@ -52,7 +55,10 @@ class LaneSet:
                 if name not in fresh:
                     log.warning("lane %s kept as it was while its site config is broken", name)
                     fresh[name] = old
-        self.lanes, self._stamp = fresh, stamp
+        # a file changed within the last second may still be being written (its truncation and
+        # its last write can share one coarse mtime tick): read it again at the next pass
+        settled = all(time.time() - st.st_mtime > SETTLE_S for _, st in stats)
+        self.lanes, self._stamp = fresh, stamp if settled else ()
 
     def publish_target_states(self) -> None:
         """Worker targets' reachability for 'cryohpc worker list', written on change only."""
