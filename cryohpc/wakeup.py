@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import select
 import stat
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 _local = threading.local()
+log = logging.getLogger("cryohpc.master")
 
 
 def mark_master_thread() -> None:
@@ -45,6 +47,14 @@ class Wakeup:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._rd = self._wr = -1
+        try:
+            self._open()
+        except OSError as err:  # a filesystem without FIFOs: the master polls, as before
+            log.warning("no wake-up FIFO at %s (%s): the master polls only", self.path, err)
+            self.close()
+
+    def _open(self) -> None:
         try:
             if not stat.S_ISFIFO(os.lstat(self.path).st_mode):
                 self.path.unlink()
@@ -63,14 +73,18 @@ class Wakeup:
             left = deadline - time.monotonic()
             if left <= 0 or (stop is not None and stop.is_set()):
                 return False
+            if self._rd < 0:
+                time.sleep(min(left, slice_s))
+                continue
             ready, _, _ = select.select([self._rd], [], [], min(left, slice_s))
             if ready:
                 self._drain()
                 return True
 
     def poke(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wr, b"!")
+        if self._wr >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wr, b"!")
 
     def _drain(self) -> None:
         try:
@@ -82,5 +96,7 @@ class Wakeup:
 
     def close(self) -> None:
         for fd in (self._rd, self._wr):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._rd = self._wr = -1

@@ -58,3 +58,14 @@ def test_wait_returns_when_poked_or_stopped(tmp_path):
         assert w.wait(60, stop) is False and time.monotonic() - t0 < 30
     finally:
         w.close()
+
+
+def test_a_home_where_no_fifo_can_be_made_leaves_the_master_polling(tmp_path):
+    blocker = tmp_path / "master.wake"
+    blocker.mkdir()  # a directory in the way: unlink fails, no FIFO
+    w = Wakeup(blocker)
+    try:
+        assert w.wait(0.05) is False  # sleeps its time instead of failing
+        w.poke()
+    finally:
+        w.close()
