@@ -12,7 +12,7 @@ voxel of a Kaiser-Bessel blob of radius 1.9 voxels and α = 15 (the gridding blo
 uses); its product is within 0.01 of the blob at every other stencil point. A separable
 stencil costs 9 reads a voxel instead of two FFTs of the padded grid per iteration.
 Weights are normalised by their median first, so the regularisation λ (``wiener``) means
-the same in both modes: no voxel's multiplier exceeds 1 / (λ · median W).
+the same in both modes: no voxel's multiplier exceeds 1 / (λ · the weights' median).
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def inside_nyquist(xp: ModuleType, g: int) -> object:
 
 
 def weight_scale(xp: ModuleType, weight: object) -> float:
-    """The median of the positive weights of every 7th voxel: the scale λ is a fraction of
-    (a scale, not a statistic: the subsample costs a seventh of the full median)."""
+    """The weights' scale, which λ is a fraction of: the median of the positive weights
+    among every 7th voxel (a scale, not a statistic; a seventh of a full median's cost)."""
     sample = weight.reshape(-1)[::7]
     positive = sample[sample > 0]
     return float(xp.median(positive)) if positive.size else 1.0
