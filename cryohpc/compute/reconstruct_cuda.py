@@ -171,10 +171,13 @@ def finish_map_device(a: cp.ndarray, b: cp.ndarray | None, g: int, box: int, wie
     (:func:`gridding.weight_scale`), as on the CPU."""
     data, weight = kernels.friedel_complete(a, b, g)
     if gridding_iterations > 0:
-        mult = sampling_multiplier(cp, weight, gridding_iterations, wiener)
-        del weight
+        # the iterations run on the host (numba, every core) so the device holds no more than
+        # before: the weights go down and 1 / multiplier comes back into the same buffer
+        # (divide_for_ifft divides; inf where the multiplier is 0 gives 0). 8 GB of copies
+        # at box 512, against the ~6 extra g³ grids a device-side iteration would need
+        mult = sampling_multiplier(np, cp.asnumpy(weight), gridding_iterations, wiener)
         with np.errstate(divide="ignore"):
-            weight = 1.0 / mult  # divide_for_ifft divides; inf where the multiplier is 0 gives 0
+            weight.set(np.reciprocal(mult, out=mult))
         del mult
         lam = 0.0
     else:
