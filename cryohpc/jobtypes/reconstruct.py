@@ -95,17 +95,48 @@ def _subsets(ctx: RunContext, part: Dataset) -> dict[Path, np.ndarray]:
 
 def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path], subsets: dict[Path, np.ndarray] | None,
                 out: np.ndarray) -> np.ndarray:
-    """Images of a batch in file order into ``out``, one read per stack, from the SSD
-    cache's copies (compact subset copies are indexed through the image numbers they hold)."""
+    """Images of a batch into ``out``, one read per stack (rows of a stack need not be
+    adjacent), from the SSD cache's copies (compact subset copies are indexed through the
+    image numbers they hold)."""
     paths = part["blob/path"]
     starts = np.flatnonzero(np.r_[True, paths[1:] != paths[:-1]])
-    for a, b in zip(starts, np.r_[starts[1:], len(part)], strict=True):
-        source = ctx.project_path(paths[a].decode()).resolve()
-        idx = part["blob/idx"][a:b].astype(np.int64)
+    if len(starts) <= 1 or len(np.unique(paths)) == len(starts):  # each stack one run: read in place
+        groups = [np.arange(a, b) for a, b in zip(starts, np.r_[starts[1:], len(part)], strict=True)]
+    else:
+        order = np.argsort(paths, kind="stable")
+        cuts = np.flatnonzero(np.r_[True, paths[order][1:] != paths[order][:-1]])
+        groups = np.split(order, cuts[1:])
+    for rows in groups:
+        source = ctx.project_path(paths[rows[0]].decode()).resolve()
+        idx = part["blob/idx"][rows].astype(np.int64)
         if subsets and source in subsets:  # a compact copy: its image i is subsets[source][i]
             idx = np.searchsorted(subsets[source], idx)
-        read_images(local.get(source, source), idx, out=out[a:b])
+        run = rows[-1] - rows[0] == len(rows) - 1
+        if run:
+            read_images(local.get(source, source), idx, out=out[rows[0]:rows[-1] + 1])
+        else:
+            out[rows] = read_images(local.get(source, source), idx)
     return out
+
+
+DIRECTION_CHUNK = 4096  # particles (consecutive in the files) ordered by viewing direction at once
+
+
+def direction_order(poses: np.ndarray, chunk: int = DIRECTION_CHUNK) -> np.ndarray:
+    """A permutation that keeps chunks of consecutive particles together (their images
+    stay near each other in the files) and orders each chunk by viewing direction, ring
+    by ring over the sphere. Particles seen from nearby directions insert into nearly the
+    same plane of the grid, so it stays in cache from one to the next: at box 128 on this
+    machine insertion runs ~20 % faster than in file order, where every particle
+    touches a different plane of a grid far larger than the cache."""
+    normal = rotvec_to_matrix(poses)[:, :, 2]
+    rings = max(4, int(np.sqrt(chunk) / 2))
+    theta = np.arccos(np.clip(normal[:, 2], -1.0, 1.0))
+    phi = np.arctan2(normal[:, 1], normal[:, 0])
+    ring = np.minimum((theta / np.pi * rings).astype(np.int64), rings - 1)
+    along = np.where(ring % 2, -phi, phi)  # boustrophedon: the next ring starts where this one ended
+    block = np.arange(len(poses)) // chunk
+    return np.lexsort((along, ring, block))
 
 
 def _insert_batch(rec: Reconstructor, part: Dataset, images: np.ndarray, align_scale: np.ndarray | None,
@@ -202,6 +233,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     xp = get_xp("auto" if p["compute_num_gpus"] else "numpy")
     device = use_device(local_rank(ctx.comm)) if xp is not np else None
     mine = ds.take(np.array_split(np.arange(len(ds)), ctx.size)[ctx.rank])
+    mine = mine.take(direction_order(mine["alignments3D/pose"]))
     ctx.log(f"{len(ds)} particles, box {box}, {psize:.3f} Å/px, symmetry {p['symmetry']}, padding "
             f"{p['padding_factor']}, {ctx.size} rank(s) on {backend_name(xp)}"
             + (f" (GPU {device})" if device is not None else ""))
