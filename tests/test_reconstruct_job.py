@@ -317,3 +317,21 @@ def test_job_maps_equal_the_reference_path(sim_env):
         got = volume(project, job, prefix)
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max(), prefix
 
+
+
+def test_direction_order_keeps_chunks_and_groups_nearby_views():
+    """A permutation within chunks of file-consecutive particles; inside a chunk, views
+    follow each other far more closely than in file order."""
+    from cryohpc.compute.geometry import matrix_to_rotvec, random_rotations, rotvec_to_matrix
+    from cryohpc.jobtypes.reconstruct import direction_order
+
+    rots = random_rotations(5000, np.random.default_rng(2))
+    order = direction_order(matrix_to_rotvec(rots), chunk=1000)
+    assert sorted(order.tolist()) == list(range(5000))
+    assert (order // 1000 == np.arange(5000) // 1000).all()  # nothing leaves its chunk
+    normals = rotvec_to_matrix(matrix_to_rotvec(rots))[:, :, 2]
+
+    def step(n):  # median angle between consecutive views
+        return np.median(np.arccos(np.clip((n[1:] * n[:-1]).sum(1), -1, 1)))
+
+    assert step(normals[order]) < step(normals) / 5
