@@ -127,7 +127,7 @@ def direction_order(poses: np.ndarray, chunk: int = DIRECTION_CHUNK) -> np.ndarr
     stay near each other in the files) and orders each chunk by viewing direction, ring
     by ring over the sphere. Particles seen from nearby directions insert into nearly the
     same plane of the grid, so it stays in cache from one to the next: at box 128 on this
-    machine insertion runs ~20 % faster than in file order, where every particle
+    machine insertion runs 10-20 % faster than in file order, where every particle
     touches a different plane of a grid far larger than the cache."""
     normal = rotvec_to_matrix(poses)[:, :, 2]
     rings = max(4, int(np.sqrt(chunk) / 2))
