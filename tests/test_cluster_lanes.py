@@ -4,17 +4,20 @@ validation messages, and status parsing from real scheduler output."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cryohpc.errors import BuildError, ConfigError
 from cryohpc.lanes import build_lane
 from cryohpc.lanes.base import LaunchRequest, RunState, job_tag
 from cryohpc.lanes.cluster import ClusterLane
-from cryohpc.lanes.schedulers import KINDS, Phase
+from cryohpc.lanes.schedulers import KINDS, Phase, parse_submit_answer
 from cryohpc.lanes.siteconfig import load_site_config
 from cryohpc.model import Resources
 
@@ -186,3 +189,28 @@ def test_no_such_job_is_an_answer_any_other_failure_is_unknown(tmp_path, kind, s
             ln.find(req)
     else:
         assert ln.find(req) is None
+
+
+NOISE = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
+                max_size=60).filter(lambda line: not re.search(r"\d", line))  # banners, warnings: no ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 10**9), st.sampled_from([
+    "Submitted batch job {id}", "Submitted batch job {id} on cluster c1", "{id}", "{id};c1",
+    "{id}.head", "{id}.head.example.org", 'Your job {id} ("cryohpc_P1_J2") has been submitted',
+    'Your job-array {id}.1-10:1 ("x y") has been submitted', "{id}.1-10:1",
+]), st.lists(NOISE, max_size=3), st.lists(NOISE, max_size=2))
+def test_every_submit_answer_form_gives_its_job_id(job_id, form, before, after):
+    """SLURM plain and --parsable, PBS 123.server, SGE's sentence, -terse and arrays, with
+    warnings or a wrapper's banner around them (lines without digits)."""
+    answer = "\n".join([*before, form.format(id=job_id), *after])
+    expected = form.format(id=job_id) if form.startswith("{id}.head") else str(job_id)
+    for kind in KINDS.values():
+        assert kind.parse_submit(answer) == expected
+
+
+@given(st.lists(NOISE, max_size=4))
+def test_an_answer_without_a_job_id_is_refused_naming_it(lines):
+    with pytest.raises(ValueError, match="no job id"):
+        parse_submit_answer("\n".join(lines))

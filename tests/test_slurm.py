@@ -290,6 +290,27 @@ def test_lost_submit_answer_does_not_submit_twice(slurm, tmp_path):
     subprocess.run(["scancel", m.run.cluster_job_id], timeout=30)
 
 
+@pytest.mark.parametrize("submit", [
+    "sbatch {{ script_path_abs }}",  # CryoSPARC's default form: "Submitted batch job 12"
+    "echo 'welcome to the login node' && echo 'sbatch: warning: banner 42 a' >&2 && sbatch {{ script_path_abs }}",
+])
+def test_plain_sbatch_answers_are_read_and_the_job_runs(slurm, tmp_path, submit):
+    """The answer without --parsable, and one behind a wrapper's banner, give the job id at
+    the first submission: the job runs to completion under exactly that id."""
+    api, project, sched = stepped_lane(tmp_path, "plain", f"    poll_interval_s: 0.2\n    submit_cmd: \"{submit}\"\n")
+    job = project.create_job("test_sleep", params={"seconds": 0.5})
+    job.queue(lane="plain")
+    sched.step()
+    m = job.model
+    assert m.status == JobStatus.LAUNCHED and m.run.cluster_job_id.isdigit(), (m.status, m.run.reason)
+    deadline = time.monotonic() + 120
+    while job.status.active and time.monotonic() < deadline:
+        time.sleep(0.3)
+        sched.step()
+    assert job.status == JobStatus.COMPLETED, job.model.errors_run
+    assert job.model.run.cluster_job_id == m.run.cluster_job_id
+
+
 def test_unanswered_status_query_fails_nothing(slurm, tmp_path):
     """Fault injection: the status command errors; jobs stay as they were."""
     api, project, sched = stepped_lane(

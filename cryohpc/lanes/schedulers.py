@@ -51,13 +51,30 @@ class SchedulerKind:
         return self.states.get(code.upper()) or self.states.get(code)
 
 
-def _first_token_id(out: str) -> str:
-    """The job id in a submit command's answer: SLURM's "123" or "123;cluster", PBS's
-    "123.server", SGE's "123" (-terse)."""
+# Every form the supported schedulers answer a submission with; each captures the id.
+_SUBMIT_ANSWERS = (
+    re.compile(r"^\s*Submitted batch job (\d+)(?: on cluster \S+)?\s*$"),  # SLURM sbatch
+    re.compile(r"^\s*(\d+)(?:;\S+)?\s*$"),  # SLURM --parsable ("123" or "123;cluster"), SGE -terse
+    re.compile(r"^\s*(\d+\.[A-Za-z][\w.-]*)\s*$"),  # PBS/Torque "123.server[.domain]"
+    re.compile(r"^\s*(\d+)\.\d+-\d+:\d+\s*$"),  # SGE -terse array "123.1-10:1"
+    re.compile(r"^\s*Your job(?:-array)? (\d+)(?:\.\S+)? \(.*\) has been submitted\s*$"),  # SGE
+)
+
+
+def parse_submit_answer(out: str) -> str:
+    """The job id in a submit command's answer, in any of the forms SLURM (plain and
+    ``--parsable``, ``cluster`` suffix), PBS (``123.server``) and SGE (``Your job 123
+    ("name") has been submitted``, ``-terse``, arrays) give. Other lines (``sbatch:
+    warning: ...``, a wrapper's banner) are skipped; the last line that matches wins.
+
+    Raises:
+        ValueError: no line of the answer carries a job id.
+    """
     for line in reversed(out.strip().splitlines()):
-        m = re.match(r"^\s*(\d+(?:\.[\w.-]+)?)(?:;\S+)?\s*$", line)
-        if m:
-            return m.group(1)
+        for form in _SUBMIT_ANSWERS:
+            m = form.match(line)
+            if m:
+                return m.group(1)
     raise ValueError(f"no job id in the submit command's answer: {out.strip()[:200]!r}")
 
 
@@ -93,7 +110,7 @@ SLURM = SchedulerKind(
         **{c: Phase.ENDED_BADLY for c in ("FAILED", "BOOT_FAIL", "DEADLINE", "NODE_FAIL", "OUT_OF_MEMORY",
                                            "TIMEOUT", "CANCELLED", "PREEMPTED", "SPECIAL_EXIT", "REVOKED")},
     },
-    parse_submit=_first_token_id,
+    parse_submit=parse_submit_answer,
     parse_status=_parse_pipe_table,
     parse_find=lambda out: [r.job_id for r in _parse_pipe_table(out)],  # squeue lists live jobs by default
     missing_ids=r"Invalid job id specified",
@@ -124,7 +141,7 @@ PBS = SchedulerKind(
         **{c: Phase.RUNNING for c in ("R", "E", "X")},
         **{c: Phase.DONE for c in ("C", "F")},
     },
-    parse_submit=_first_token_id,
+    parse_submit=parse_submit_answer,
     # "Job id  Name  User  Time Use S Queue"
     parse_status=lambda out: _parse_qstat_table(out, 0, 4),
     parse_find=_ids_per_line,
@@ -144,7 +161,7 @@ SGE = SchedulerKind(
         **{c: Phase.RUNNING for c in ("R", "RR", "RT", "DR", "DT")},
         **{c: Phase.ENDED_BADLY for c in ("EQW", "EHQW", "EHRQW", "E")},
     },
-    parse_submit=_first_token_id,
+    parse_submit=parse_submit_answer,
     # "job-ID prior name user state submit/start at queue slots ja-task-ID"; plain qstat
     # lists only the submitting user's jobs (SGE has no id filter for the table)
     parse_status=lambda out: _parse_qstat_table(out, 0, 4),
