@@ -311,6 +311,23 @@ def test_plain_sbatch_answers_are_read_and_the_job_runs(slurm, tmp_path, submit)
     assert job.model.run.cluster_job_id == m.run.cluster_job_id
 
 
+def test_an_unreadable_submit_answer_names_the_rendered_command_and_the_job_is_adopted(slurm, tmp_path):
+    """A wrapper that submits but answers nothing cryohpc can read: the job is not failed
+    (it may run), the reason shows the command as it ran, and the job is found by its tag."""
+    api, project, sched = stepped_lane(tmp_path, "garbled", "    poll_interval_s: 0.2\n"
+                                       "    submit_cmd: \"sbatch {{ script_path_abs }} > /dev/null; echo all done\"\n")
+    job = project.create_job("test_sleep", params={"seconds": 30})
+    job.queue(lane="garbled")
+    sched.step()
+    m = job.model
+    assert m.status == JobStatus.QUEUED and "submission not confirmed" in m.run.reason
+    assert f"sbatch {job.dir.resolve()}/" in m.run.reason and "{{" not in m.run.reason, m.run.reason
+    sched.step()
+    m = job.model
+    assert m.status == JobStatus.LAUNCHED and m.run.cluster_job_id in squeue_ids()
+    subprocess.run(["scancel", m.run.cluster_job_id], timeout=30)
+
+
 def test_unanswered_status_query_fails_nothing(slurm, tmp_path):
     """Fault injection: the status command errors; jobs stay as they were."""
     api, project, sched = stepped_lane(

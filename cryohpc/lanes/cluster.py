@@ -189,8 +189,9 @@ class ClusterLane(BatchLane):
         path = request.job_dir / SCRIPT_NAME
         path.write_text(script)
         path.chmod(0o755)
+        command = self._command("submit", variables)
         try:
-            out = self.runner.run("submit", self._command("submit", variables), cwd=request.job_dir)
+            out = self.runner.run("submit", command, cwd=request.job_dir)
         except CommandError as err:
             if err.unsent:
                 raise LaneUnreachable(f"not submitted: {err}") from err
@@ -200,7 +201,7 @@ class ClusterLane(BatchLane):
         try:
             job_id = self.kind.parse_submit(out)
         except ValueError as err:  # it answered, but not as expected: it may have submitted
-            raise LaunchUnconfirmed(f"submission not confirmed: {err}") from err
+            raise LaunchUnconfirmed(f"submission not confirmed: {err}, from the submit command {command}") from err
         return Launched(cluster_job_id=job_id, script=script)
 
     def find(self, request: LaunchRequest) -> Launched | None:
