@@ -390,6 +390,22 @@ def test_send_cmd_routes_every_scheduler_command(cluster, tmp_path):
     assert "sbatch --parsable" in sent and "squeue -h -t all --me -n cryohpc_" in sent and f"scancel {job.model.run.cluster_job_id}" in sent
 
 
+@pytest.mark.parametrize("send", ["{{ command }}", "{{command}}", " {{- command -}} "])
+def test_cryosparc_pass_through_send_cmd_runs_the_command_as_it_is(slurm, tmp_path, send):
+    """CryoSPARC's ``send_cmd_tpl: "{{ command }}"`` adds nothing: the command runs (it
+    used to be quoted as one word and fail with exit 127)."""
+    api, project, sched = stepped_lane(tmp_path, "pass", f"    poll_interval_s: 0.2\n    send_cmd: \"{send}\"\n")
+    job = project.create_job("test_sleep", params={"seconds": 0.5})
+    job.queue(lane="pass")
+    sched.step()
+    assert job.status == JobStatus.LAUNCHED, job.model.run.reason
+    deadline = time.monotonic() + 120
+    while job.status.active and time.monotonic() < deadline:
+        time.sleep(0.3)
+        sched.step()
+    assert job.status == JobStatus.COMPLETED, job.model.errors_run
+
+
 def test_send_cmd_to_a_login_node_over_ssh_submits_polls_and_cancels(cluster, slurm, sshd, fresh_sessions):
     """send_cmd naming a host: every scheduler command goes through the SSH session
     manager to that login node (this machine's sshd), over one connection."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 from collections import Counter
@@ -23,6 +24,9 @@ from .siteconfig import SshHost
 from .ssh import HostUnreachable, RemoteTimeout, SshRefused, sessions
 
 log = logging.getLogger("cryohpc.lanes")
+
+
+PASS_THROUGH = re.compile(r"\s*\{\{-?\s*command\s*-?\}\}\s*")  # send_cmd that adds nothing
 
 
 class CommandError(TransientError):
@@ -57,7 +61,9 @@ class CommandRunner:
             if cwd is not None:
                 command = f"cd {shlex.quote(str(cwd))} && {command}"
             return self._run_ssh(self.send_cmd, purpose, command, timeout_s or self.timeout_s)
-        if self.send_cmd:
+        if self.send_cmd and not PASS_THROUGH.fullmatch(self.send_cmd):
+            # the command is one quoted word here, as ``ssh login {{ command }}`` needs; CryoSPARC's
+            # pass-through ``{{ command }}`` alone runs it as it is
             command = render(self.env, f"lane {self.lane_name} send_cmd", {"command": command},
                              source=self.send_cmd)
         log.debug("lane %s %s: %s", self.lane_name, purpose, command)
