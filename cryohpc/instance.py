@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -21,7 +22,9 @@ class Instance:
         self.home = resolve_home(home)
         self.paths = InstancePaths(self.home)
         self.config: InstanceConfig = load_config(self.home)
-        self.lane_problems: list[str] = []  # site-config errors of the last lane load
+        # site-config problems of the last lane load, per thread: a master running in a thread
+        # beside the API (tests, scripts) must not reset what a queue check is about to report
+        self._loads = threading.local()
 
     @classmethod
     def create(cls, home: str | os.PathLike | None = None, projects_root: Path | None = None, **settings) -> Instance:
@@ -34,6 +37,15 @@ class Instance:
     def store(self) -> Store:
         wake = self.paths.master_wake
         return Store(self.paths.db, on_commit=lambda: wake_master(wake))
+
+    @property
+    def lane_problems(self) -> list[str]:
+        """Site-config errors of this thread's last lane load."""
+        return getattr(self._loads, "problems", [])
+
+    @lane_problems.setter
+    def lane_problems(self, problems: list[str]) -> None:
+        self._loads.problems = problems
 
     def lane_configs(self, strict: bool = True) -> dict[str, LaneConfig]:
         """The site configs' lanes; not ``strict``, a broken file costs only its own lanes

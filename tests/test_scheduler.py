@@ -208,3 +208,48 @@ def test_a_site_config_rewritten_within_one_mtime_tick_is_read_again(api):
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     lanes.reload()
     assert "bbbb" in lanes() and "aaaa" not in lanes()
+
+
+def test_a_job_queued_for_a_lane_the_pass_has_not_read_yet_is_not_failed(api, project):
+    """The pass read the site configs, then a job was queued (its lane checked against the
+    files as they are now) for a lane added meanwhile: the pass reads them again instead
+    of failing the job for a lane 'not configured'."""
+    from cryohpc.scheduler import Scheduler
+
+    sched = Scheduler(api.instance)
+    (api.instance.paths.site_configs / "late.yaml").write_text("lanes:\n  - name: late\n    type: node\n    kind: local\n")
+    files = sorted(api.instance.paths.site_configs.glob("*.y*ml"))
+    sched.lane_set._stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)  # as if read
+    job = project.create_job("test_sleep", params={"seconds": 0.2})
+    job.queue(lane="late")
+    sched.step()
+    assert job.status != JobStatus.FAILED, job.model.errors_run
+    deadline = time.monotonic() + 60
+    while job.status.active and time.monotonic() < deadline:
+        time.sleep(0.1)
+        sched.step()
+    assert job.status == JobStatus.COMPLETED, job.model.errors_run
+
+
+def test_site_config_problems_are_each_threads_own(api):
+    """A master in a thread beside the API reloads lanes at any time; the problems a queue
+    check reports are those of its own load, not reset by the other thread's."""
+    import threading
+
+    (api.instance.paths.site_configs / "bad.yaml").write_text("lanes:\n  - name: bad\n    type: nonsense\n")
+    api.instance.build_lanes()
+    mine = list(api.instance.lane_problems)
+    assert mine and "bad.yaml" in mine[0]
+
+    seen = []
+
+    def other_thread():
+        (api.instance.paths.site_configs / "bad.yaml").rename(api.instance.paths.site_configs / "bad.off")
+        api.instance.build_lanes()
+        seen.append(list(api.instance.lane_problems))
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert seen == [[]]  # the other thread's load found nothing wrong
+    assert api.instance.lane_problems == mine  # and did not touch this thread's report

@@ -61,6 +61,10 @@ class Scheduler:
         self.lane_set.publish_target_states()
 
     def launch_ready(self, queued: list[Job], active: list[Job]) -> None:
+        if {j.queued_lane or "local" for j in queued} - self.lanes.keys():
+            # queued for a lane this pass's site configs lack: the job may have been queued
+            # (and its lane checked) after this pass read them, so read them again first
+            self.lane_set.reload(force=True)
         keys = {(j.project_uid, p) for j in queued for p in j.parents}
         with self.store.read() as tx:
             parent_status = tx.job_statuses(keys) if keys else {}
