@@ -145,19 +145,16 @@ def _choose(job: Job, opts: CleanupOptions, protected: dict[str, str]) -> tuple[
     """The strongest thing the options ask for this job, before state checks."""
     non_final = job.uid not in protected
     status = job.status
-    wants: list[tuple[str, str]] = []
-    if opts.delete_non_final and non_final:
-        wants.append((DELETE, "delete non-final jobs"))
-    if opts.delete_killed and status == JobStatus.KILLED:
-        wants.append((DELETE, "delete killed jobs"))
-    if opts.delete_failed and status == JobStatus.FAILED:
-        wants.append((DELETE, "delete failed jobs"))
-    if opts.clear_non_final and non_final:
-        wants.append((CLEAR, "clear non-final jobs"))
-    if opts.clear_killed and status == JobStatus.KILLED:
-        wants.append((CLEAR, "clear killed jobs"))
-    if opts.clear_failed and status == JobStatus.FAILED:
-        wants.append((CLEAR, "clear failed jobs"))
+    killed, failed = status == JobStatus.KILLED, status == JobStatus.FAILED
+    rules = [  # (asked and applies, decision, reason), strongest first
+        (opts.delete_non_final and non_final, DELETE, "delete non-final jobs"),
+        (opts.delete_killed and killed, DELETE, "delete killed jobs"),
+        (opts.delete_failed and failed, DELETE, "delete failed jobs"),
+        (opts.clear_non_final and non_final, CLEAR, "clear non-final jobs"),
+        (opts.clear_killed and killed, CLEAR, "clear killed jobs"),
+        (opts.clear_failed and failed, CLEAR, "clear failed jobs"),
+    ]
+    wants = [(decision, reason) for applies, decision, reason in rules if applies]
     kind = _kind(job)
     if opts.clear_preprocessing and (kind == "deterministic" or (kind == "extraction" and opts.include_extraction)):
         wants.append((CLEAR, "clear preprocessing jobs" + (" (extraction)" if kind == "extraction" else "")))

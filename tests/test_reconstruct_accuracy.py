@@ -45,10 +45,6 @@ def reconstruct(images, rots, shifts, ctf, psize, **kw) -> Reconstructor:
     return rec
 
 
-def shells_to(curve, fraction: float) -> np.ndarray:
-    """FSC of the shells from 1 up to ``fraction`` of Nyquist."""
-    return curve.fsc[1:int(np.floor(fraction * (curve.box // 2))) + 1]
-
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"box{b}-{p}A" for b, p, _ in CASES])
 def exact(request):
@@ -61,8 +57,8 @@ def exact(request):
 def test_exact_projections_reconstruct_to_nyquist(exact):
     truth, images, rots, shifts, ctf, psize = exact
     curve = fsc(reconstruct(images, rots, shifts, ctf, psize).finish()[2], truth, psize)
-    assert shells_to(curve, 0.9).min() >= 0.9, curve.fsc
-    assert shells_to(curve, 0.75).min() >= 0.99, curve.fsc
+    assert curve.up_to(0.9).min() >= 0.9, curve.fsc
+    assert curve.up_to(0.75).min() >= 0.99, curve.fsc
 
 
 def test_own_projections_reconstruct_to_nyquist(exact):
@@ -71,7 +67,7 @@ def test_own_projections_reconstruct_to_nyquist(exact):
     truth, _, rots, shifts, ctf, psize = exact
     images = Projector(np, truth, psize).project(rots, shifts, ctf)
     curve = fsc(reconstruct(images, rots, shifts, ctf, psize).finish()[2], truth, psize)
-    assert shells_to(curve, 0.9).min() >= 0.9, curve.fsc
+    assert curve.up_to(0.9).min() >= 0.9, curve.fsc
 
 
 def test_errors_would_show_at_the_top_shells(exact):
@@ -81,8 +77,8 @@ def test_errors_would_show_at_the_top_shells(exact):
     off = 150 * psize**2
     wrong = CtfParams(**{**ctf.__dict__, "df1_A": ctf.df1_A + off, "df2_A": ctf.df2_A + off})
     curve = fsc(reconstruct(images, rots, shifts, wrong, psize).finish()[2], truth, psize)
-    assert shells_to(curve, 0.5).min() > 0.99
-    assert shells_to(curve, 0.9).min() < 0.9
+    assert curve.up_to(0.5).min() > 0.99
+    assert curve.up_to(0.9).min() < 0.9
 
 
 def test_gridding_iterations_flatten_the_sampling_density():
@@ -119,4 +115,4 @@ def test_gridding_iterations_help_preferred_views():
     iterated = fsc(rec.finish()[2], truth, psize)
     rec.gridding_iterations = 0
     direct = fsc(rec.finish()[2], truth, psize)
-    assert shells_to(iterated, 0.95).mean() >= shells_to(direct, 0.95).mean()
+    assert iterated.up_to(0.95).mean() >= direct.up_to(0.95).mean()

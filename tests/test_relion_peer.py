@@ -58,9 +58,6 @@ CASES = [(48, 1.5, 3000), (64, 3.0, 4000)]  # box, Å/px, particles: both boxes,
 RELION_WEAK = (1.125, 1.5, 2.25)  # atom widths (px) where relion_reconstruct still reaches 0.9 at 0.9 of Nyquist
 
 
-def shells_to(curve, fraction: float) -> np.ndarray:
-    return curve.fsc[1:int(np.floor(fraction * (curve.box // 2))) + 1]
-
 
 @pytest.mark.parametrize("box,psize,n", CASES, ids=[f"box{b}-{p}A" for b, p, _ in CASES])
 def test_relion_projections_reconstruct_as_well_as_relion(box, psize, n, project, master, tmp_path):
@@ -72,6 +69,6 @@ def test_relion_projections_reconstruct_as_well_as_relion(box, psize, n, project
     relion_reconstruct(data, tmp_path / "relion.mrc")
     theirs = fsc(read_volume(tmp_path / "relion.mrc")[0], truth, psize)
     ours = fsc(import_and_reconstruct(project, data.star), truth, psize)
-    assert shells_to(theirs, 0.9).min() >= 0.9  # the peer itself gets there
-    assert shells_to(ours, 0.9).min() >= 0.9, ours.fsc
-    assert (shells_to(ours, 0.94) >= shells_to(theirs, 0.94) - 0.005).all(), (ours.fsc, theirs.fsc)
+    assert theirs.up_to(0.9).min() >= 0.9  # the peer itself gets there
+    assert ours.up_to(0.9).min() >= 0.9, ours.fsc
+    assert (ours.up_to(0.94) >= theirs.up_to(0.94) - 0.005).all(), (ours.fsc, theirs.fsc)

@@ -9,7 +9,7 @@ import time
 import click
 
 from ..api import CleanupOptions
-from .kit import Ctx, _dump, _table, pass_ctx
+from .kit import Ctx, _dump, _table, confirm_or_refuse, pass_ctx
 from .projects import project
 
 
@@ -82,11 +82,9 @@ def cleanup(c: Ctx, project_uid, workspace, preview, measure, yes, **choices) ->
         return
     if not c.as_json:
         click.echo(_preview_text(pv))
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError(f"{len(pv.to_do)} job(s) would be cleared, trimmed or deleted; add --yes to go "
-                                   "ahead without a prompt (or --preview to see it only)")
-        click.confirm(f"free {human(pv.freed_bytes)} from {len(pv.to_do)} job(s)?", abort=True, err=True)
+    confirm_or_refuse(yes, f"{len(pv.to_do)} job(s) would be cleared, trimmed or deleted; add --yes to go "
+                           "ahead without a prompt (or --preview to see it only)",
+                      f"free {human(pv.freed_bytes)} from {len(pv.to_do)} job(s)?")
     done = handle.cleanup(pv)
     skipped = [d for d in done.to_do if d.outcome != "done"]
     freed = sum(d.bytes for d in done.to_do if d.outcome == "done")

@@ -13,7 +13,7 @@ import click
 
 from ..api import JobStatus, Selection
 from .jobs import job
-from .kit import Ctx, _dump, _parse_assignments, _table, pass_ctx
+from .kit import Ctx, _dump, _parse_assignments, _table, confirm_or_refuse, pass_ctx
 
 
 def _selection_options(fn, lane_filter: str = "--lane"):
@@ -75,11 +75,8 @@ def act(c: Ctx, action: str, project_uid: str, uids, sel: dict, args: dict,
         return
     if not c.as_json:
         click.echo(f"{action} {selection.describe()}:\n{_plan_table(plan)}")
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError(f"{len(plan.todo)} job(s) would be changed; add --yes to go ahead without a "
-                                   "prompt (or --dry-run to see the plan only)")
-        click.confirm(f"{action}: {len(plan.todo)} job(s)?", abort=True, err=True)
+    confirm_or_refuse(yes, f"{len(plan.todo)} job(s) would be changed; add --yes to go ahead without a "
+                           "prompt (or --dry-run to see the plan only)", f"{action}: {len(plan.todo)} job(s)?")
     plan = project.run_plan(plan)
     done = [i for i in plan.todo if i.outcome == "done"]
     failed = [i for i in plan.todo if i.outcome == "failed"]

@@ -4,6 +4,7 @@ parsing of the small text forms commands take."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -77,3 +78,14 @@ def _parse_source(text: str, parts: int) -> list[str]:
         shape = "J1.group" if parts == 2 else "J1.group.result"
         raise click.BadParameter(f"{text!r} is not of the form {shape}")
     return bits
+
+
+def confirm_or_refuse(yes: bool, refusal: str, prompt: str) -> None:
+    """Go ahead with --yes; ask on a terminal; elsewhere (scripts, pipes) refuse with
+    ``refusal``, which names the flag that would go ahead."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(refusal)
+    click.confirm(prompt, abort=True, err=True)
+

@@ -19,6 +19,11 @@ class FscCurve:
     box: int
     psize_A: float
 
+    def up_to(self, fraction: float) -> np.ndarray:
+        """FSC of the shells from the first up to ``fraction`` of Nyquist (the shells a
+        known-answer threshold is asked of)."""
+        return self.fsc[1:int(np.floor(fraction * (self.box // 2))) + 1]
+
     def resolution_A(self, threshold: float) -> float:
         """Resolution at the first crossing below ``threshold`` (linear between shells);
         Nyquist when the curve never drops below it."""

@@ -28,6 +28,16 @@ try:
     import numba
     from numba import prange
 
+    @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+    def _row_span(z, y, c, radius, g):  # pragma: no cover - compiled
+        """x-range [lo, hi) of row (z, y) that can hold points within ``radius`` of the
+        centre (one voxel of slack on each side); empty beyond it."""
+        h2 = radius * radius - (z - c) ** 2 - (y - c) ** 2
+        if h2 < 0:
+            return 0, 0
+        h = int(np.sqrt(h2)) + 1
+        return max(0, c - h), min(g, c + h + 1)
+
     @numba.njit(cache=True, fastmath=True, parallel=True)
     def _iterate_cpu(w, weight, a, b, iterations, tap, norm, floor, cap, scale):  # pragma: no cover - compiled
         # w, a and b start zeroed; only rows within R+2 of the centre are ever non-zero in a
@@ -44,11 +54,8 @@ try:
         for _ in range(iterations):
             for z in prange(g):  # x: a = smoothed (w·W) along x
                 for y in range(g):
-                    h2 = (r + 2) ** 2 - (z - c) ** 2 - (y - c) ** 2
-                    if h2 < 0:
-                        continue
-                    h = int(np.sqrt(h2)) + 1
-                    for x in range(max(0, c - h), min(g, c + h + 1)):
+                    lo, hi = _row_span(z, y, c, r + 2, g)
+                    for x in range(lo, hi):
                         v = w[z, y, x] * weight[z, y, x]
                         if x > 0:
                             v += tap * w[z, y, x - 1] * weight[z, y, x - 1]
@@ -57,11 +64,8 @@ try:
                         a[z, y, x] = v
             for z in prange(g):  # y
                 for y in range(g):
-                    h2 = (r + 2) ** 2 - (z - c) ** 2 - (y - c) ** 2
-                    if h2 < 0:
-                        continue
-                    h = int(np.sqrt(h2)) + 1
-                    for x in range(max(0, c - h), min(g, c + h + 1)):
+                    lo, hi = _row_span(z, y, c, r + 2, g)
+                    for x in range(lo, hi):
                         v = a[z, y, x]
                         if y > 0:
                             v += tap * a[z, y - 1, x]
@@ -70,10 +74,8 @@ try:
                         b[z, y, x] = v
             for z in prange(g):  # z, and the update w /= (w·W) ∗ K inside the sphere
                 for y in range(g):
-                    h2 = r * r - (z - c) ** 2 - (y - c) ** 2
-                    if h2 < 0:
-                        continue
-                    for x in range(max(0, c - int(np.sqrt(h2)) - 1), min(g, c + int(np.sqrt(h2)) + 2)):
+                    lo, hi = _row_span(z, y, c, r, g)
+                    for x in range(lo, hi):
                         if (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 > r * r:
                             continue
                         v = b[z, y, x]

@@ -4,6 +4,7 @@ stand-in otherwise, so single-rank jobs need no MPI at all."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -121,3 +122,10 @@ def reduce_device_array(comm, array, op):
         if root:
             out[a:b].set(recv[: b - a])
     return out.reshape(array.shape) if root else None
+
+
+def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:
+    """A barrier that sleeps between tests instead of spinning on a core."""
+    req = comm.Ibarrier()
+    while not req.Test():
+        time.sleep(poll_s)

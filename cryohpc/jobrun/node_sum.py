@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .mpi import idle_barrier
+
 
 class NodeSum:
     """A zeroed ``shape`` float32 array per rank (``local``) whose sum :meth:`total` forms."""
@@ -76,13 +78,4 @@ class NodeSum:
             self.local = None
             self._win.Free()
             self._win = None
-
-
-def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:
-    """A barrier that sleeps between tests instead of spinning on a core."""
-    import time
-
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(poll_s)
 
