@@ -105,7 +105,10 @@ def test_job_runs_on_ssh_worker_and_kill_leaves_no_process(api, sshd, fresh_sess
         assert done.wait(60) == JobStatus.COMPLETED
         model = done.model
         assert model.run.resources.target == f"127.0.0.1:{sshd.port}"
-        assert (done.dir / "exit_code").read_text().strip() == "0"  # written by the remote supervisor
+        # written by the remote supervisor once the worker has exited, which may be just after the
+        # master (woken by the worker's last event) marked the job completed
+        wait_for(lambda: (done.dir / "exit_code").exists(), 30, "the supervisor's exit code")
+        assert (done.dir / "exit_code").read_text().strip() == "0"
         long = project.create_job("test_sleep", params={"seconds": 120, "ranks": 2})  # under mpiexec there
         long.queue(lane="boxes")
         wait_for(lambda: long.model.status == JobStatus.RUNNING, 60, "the long job to run")
