@@ -18,13 +18,13 @@ from .actions.common import owner as _owner
 from .cleanup import CleanupOptions, CleanupPreview
 from .dataset import Dataset
 from .disk_usage import ProjectUsage, refresh_project_size
-from .errors import BuildError, ConfigError, NotFoundError, UserError
+from .errors import BuildError, NotFoundError, UserError
 from .events import FAILED, WorkerEvent, format_event, read_events
 from .instance import Instance
 from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
 from .lanes import Lane
 from .lanes.siteconfig import WorkerTarget
-from .model import Job, Project, SlotRef, Workspace
+from .model import Job, Project, Resources, SlotRef, Workspace
 from .project_lifecycle import refuse_overlap, write_marker
 from .selections import Selection
 from .status import JobStatus
@@ -173,32 +173,93 @@ class Api:
             raise self.instance.no_lane(name, lanes)
         return lanes[name]
 
-    def validate_site_configs(self, paths: list[Path] | None = None) -> list[str]:
-        """Load site configs (the instance's, or the files given) and render every template
-        and command for sample jobs; the names of the lanes and workers found valid.
+    def validate_site_configs(self, paths: list[Path] | None = None):
+        """Load site configs (the instance's, or the files given, from any folder) and
+        render every template and command for sample jobs; lint cluster lanes for what
+        would fail at run time. Returns a ``lane_files.Checked``: lane names, the template
+        each uses (absolute path), warnings naming file and line.
 
         Raises:
             ConfigError: the first problem, with file, line and key.
         """
-        from .lanes import build_lane
-        from .lanes.siteconfig import WorkerTarget, load_site_config
+        from .lane_files import Checked, check_file
 
         files = list(paths or []) or sorted(self.instance.paths.site_configs.glob("*.y*ml"))
-        names: list[str] = []
-        defined: dict[str, Path] = {}
+        out = Checked([])
         for f in files:
-            for cfg in load_site_config(f):
-                if isinstance(cfg, WorkerTarget):
-                    names.append(f"worker {cfg.name} of {cfg.lane}")
-                    continue
-                if cfg.name in defined:
-                    raise ConfigError(f"{f}: lane {cfg.name!r} is already defined in {defined[cfg.name]}")
-                defined[cfg.name] = Path(f)
-                build_lane(cfg, self.instance.config.instance_uid)
-                names.append(cfg.name)
+            checked = check_file(self.instance, Path(f))
+            out.names += checked.names
+            out.warnings += checked.warnings
+            out.templates.update(checked.templates)
         if not paths:  # the instance's own files: targets must also join their lanes
             self.instance.lane_configs()
-        return names
+        return out
+
+    def add_lane_file(self, path: str | os.PathLike, replace: bool = False):
+        """Check a site-config file and copy it (with templates beside it) into the
+        instance: ``(installed path, Checked)``."""
+        from . import lane_files
+
+        return lane_files.add(self.instance, Path(path), replace=replace)
+
+    def remove_lane(self, name: str) -> str:
+        """Remove a lane's site config (refused while jobs are queued or running on it)."""
+        from . import lane_files
+
+        return lane_files.remove(self.instance, name)
+
+    def dump_lane(self, name: str) -> tuple[dict[str, Any], str | None, str | None]:
+        """A lane's settings (defaults left out), and a cluster lane's template text and file."""
+        from . import lane_files
+
+        return lane_files.dump(self.instance, name)
+
+    def import_cryosparc(self, folder: str | os.PathLike, *, name: str | None = None, kind: str | None = None,
+                         values: dict[str, Any] | None = None, types: dict[str, str] | None = None):
+        """A CryoSPARC cluster folder converted and checked, not yet written:
+        ``(lanes.cryosparc_pair.Ported, Checked)``; pass the first to ``install_ported``."""
+        from . import lane_files
+
+        return lane_files.port(self.instance, Path(folder), name=name, kind=kind, values=values, types=types)
+
+    def install_ported(self, ported, dest: str | os.PathLike | None = None, replace: bool = False):
+        from . import lane_files
+
+        return lane_files.install(self.instance, ported, Path(dest) if dest else None, replace=replace)
+
+    def export_cryosparc(self, name: str, dest: str | os.PathLike, replace: bool = False):
+        """Write a cluster lane as CryoSPARC's pair: ``(info path, script path, warnings)``."""
+        from . import lane_files
+
+        return lane_files.export(self.instance, name, Path(dest), replace=replace)
+
+    def test_lane(self, name: str, *, shapes: list[str] | None = None, variables: dict[str, str] | None = None,
+                  submit: bool = False, folder: str | os.PathLike | None = None, timeout_s: float = 300.0,
+                  keep: bool = False):
+        """Try a cluster lane as jobs will use it: the info command, each resource shape
+        rendered and test-submitted (``sbatch --test-only``), and with ``submit`` a real
+        ``lane_probe`` job end to end (in ``folder``, default ``<projects_root>/.lane-tests``,
+        which the nodes must see). Returns a ``lanes.trial.Report`` of timed steps.
+
+        Raises:
+            UserError: not a cluster lane, a bad shape, or a custom value the lane refuses.
+        """
+        from .lanes.cluster import ClusterLane
+        from .lanes.trial import Report, parse_shape, submit_probe, try_shapes
+
+        lane = self.lane(name)
+        if not isinstance(lane, ClusterLane):
+            raise UserError(f"lane {name!r} is a node lane: 'lane show' gives its capacity, 'worker test' "
+                            "tries its SSH workers")
+        parsed = [parse_shape(s) for s in shapes] if shapes else None
+        custom = lane.custom_values({}, variables or {})
+        report = try_shapes(lane, parsed, custom)
+        if submit:
+            where = Path(folder) if folder else Path(self.instance.config.projects_root) / ".lane-tests"
+            shape = parsed[0] if parsed else Resources(cpus=2, gpus=0, ram_gb=1, mpi_ranks=2)
+            probe = submit_probe(lane, self.instance.config.instance_uid, where, shape, custom, timeout_s, keep)
+            report = Report(report.steps + probe.steps)
+        return report
 
     def lane_cache(self, lane: str):
         """The SSD cache of a node lane, on this machine.
@@ -213,6 +274,24 @@ class Api:
             raise UserError(f"lane {lane!r} has no SSD cache (cache_path)")
         return SsdCache(resolve_cache_path(settings["path"]), settings.get("quota_mb"), settings.get("reserve_mb", 0),
                         settings.get("lifetime_days", 30), settings.get("threads", 2))
+
+    def lane_cache_use(self, lane: str, recent: int = 200) -> dict[str, dict[str, Any]]:
+        """Per node, what the lane's last ``recent`` jobs recorded of its SSD cache (path as
+        resolved there, bytes copied in, hits, evictions, the last job): what the master
+        can know of caches on nodes it cannot look into (cluster lanes)."""
+        self.lane(lane)
+        with self.store.read() as tx:
+            jobs = [j for j in tx.list_jobs(lane=lane) if j.run.cache_use]
+        jobs.sort(key=lambda j: j.run.launched_at or 0)
+        nodes: dict[str, dict[str, Any]] = {}
+        for j in jobs[-recent:]:
+            for host, use in j.run.cache_use.items():
+                node = nodes.setdefault(host, {"jobs": 0, "copied_bytes": 0, "hits": 0, "evicted": 0})
+                node["jobs"] += 1
+                for key in ("copied_bytes", "hits", "evicted"):
+                    node[key] += int(use.get(key, 0))
+                node.update(path=use.get("path"), last_job=j.ref, last_at=use.get("at"))
+        return nodes
 
     # -- keeping the instance whole ----------------------------------------------------
     def backup(self, dest: str | os.PathLike) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .envpath import expand_path_variables
 from .errors import UserError
 
 MARKER = ".cryohpc-cache"
@@ -54,15 +55,12 @@ class CacheStats:
 
 
 def resolve_cache_path(path: str) -> Path:
-    """Expand ``$VARIABLES`` (e.g. ``$SLURM_TMPDIR``) on the node, at run time.
+    """The SSD cache folder as this node (at run time) names it: see ``expand_path_variables``.
 
     Raises:
-        UserError: a variable is unset, so the path cannot be known.
+        UserError: a variable without a default is unset.
     """
-    expanded = os.path.expanduser(os.path.expandvars(path))
-    if "$" in expanded:
-        raise UserError(f"SSD cache path {path!r} names an unset environment variable on this node")
-    return Path(expanded)
+    return Path(expand_path_variables(path))
 
 
 class SsdCache:

@@ -42,6 +42,7 @@ class InstancePaths:
         self.config = home / CONFIG_NAME
         self.db = home / DB_NAME
         self.site_configs = home / "site-configs"
+        self.templates = home / "templates"  # submission script templates the site configs name
         self.master_lock = home / "master.lock"
         self.master_pid = home / "master.pid"
         self.master_log = home / "master.log"
@@ -52,9 +53,12 @@ def init_instance(home: Path, projects_root: Path | None = None, **settings) -> 
     """Create an instance directory with its config; an existing one is left as it is."""
     paths = InstancePaths(home)
     if paths.config.exists():
+        if paths.site_configs.is_dir():
+            paths.templates.mkdir(exist_ok=True)  # instances made before templates/ was made here
         return load_config(home)
     home.mkdir(parents=True, exist_ok=True)
     paths.site_configs.mkdir(exist_ok=True)
+    paths.templates.mkdir(exist_ok=True)
     cfg = InstanceConfig(projects_root=str((projects_root or home / "projects").resolve()), **settings)
     tmp = paths.config.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

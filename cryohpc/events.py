@@ -95,8 +95,14 @@ class OutputEvent(_Event):
 
 
 class CacheEvent(_Event):
+    """One rank's use of its node's SSD cache."""
+
     type: Literal["cache"] = CACHE
     path: str | None = None
+    host: str | None = None
+    copied_bytes: int = 0
+    hits: int = 0
+    evicted: int = 0
 
 
 class CompletedEvent(_Event):

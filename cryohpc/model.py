@@ -119,9 +119,14 @@ class Run(Record):
     cluster_job_id: str | None = None
     cluster_status: str | None = Field(default=None, description="what the lane last reported (state code)")
     verdict: str | None = Field(default=None, description="how the batch scheduler ended it (TIMEOUT...), if it did")
+    nodes: str | None = Field(default=None, description="batch lanes: the nodes the scheduler gave it")
+    cluster_final: bool = Field(default=False, description="cluster_status holds the scheduler's last word on "
+                                                           "the ended job (COMPLETED, TIMEOUT...)")
     reason: str | None = Field(default=None, description="why it waits, was held, or what the lane said")
     submission_script: str | None = None
     cache_path_used: str | None = Field(default=None, description="SSD cache folder as resolved on the node")
+    cache_use: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per node: cache path, bytes copied, hits, evictions (summed over ranks)")
     kill_pending: bool = Field(default=False, description="killed while its SSH worker was unreachable: "
                                                           "the master stops it when the worker answers")
     events_offset: int = Field(default=0, description="bytes of events.jsonl already applied")

@@ -6,9 +6,13 @@
 #   scripts/dev-slurm.sh up DIR     install if needed, write config under DIR, start, wait until idle
 #   scripts/dev-slurm.sh down DIR   stop the daemons started from DIR
 #   scripts/dev-slurm.sh env DIR    print the environment clients need (eval it)
+#
+# Environment (for "up"): SLURMCTLD_PORT (default 16817) and SLURMD_PORT (default 16818),
+# the TCP ports on 127.0.0.1; set free ones to run beside another SLURM (the tests do).
 set -euo pipefail
-cmd="${1:?usage: dev-slurm.sh up|down|env DIR}"
-DIR="$(mkdir -p "${2:?usage: dev-slurm.sh up|down|env DIR}" && cd "$2" && pwd)"
+USAGE="usage: dev-slurm.sh up|down|env DIR   (env: SLURMCTLD_PORT=16817 SLURMD_PORT=16818)"
+cmd="${1:?$USAGE}"
+DIR="$(mkdir -p "${2:?$USAGE}" && cd "$2" && pwd)"
 HOST="$(hostname -s)"
 CONF="$DIR/slurm.conf"
 
@@ -120,5 +124,5 @@ case "$cmd" in
     up) up ;;
     down) down ;;
     env) echo "export SLURM_CONF=$CONF" ;;
-    *) echo "unknown command $cmd" >&2; exit 2 ;;
+    *) echo "unknown command $cmd; $USAGE" >&2; exit 2 ;;
 esac

@@ -117,7 +117,7 @@ def test_cache_path_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_TMPDIR", str(tmp_path))
     assert resolve_cache_path("$FAKE_TMPDIR/cryohpc") == tmp_path / "cryohpc"
     monkeypatch.delenv("FAKE_TMPDIR")
-    with pytest.raises(UserError, match="unset environment variable"):
+    with pytest.raises(UserError, match=r"names \$FAKE_TMPDIR, which is unset"):
         resolve_cache_path("$FAKE_TMPDIR/cryohpc")
 
 

@@ -18,7 +18,23 @@ def cache() -> None:
 @click.option("--lane", "lane_name", default="local", show_default=True)
 @pass_ctx
 def cache_status(c: Ctx, lane_name) -> None:
-    """Files in the cache, their size and when they were last used."""
+    """Files in the cache and when they were last used; for a cluster lane (whose caches
+    are on its nodes), per node what its last jobs recorded."""
+    lane = c.api.lane(lane_name)
+    settings = lane.cache_settings()
+    if lane.cfg.type == "cluster":
+        nodes = c.api.lane_cache_use(lane_name)
+        rows = [{"node": host, "path": n["path"], "jobs": n["jobs"], "copied_mb": round(n["copied_bytes"] / 2**20, 1),
+                 "hits": n["hits"], "evicted": n["evicted"], "last_job": n["last_job"],
+                 "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(n["last_at"] or 0))}
+                for host, n in sorted(nodes.items())]
+        configured = settings["path"] if settings else None
+        head = (f"lane {lane_name}: cache_path {configured} (resolved on each node when a job starts)"
+                if configured else f"lane {lane_name}: no SSD cache (cache_path not set)")
+        c.emit({"lane": lane_name, "cache_path": configured, "nodes": rows},
+               head + "\nas its last jobs recorded, per node:\n" + _table(
+                   rows, ["node", "path", "jobs", "copied_mb", "hits", "evicted", "last_job", "last_used"]))
+        return
     cache_ = c.api.lane_cache(lane_name)
     entries = sorted(cache_.entries(), key=lambda e: -e.get("last_used", 0))
     rows = [{"source": e["source"], "mb": round(e["size"] / 2**20, 1),

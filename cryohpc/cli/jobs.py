@@ -148,8 +148,15 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
     if j.run.launched_at:
         ident = f"cluster job {j.run.cluster_job_id}" if j.run.cluster_job_id else f"pid {j.run.pid} on {j.run.host}"
         code = f", exit code {j.run.exit_code}" if j.run.exit_code is not None else ""
-        lines.append(f"run: lane {j.run.lane}, {ident}{code}")
-    if j.status.active and (j.run.cluster_status or j.run.reason):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.run.launched_at))
+        lines.append(f"run: lane {j.run.lane}, {ident}, {'submitted' if j.run.cluster_job_id else 'started'} "
+                     f"{when}{code}")
+    if j.run.cluster_job_id and j.run.cluster_status:
+        reason = f" ({shown(j.run.reason)})" if j.run.reason and j.status.active else ""
+        nodes = f" on {shown(j.run.nodes)}" if j.run.nodes else ""
+        final = "" if j.run.cluster_final or j.status.active else " (last seen; final state not yet known)"
+        lines.append(f"scheduler: {shown(j.run.cluster_status)}{reason}{nodes}{final}")
+    elif j.status.active and (j.run.cluster_status or j.run.reason):
         reason = f" ({j.run.reason})" if j.run.reason else ""
         lines.append(f"lane reports: {j.run.cluster_status or ''}{reason}")
     elif j.status.value == "queued" and j.run.reason:

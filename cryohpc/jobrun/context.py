@@ -4,6 +4,7 @@ log, report progress and save outputs. It is built from ``job.json`` alone."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,7 +86,8 @@ class RunContext:
             self.waiting(reason)
 
         with cache.use(sources, on_wait=on_wait, stats=stats, subsets=subsets) as mapping:
-            self.events.emit(CACHE, path=str(cache.root))
+            self.events.emit(CACHE, path=str(cache.root), host=socket.gethostname(), copied_bytes=stats.copied_bytes,
+                             hits=stats.hits, evicted=len(stats.evicted))
             self.log(f"SSD cache {cache.root}: {stats.copied_files} file(s) copied "
                      f"({stats.copied_bytes / 2**20:.1f} MB), {stats.hits} already there"
                      + (f"; {len(subsets)} as compact subsets" if subsets else ""), all_ranks=True)

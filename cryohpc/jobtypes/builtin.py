@@ -309,3 +309,20 @@ DOWNSAMPLE_PARTICLES = register(
         preprocessing="extraction",
     )
 )
+
+LANE_PROBE = register(
+    JobTypeSpec(
+        name="lane_probe",
+        title="Lane Probe",
+        category="utility",
+        description=(
+            "Report what a job sees where a lane runs it: each MPI rank's host, GPUs and SSD cache "
+            "path (checked writable), written to probe.json. 'cryohpc lane test --submit' runs it."
+        ),
+        params=(COMPUTE_PARAMS[0], COMPUTE_PARAMS[1]),
+        resources=Resources(cpus=1, gpus=0, ram_gb=1),
+        resource_params=COMPUTE_RESOURCES,
+        run="cryohpc.jobtypes.probe:run_lane_probe",
+        intermediate=(),
+    )
+)

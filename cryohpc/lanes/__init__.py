@@ -21,8 +21,10 @@ from .local import LocalLane
 from .siteconfig import ClusterLaneConfig, LaneConfig, load_lane_configs
 
 
-def build_lane(cfg: LaneConfig, instance_uid: str = "dev") -> Lane:
+def build_lane(cfg: LaneConfig, instance_uid: str = "dev", template_dirs: list[Path] | None = None) -> Lane:
     """A lane object; cluster lanes render their templates now, so errors show at load.
+    ``template_dirs``: where else to look for script templates (an instance's
+    ``templates/`` when the config file lies elsewhere).
 
     Raises:
         ConfigError: the lane's templates or commands do not render.
@@ -30,7 +32,7 @@ def build_lane(cfg: LaneConfig, instance_uid: str = "dev") -> Lane:
     if isinstance(cfg, ClusterLaneConfig):
         from .cluster import ClusterLane
 
-        return ClusterLane(cfg, instance_uid)
+        return ClusterLane(cfg, instance_uid, template_dirs)
     if cfg.kind == "ssh":
         from .workers import SshWorkerLane
 

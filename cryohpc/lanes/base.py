@@ -99,6 +99,7 @@ class PollResult:
     detail: str = ""
     scheduler_status: str | None = None
     ended_by_scheduler: bool = False  # a batch scheduler ended it (time limit, cancel, node failure)
+    nodes: str = ""  # batch lanes: the node list the scheduler gave
 
 
 class Lane(ABC):

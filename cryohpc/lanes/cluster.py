@@ -65,7 +65,8 @@ class ClusterLane(BatchLane):
         self.cfg, self.name, self.instance_uid = cfg, cfg.name, instance_uid
         self.poll_interval_s = cfg.poll_interval_s
         self.kind = KINDS[cfg.kind]
-        dirs = list(template_dirs or [])
+        dirs = [Path(cfg.source).parent] if cfg.source else []  # beside the config (as the import writes it)
+        dirs += list(template_dirs or [])
         if cfg.source:
             dirs.append(Path(cfg.source).parent.parent / "templates")
         dirs.append(TEMPLATE_DIR)
@@ -150,11 +151,25 @@ class ClusterLane(BatchLane):
             "cache_reserve_mb": w.cache_reserve_mb, "lane_name": self.name,
         }
 
+    def template_file(self) -> str:
+        """The script template's file as the loader finds it (absolute)."""
+        _, filename, _ = self.env.loader.get_source(self.env, self.template_name)
+        return str(Path(filename).resolve())
+
     def _command(self, purpose: str, variables: dict[str, Any]) -> str:
         return render(self.env, f"{self.where} {purpose}_cmd", variables, source=self.commands[purpose])
 
     def render_script(self, variables: dict[str, Any]) -> str:
         return render(self.env, f"{self.where} template {self.template_name}", variables, name=self.template_name)
+
+    def sample_custom(self) -> dict[str, Any]:
+        """Custom values for a made-up job: the lane's, else the defaults, else a sample
+        of each variable's type."""
+        custom = {v.name: v.default if v.default is not None else {"int": 1, "float": 1.0, "bool": True,
+                                                                    "enum": (v.choices or [""])[0]}.get(v.type, "x")
+                  for v in self.cfg.custom_vars}
+        custom.update(self.cfg.custom_values)
+        return custom
 
     def validate(self) -> None:
         """Render the script and every command for sample jobs of each resource shape.
@@ -162,10 +177,7 @@ class ClusterLane(BatchLane):
         Raises:
             ConfigError: naming the lane, the file or key, the line and the problem.
         """
-        custom = {v.name: v.default if v.default is not None else {"int": 1, "float": 1.0, "bool": True,
-                                                                    "enum": (v.choices or [""])[0]}.get(v.type, "x")
-                  for v in self.cfg.custom_vars}
-        custom.update(self.cfg.custom_values)
+        custom = self.sample_custom()
         for shape in SAMPLE_SHAPES:
             req = sample_request(Path("/sample/P0/J0"), Path("/sample/P0"), shape, self.instance_uid, custom)
             variables = self.variables(req)
@@ -279,15 +291,15 @@ class ClusterLane(BatchLane):
         status = state_code + (f" ({row.reason})" if row.reason and row.reason not in ("None", "(null)") else "")
         if phase is None:
             return PollResult(RunState.UNKNOWN, detail=f"unknown {self.kind.name} state code {row.code!r}",
-                              scheduler_status=row.code)
+                              scheduler_status=row.code, nodes=row.nodes)
         if phase == Phase.PENDING:
-            return PollResult(RunState.PENDING, detail=status, scheduler_status=status)
+            return PollResult(RunState.PENDING, detail=status, scheduler_status=status, nodes=row.nodes)
         if phase == Phase.RUNNING:
-            return PollResult(RunState.ALIVE, scheduler_status=status)
+            return PollResult(RunState.ALIVE, scheduler_status=status, nodes=row.nodes)
         if phase == Phase.DONE:  # Torque shows cancelled jobs as C too: only the sentinel tells
-            return PollResult(RunState.EXITED, exit_code=code, scheduler_status=status)
+            return PollResult(RunState.EXITED, exit_code=code, scheduler_status=status, nodes=row.nodes)
         return PollResult(RunState.EXITED, exit_code=code, detail=f"the scheduler ended the job: {status}",
-                          scheduler_status=status, ended_by_scheduler=True)
+                          scheduler_status=status, ended_by_scheduler=True, nodes=row.nodes)
 
     def kill(self, run: RunHandle) -> None:
         """Cancel and wait until the scheduler no longer runs it.
@@ -307,18 +319,3 @@ class ClusterLane(BatchLane):
             time.sleep(0.5)
         raise CommandError("cancel", self.commands["cancel"], None, "", f"job {run.cluster_job_id} still listed",
                            timed_out=True)
-
-    def test(self) -> list[str]:
-        """Run the info command and, for SLURM, ``sbatch --test-only`` on a sample script."""
-        report = [f"info: {self.runner.run('info', self._command('info', {})).strip()[:2000]}"]
-        if self.kind.test:
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                variables = self.variables(sample_request(Path(tmp), Path(tmp), SAMPLE_SHAPES[0], self.instance_uid,
-                                                          self.custom_values({}, {}), creator="lane-test"))
-                (Path(tmp) / SCRIPT_NAME).write_text(self.render_script(variables))
-                out = self.runner.run("test", render(self.env, f"{self.where} test", variables,
-                                                     source=self.kind.test) + " 2>&1")
-                report.append(f"test-only: {out.strip()}")
-        return report

@@ -29,6 +29,7 @@ class SchedulerStatus:
     job_id: str
     code: str  # the scheduler's own state code
     reason: str = ""
+    nodes: str = ""  # where it runs or ran, when the scheduler says
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def _parse_pipe_table(out: str) -> list[SchedulerStatus]:
     for line in out.splitlines():
         parts = line.strip().split("|")
         if len(parts) >= 2 and parts[0]:
-            rows.append(SchedulerStatus(parts[0], parts[1], parts[2] if len(parts) > 2 else ""))
+            rows.append(SchedulerStatus(parts[0], parts[1], parts[2] if len(parts) > 2 else "",
+                                        parts[3] if len(parts) > 3 and parts[3] not in ("(null)", "None") else ""))
     return rows
 
 
@@ -96,11 +98,11 @@ SLURM = SchedulerKind(
     name="slurm",
     submit="sbatch --parsable {{ script_path_abs }}",
     # by name: a list of names costs squeue what one does, a list of ids grows with the queue
-    status="squeue -h -t all --me -n {{ job_names }} -o '%i|%T|%r'",
+    status="squeue -h -t all --me -n {{ job_names }} -o '%i|%T|%r|%N'",
     cancel="scancel {{ cluster_job_id }}",
     info="sinfo",
     find="squeue -h -n {{ job_name }} -o '%i|%T|%r'",
-    history="sacct -n -X -P -j {{ job_ids }} -o JobIDRaw,State,Reason",
+    history="sacct -n -X -P -j {{ job_ids }} -o JobIDRaw,State,Reason,NodeList",
     test="sbatch --test-only {{ script_path_abs }}",
     states={
         **{c: Phase.PENDING for c in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",

@@ -25,7 +25,7 @@ class SiteModel(BaseModel):
     @model_validator(mode="after")
     def _one_line_texts(self) -> Any:
         for name, value in self:
-            if name in ("help", "title", "source"):
+            if name in ("help", "title", "description", "source"):
                 continue
             for where, text in _texts(name, value):
                 check_line(text, where)
@@ -121,9 +121,9 @@ class NodeLaneConfig(CacheFields):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="lane name used with 'job queue --lane'")
-    title: str = ""
-    type: Literal["node"] = "node"
-    kind: Literal["local", "ssh"] = "local"
+    title: str = Field(default="", description="shown in 'lane list'")
+    type: Literal["node"] = Field(default="node", description="node: workers started directly")
+    kind: Literal["local", "ssh"] = Field(default="local", description="local: this machine; ssh: worker targets")
     workers: list[WorkerTarget] = Field(default_factory=list, description="kind ssh: the worker targets")
     source: str | None = Field(default=None, description="the file this lane came from (set on load)")
     cpus: int | None = Field(default=None, ge=1, description="CPU cores jobs may use (default: all)")
@@ -143,11 +143,12 @@ class CustomVar(SiteModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    type: Literal["str", "int", "float", "bool", "enum"] = "str"
-    default: Any = None
-    help: str = ""
-    required: bool = False
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="as the template names it")
+    type: Literal["str", "int", "float", "bool", "enum"] = Field(default="str", description="values are checked "
+                                                                                          "against it when set")
+    default: Any = Field(default=None, description="used when neither lane, project nor job sets one")
+    help: str = Field(default="", description="shown by 'lane show' and in errors")
+    required: bool = Field(default=False, description="a job may not be queued without a value")
     choices: list[str] = Field(default_factory=list, description="allowed values of an enum")
 
     @model_validator(mode="after")
@@ -188,16 +189,17 @@ class ClusterLaneConfig(SiteModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    title: str = ""
-    type: Literal["cluster"]
-    kind: SchedulerKind
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="lane name used with 'job queue --lane'")
+    title: str = Field(default="", description="shown in 'lane list'")
+    description: str = Field(default="", description="free text (CryoSPARC's desc)")
+    type: Literal["cluster"] = Field(description="cluster: jobs go to a batch scheduler")
+    kind: SchedulerKind = Field(description="slurm, pbs or sge")
     script_template: str = Field(description="file under templates/ (or an absolute path)")
     submit_cmd: str | None = Field(default=None, description="Jinja2; default per kind, e.g. sbatch --parsable ...")
     status_cmd: str | None = Field(default=None, description="states of cryohpc's jobs: {{ job_ids }} (a,b,c) or "
                                                              "{{ job_id_args }} (a b c); default per kind")
-    cancel_cmd: str | None = None
-    info_cmd: str | None = None
+    cancel_cmd: str | None = Field(default=None, description="stops {{ cluster_job_id }}; default per kind")
+    info_cmd: str | None = Field(default=None, description="what 'lane test' shows first; default per kind")
     find_cmd: str | None = Field(default=None, description="lists live scheduler jobs carrying {{ job_name }}, "
                                                            "cryohpc's tag; asked only after a submit's answer was lost")
     history_cmd: str | None = Field(default=None, description="verdicts of {{ job_ids }} that left the queue "
@@ -206,12 +208,17 @@ class ClusterLaneConfig(SiteModel):
         default=None, description="run commands elsewhere: a wrapper template such as 'ssh login01 {{ command }}', "
                                   "or a login node (host, port, user...) reached through cryohpc's SSH session manager")
     mpi_launcher: str | None = Field(default=None, description="e.g. 'srun --mpi=pmi2' (default: mpiexec -n RANKS)")
-    poll_interval_s: float = Field(default=10.0, gt=0)
-    command_timeout_s: float = Field(default=60.0, gt=0)
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    custom_vars: list[CustomVar] = Field(default_factory=list)
+    poll_interval_s: float = Field(default=10.0, gt=0, description="least time between status queries (one "
+                                                                   "query covers all the lane's jobs)")
+    command_timeout_s: float = Field(default=60.0, gt=0, description="a scheduler command running longer "
+                                                                     "is given up (and its outcome looked for)")
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, description="worker program and SSD cache "
+                                                                               "on the nodes (below)")
+    custom_vars: list[CustomVar] = Field(default_factory=list, description="site variables for templates (below)")
     custom_values: dict[str, Any] = Field(default_factory=dict, description="lane-level values of custom variables")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="environment of the scheduler commands")
+    cryosparc: dict[str, str] = Field(default_factory=dict, description="what only CryoSPARC uses, kept by "
+                                                                      "'lane import-cryosparc' for the export")
     source: str | None = Field(default=None, description="the file this lane came from (set on load)")
 
     @model_validator(mode="after")

@@ -34,15 +34,16 @@ EXPLAIN_WINDOW_S = 300.0
 class Follower:
     def __init__(self, store: Store, lanes: Callable[[], dict[str, Lane]], heartbeat_timeout_s: float):
         self.store, self.lanes, self.heartbeat_timeout_s = store, lanes, heartbeat_timeout_s
-        self._last_poll: dict[str, tuple[float, dict[str, PollResult]]] = {}
+        # per lane: when it was last asked, and per job the run asked about and the answer
+        self._last_poll: dict[str, tuple[float, dict[str, tuple[tuple | None, PollResult]]]] = {}
 
-    def follow(self, active: list[Job], recently_failed: list[Job], projects: dict[str, Project]) -> None:
+    def follow(self, active: list[Job], recently_ended: list[Job], projects: dict[str, Project]) -> None:
         lanes = self.lanes()
         by_lane: dict[str, list[Job]] = defaultdict(list)
         for job in active:
             by_lane[job.run.lane or job.queued_lane or "local"].append(job)
         to_explain: dict[str, list[Job]] = defaultdict(list)
-        for job in recently_failed:
+        for job in recently_ended:
             to_explain[job.run.lane or job.queued_lane or "local"].append(job)
         for lane_name in set(by_lane) | set(to_explain):
             lane = lanes.get(lane_name)
@@ -56,25 +57,28 @@ class Follower:
                 except CryohpcError as err:  # this job's trouble only
                     log.error("following %s: %s", job.ref, err)
             for job in late:
-                if job.ref in polls and polls[job.ref].ended_by_scheduler:
-                    self._explain(job, polls[job.ref])
+                if job.ref in polls and polls[job.ref].state == RunState.EXITED:
+                    self._settle(job, polls[job.ref])
 
     def _poll(self, lane: Lane, jobs: list[Job], projects: dict[str, Project]) -> dict[str, PollResult]:
         """One status query for all of a lane's jobs, at most every ``poll_interval_s`` for
         lanes that set one; in between the last answer stands (events are still read)."""
         interval = lane.poll_interval_s
         last_t, last = self._last_poll.get(lane.name, (0.0, {}))
-        known = all(j.ref in last for j in jobs)
+        runs = {j.ref: (j.run.cluster_job_id, j.run.pid) for j in jobs}
+        known = all(last.get(ref, (None, None))[0] == run for ref, run in runs.items())  # the same runs, not new ones
         if interval and known and time.monotonic() - last_t < interval:
-            return last
+            return {ref: poll for ref, (_, poll) in last.items()}
         polls = lane.poll([RunHandle.of(j, job_dir_abs(projects[j.project_uid], j)) for j in jobs])
-        self._last_poll[lane.name] = (time.monotonic(), polls)
+        self._last_poll[lane.name] = (time.monotonic(), {ref: (runs.get(ref), p) for ref, p in polls.items()})
         return polls
 
     def _nothing_new(self, job: Job, poll: PollResult) -> bool:
         if poll.state == RunState.EXITED:
             return False
         if poll.scheduler_status is not None and poll.scheduler_status != job.run.cluster_status:
+            return False
+        if poll.nodes and poll.nodes != job.run.nodes:
             return False
         if poll.state == RunState.UNREACHABLE:
             return job.run.reason == poll.detail  # record a new reason once
@@ -104,10 +108,14 @@ class Follower:
             if poll.scheduler_status is not None:
                 run.cluster_status = poll.scheduler_status
                 run.reason = poll.detail or None
+            if poll.nodes:
+                run.nodes = poll.nodes
             elif poll.state == RunState.UNREACHABLE:
                 run.reason = poll.detail
             if poll.ended_by_scheduler:
                 run.verdict = poll.scheduler_status
+            if poll.state == RunState.EXITED and poll.scheduler_status:
+                run.cluster_final = True
             if not job.status.final:
                 if poll.state == RunState.EXITED:
                     code = "unknown" if poll.exit_code is None else poll.exit_code
@@ -143,23 +151,30 @@ class Follower:
                 removals.finish(self.store, ended.project_uid, ended.uid)
         record_job_size(self.store, ended.project_uid, ended.uid)
 
-    def _explain(self, seen: Job, poll: PollResult) -> None:
-        """Name the scheduler's verdict in a recently failed job's error, once known: a job
-        killed at its time limit reports "terminated by signal" before the scheduler lists
-        it as TIMEOUT."""
+    def _settle(self, seen: Job, poll: PollResult) -> None:
+        """Record the scheduler's last word on an ended job (its worker's report usually
+        comes first, while the scheduler still lists it RUNNING), and name the verdict in
+        a failed job's error: a job killed at its time limit reports "terminated by
+        signal" before the scheduler lists it as TIMEOUT."""
         with self.store.write() as tx:
             job = tx.get_job(seen.project_uid, seen.uid)
-            if job.run.verdict or not job.errors_run:
-                return
-            last = job.errors_run[-1]
-            job.run.cluster_status = job.run.verdict = poll.scheduler_status
-            job.errors_run = [*job.errors_run[:-1],
-                              last.model_copy(update={"message": f"{poll.detail} (worker: {last.message})"})]
+            if job.run.cluster_final or not job.status.final or job.run.cluster_job_id != seen.run.cluster_job_id:
+                return  # settled, or a new run began meanwhile
+            job.run.cluster_final = True
+            if poll.scheduler_status:
+                job.run.cluster_status = poll.scheduler_status
+            job.run.nodes = poll.nodes or job.run.nodes
+            if poll.ended_by_scheduler and not job.run.verdict and job.errors_run and job.status == JobStatus.FAILED:
+                last = job.errors_run[-1]
+                job.run.verdict = poll.scheduler_status
+                job.errors_run = [*job.errors_run[:-1],
+                                  last.model_copy(update={"message": f"{poll.detail} (worker: {last.message})"})]
             tx.put_job(job)
 
 
-def recently_failed(tx) -> list[Job]:
-    """Cluster jobs failed in the last few minutes whose error does not yet carry the
-    scheduler's verdict (an indexed query: history costs nothing)."""
-    return [j for j in tx.jobs_entered_since(JobStatus.FAILED, now() - EXPLAIN_WINDOW_S)
-            if j.run.cluster_job_id and not j.run.verdict]
+def recently_ended(tx) -> list[Job]:
+    """Cluster jobs ended in the last few minutes whose scheduler state is not yet final
+    (an indexed query: history costs nothing)."""
+    since = now() - EXPLAIN_WINDOW_S
+    return [j for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.KILLED)
+            for j in tx.jobs_entered_since(status, since) if j.run.cluster_job_id and not j.run.cluster_final]

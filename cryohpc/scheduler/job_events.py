@@ -79,6 +79,12 @@ def apply_event(job: Job, ev: WorkerEvent) -> None:
         job.run.progress = ev.model_dump(exclude={"type", "t"})
     elif isinstance(ev, CacheEvent):
         job.run.cache_path_used = ev.path
+        if ev.host:
+            mine = dict(job.run.cache_use.get(ev.host) or {"path": ev.path, "copied_bytes": 0, "hits": 0,
+                                                           "evicted": 0, "at": ev.t})
+            for key in ("copied_bytes", "hits", "evicted"):
+                mine[key] = mine.get(key, 0) + getattr(ev, key)
+            job.run.cache_use = {**job.run.cache_use, ev.host: mine}
     elif isinstance(ev, OutputEvent):
         problem = output_problem(job, ev)
         if problem:  # a worker that reports what is not its own: refused, and said

@@ -193,5 +193,5 @@ class Launcher:
                 self._kill_later(job, f"stopping the run it started failed, will retry: {err}")
             return False
         log.info("launched %s on lane %s (%s)", seen.ref, lane.name,
-                 launched.cluster_job_id or f"pid {launched.pid}")
+                 f"cluster job {launched.cluster_job_id}" if launched.cluster_job_id else f"pid {launched.pid}")
         return True

@@ -16,7 +16,7 @@ from ..instance import Instance
 from ..lanes import BatchLane, Lane, NodeLane
 from ..model import Job
 from ..status import JobStatus, QueueStatus
-from .following import Follower, recently_failed
+from .following import Follower, recently_ended
 from .job_events import fail
 from .job_reader import JobReader
 from .kills import PendingKills
@@ -49,11 +49,11 @@ class Scheduler:
         self.lane_set.reload()
         with self.store.read() as tx:
             jobs = self.reader.read(tx, [*ACTIVE, JobStatus.QUEUED])
-            failed = recently_failed(tx)
-            projects = {p.uid: p for p in tx.list_projects()} if any(jobs.values()) or failed else {}
+            ended = recently_ended(tx)
+            projects = {p.uid: p for p in tx.list_projects()} if any(jobs.values()) or ended else {}
         active = [j for s in ACTIVE for j in jobs[s]]
-        if active or failed:
-            self.follower.follow(active, failed, projects)
+        if active or ended:
+            self.follower.follow(active, ended, projects)
         self.kills.retry()
         self.sweeper.poke()  # files an interrupted clear or delete left behind
         if jobs[JobStatus.QUEUED]:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..envpath import expand_path_variables
+from ..errors import UserError
 from ..exitcode import EXIT_CODE_NAME, SUPERVISOR_FILE, write_exit_code
 from ..machine import gpu_ids, ram_gb
 from ..procs import is_alive, kill_group, process_start_ticks
@@ -99,8 +101,8 @@ def facts(cache_path: str | None, shared_file: str | None = None) -> dict:
         except OSError as err:
             out["shared_error"] = f"{shared_file}: {err.strerror or err}"
     if cache_path:
-        path = Path(os.path.expandvars(cache_path))
         try:
+            path = Path(expand_path_variables(cache_path))
             path.mkdir(parents=True, exist_ok=True)
             probe = path / f".write-test-{os.getpid()}"
             probe.write_bytes(b"x")
@@ -108,6 +110,8 @@ def facts(cache_path: str | None, shared_file: str | None = None) -> dict:
             out["cache_free_mb"] = round(shutil.disk_usage(path).free / 1e6)
         except OSError as err:
             out["cache_error"] = f"{path}: {err.strerror or err}"
+        except UserError as err:
+            out["cache_error"] = str(err)
     return out
 
 

@@ -14,6 +14,5 @@ if [ -n "${PBS_GPUFILE:-}" ] && [ -f "$PBS_GPUFILE" ]; then
     CUDA_VISIBLE_DEVICES="$(sed 's/.*-gpu//' "$PBS_GPUFILE" | paste -sd, -)"
     export CUDA_VISIBLE_DEVICES
 fi
-export CRYOHPC_CACHE_PATH=$TMPDIR/cryohpc
 <python>/mpiexec -n 4 /opt/cryohpc/bin/cryohpc-worker --job-dir /data/projects/P3/J7
 echo $? > /data/projects/P3/J7/exit_code

@@ -17,6 +17,5 @@ if [ -n "${SGE_HGR_gpu:-}" ]; then
     CUDA_VISIBLE_DEVICES="$(echo "$SGE_HGR_gpu" | tr ' ' ',')"
     export CUDA_VISIBLE_DEVICES
 fi
-export CRYOHPC_CACHE_PATH=$TMPDIR/cryohpc
 <python>/mpiexec -n 4 /opt/cryohpc/bin/cryohpc-worker --job-dir /data/projects/P3/J7
 echo $? > /data/projects/P3/J7/exit_code

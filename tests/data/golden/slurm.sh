@@ -14,6 +14,5 @@
 
 cd /data/projects/P3/J7 || exit 1
 # SLURM sets CUDA_VISIBLE_DEVICES to the allocation's GPUs (GRES); ranks pick theirs by local rank.
-export CRYOHPC_CACHE_PATH=$TMPDIR/cryohpc
 <python>/mpiexec -n 4 /opt/cryohpc/bin/cryohpc-worker --job-dir /data/projects/P3/J7
 echo $? > /data/projects/P3/J7/exit_code
