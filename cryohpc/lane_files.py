@@ -106,7 +106,7 @@ def add(inst: Instance, path: Path, *, replace: bool = False) -> tuple[Path, Che
         checked = check_file(inst, path, replacing=dest)
         for template in checked.templates.values():
             source = Path(template)
-            if source.parent == path.parent and not (inst.paths.site_configs / source.name).exists():
+            if source.parent == path.parent and (replace or not (inst.paths.site_configs / source.name).exists()):
                 shutil.copyfile(source, inst.paths.site_configs / source.name)
         with atomic_path(dest) as tmp:
             shutil.copyfile(path, tmp)
