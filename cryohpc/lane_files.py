@@ -82,8 +82,7 @@ def check_file(inst: Instance, path: Path, *, replacing: Path | None = None) -> 
         lane = build_lane(cfg, inst.config.instance_uid, [inst.paths.templates])
         out.names.append(cfg.name)
         if isinstance(lane, ClusterLane):
-            _, filename, _ = lane.env.loader.get_source(lane.env, lane.template_name)
-            out.templates[cfg.name] = str(Path(filename).resolve())
+            out.templates[cfg.name] = lane.template_file()
             out.warnings += [f"lane {cfg.name}: {w}" for w in lint(lane)]
     return out
 
@@ -168,8 +167,8 @@ def dump(inst: Instance, name: str) -> tuple[dict[str, Any], str | None, str | N
     if not isinstance(cfg, ClusterLaneConfig):
         return data, None, None
     lane = build_lane(cfg, inst.config.instance_uid, [inst.paths.templates])
-    text, filename, _ = lane.env.loader.get_source(lane.env, lane.template_name)
-    return data, text, str(Path(filename).resolve())
+    text, filename = lane.template_source()
+    return data, text, filename
 
 
 def port(inst: Instance, folder: Path, *, name: str | None = None, kind: str | None = None,

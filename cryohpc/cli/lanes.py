@@ -52,7 +52,8 @@ def lane_show(c: Ctx, name) -> None:
         data["template_file"] = ln.template_file()
         data["commands"] = ln.commands
         data["worker_command"] = shlex.join(ln.worker_command(Path("JOB_DIR"), 1))
-        data["mpi_launcher_used"] = shlex.join(ln._launcher(2)[:-2]) if ln._launcher(2) else ""
+        launcher = ln._launcher(2)  # a 2-rank job's: "<launcher> -n 2"
+        data["mpi_launcher_used"] = shlex.join(launcher[:-2])
         lines += [f"script template: {data['template_file']}",
                   f"worker: {data['worker_command']}",
                   f"MPI launcher: {data['mpi_launcher_used']} -n RANKS"

@@ -151,10 +151,13 @@ class ClusterLane(BatchLane):
             "cache_reserve_mb": w.cache_reserve_mb, "lane_name": self.name,
         }
 
+    def template_source(self) -> tuple[str, str]:
+        """The script template's text and its file (absolute), as the loader finds them."""
+        text, filename, _ = self.env.loader.get_source(self.env, self.template_name)
+        return text, str(Path(filename or self.template_name).resolve())
+
     def template_file(self) -> str:
-        """The script template's file as the loader finds it (absolute)."""
-        _, filename, _ = self.env.loader.get_source(self.env, self.template_name)
-        return str(Path(filename).resolve())
+        return self.template_source()[1]
 
     def _command(self, purpose: str, variables: dict[str, Any]) -> str:
         return render(self.env, f"{self.where} {purpose}_cmd", variables, source=self.commands[purpose])

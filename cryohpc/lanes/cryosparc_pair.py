@@ -21,23 +21,10 @@ import yaml
 from jinja2 import meta
 
 from ..errors import ConfigError
-from .cryosparc_script import Change, to_cryohpc, to_cryosparc
+from .cryosparc_script import CRYOHPC_ONLY, PROVIDED, Change, to_cryohpc, to_cryosparc
 from .schedulers import KINDS
 
 INFO_NAME, SCRIPT_NAME = "cluster_info.json", "cluster_script.sh"
-# what cryohpc gives every template and command (cluster.ClusterLane.variables and friends)
-PROVIDED = frozenset({
-    "script_path_abs", "run_cmd", "run_args", "worker_bin_path", "num_cpu", "num_gpu", "ram_gb", "num_nodes",
-    "num_mpi_ranks", "mpi_launcher", "job_dir_abs", "project_dir_abs", "job_log_path_abs", "exit_code_path",
-    "project_uid", "job_uid", "job_type", "job_creator", "job_title", "job_name", "job_name_prefix",
-    "instance_uid", "cache_path", "cache_quota_mb", "cache_reserve_mb", "lane_name", "cluster_job_id",
-    "job_ids", "job_id_args", "job_names", "command"})
-# what CryoSPARC gives its scripts and commands (its documented list)
-CRYOSPARC_PROVIDED = frozenset({
-    "script_path_abs", "run_cmd", "run_args", "worker_bin_path", "num_cpu", "num_gpu", "ram_gb", "job_dir_abs",
-    "project_dir_abs", "job_log_path_abs", "project_uid", "job_uid", "job_type", "job_creator",
-    "cryosparc_username", "cluster_job_id", "command", "src_path", "dest_path"})
-CRYOHPC_ONLY = PROVIDED - CRYOSPARC_PROVIDED
 _COMMANDS = {"qsub_cmd_tpl": "submit_cmd", "qstat_cmd_tpl": "status_cmd", "qdel_cmd_tpl": "cancel_cmd",
              "qinfo_cmd_tpl": "info_cmd"}
 _KEPT = ("worker_bin_path", "transfer_cmd_tpl")  # CryoSPARC's alone: kept for the export

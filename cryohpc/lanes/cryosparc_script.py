@@ -15,6 +15,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .render import is_script_code
+
+# what cryohpc gives every template and command (cluster.ClusterLane.variables and friends)
+PROVIDED = frozenset({
+    "script_path_abs", "run_cmd", "run_args", "worker_bin_path", "num_cpu", "num_gpu", "ram_gb", "num_nodes",
+    "num_mpi_ranks", "mpi_launcher", "job_dir_abs", "project_dir_abs", "job_log_path_abs", "exit_code_path",
+    "project_uid", "job_uid", "job_type", "job_creator", "job_title", "job_name", "job_name_prefix",
+    "instance_uid", "cache_path", "cache_quota_mb", "cache_reserve_mb", "lane_name", "cluster_job_id",
+    "job_ids", "job_id_args", "job_names", "command"})
+# what CryoSPARC gives its scripts and commands (its documented list)
+CRYOSPARC_PROVIDED = frozenset({
+    "script_path_abs", "run_cmd", "run_args", "worker_bin_path", "num_cpu", "num_gpu", "ram_gb", "job_dir_abs",
+    "project_dir_abs", "job_log_path_abs", "project_uid", "job_uid", "job_type", "job_creator",
+    "cryosparc_username", "cluster_job_id", "command", "src_path", "dest_path"})
+CRYOHPC_ONLY = PROVIDED - CRYOSPARC_PROVIDED
 MARK = "{# cryohpc: "
 _MARKED = re.compile(r"\{# cryohpc: (added|was: (.*?)) #\}$")
 # CryoSPARC names cryohpc spells differently (the value is the same)
@@ -66,12 +81,6 @@ def _expr(value: str) -> str:
     return m.group(1) if re.fullmatch(r"[A-Za-z_]\w*|\d+", m.group(1)) else f"({m.group(1)})"
 
 
-def _is_code(line: str) -> bool:
-    """Not a shell comment; scheduler directives (``#SBATCH``...) and ``#!`` count as code."""
-    text = line.lstrip()
-    return not text.startswith("#") or text.startswith(("#SBATCH", "#PBS", "#$", "#!"))
-
-
 def _rename(line: str) -> str:
     def inside(m: re.Match) -> str:
         text = m.group(0)
@@ -103,7 +112,7 @@ def to_cryohpc(script: str, kind: str) -> Converted:
         if text != raw:
             edit(i, text, f"CryoSPARC's {', '.join(k for k in RENAMED if k in raw)} is cryohpc's "
                           f"{', '.join(v for k, v in RENAMED.items() if k in raw)}")
-        if not _is_code(raw):
+        if not is_script_code(raw):
             continue
         if _CRYOSPARCW.search(new[i][0]):
             dropped = _CRYOSPARCW.search(new[i][0]).group(0)
@@ -112,7 +121,7 @@ def to_cryohpc(script: str, kind: str) -> Converted:
                  f"dropped {dropped.strip()!r}")
         if _JOB_NAME[kind].match(new[i][0]) and "job_name" not in new[i][0]:
             edit(i, _JOB_NAME_LINE[kind], "cryohpc finds its jobs at the scheduler by this name (its tag)")
-    if not any(_RUN_CMD.search(line) and _is_code(line) for line, _, _ in new):
+    if not any(_RUN_CMD.search(line) and is_script_code(line) for line, _, _ in new):
         raise ValueError("the script never runs the job: no line holds {{ run_cmd }} "
                          "(nor {{ worker_bin_path }} run {{ run_args }})")
     directive = _DIRECTIVE[kind]
@@ -124,14 +133,14 @@ def to_cryohpc(script: str, kind: str) -> Converted:
                                                               "name (its tag)"))
     if kind == "slurm":
         added += _slurm_tasks(new, edit, after_directives)
-    elif not any("num_mpi_ranks" in line and _is_code(line) for line, _, _ in new):
+    elif not any("num_mpi_ranks" in line and is_script_code(line) for line, _, _ in new):
         out.warnings.append(f"MPI jobs need num_mpi_ranks slots: add them to the {directive} resource request "
                             "by hand (cryohpc edits only SLURM's)")
-    if not any("exit_code_path" in line and _is_code(line) for line, _, _ in new):
-        run = max(i for i, (line, _, _) in enumerate(new) if _RUN_CMD.search(line) and _is_code(line))
+    if not any("exit_code_path" in line and is_script_code(line) for line, _, _ in new):
+        run = max(i for i, (line, _, _) in enumerate(new) if _RUN_CMD.search(line) and is_script_code(line))
         added.append((run + 1, SENTINEL, "the exit code tells cryohpc how the job ended when the scheduler forgets it"))
     for i, (line, _, _) in enumerate(new):
-        if _is_code(line) and re.search(r"\b(srun|mpirun|mpiexec)\s+\{\{-?\s*run_cmd", line):
+        if is_script_code(line) and re.search(r"\b(srun|mpirun|mpiexec)\s+\{\{-?\s*run_cmd", line):
             out.warnings.append(f"line {i + 1}: {line.strip()!r} starts {{{{ run_cmd }}}} under another launcher; "
                                 "run_cmd already holds cryohpc's MPI launcher (mpi_launcher), so MPI jobs would "
                                 "start once per task")
@@ -153,7 +162,7 @@ def to_cryohpc(script: str, kind: str) -> Converted:
 
 def _slurm_tasks(new: list, edit, after_directives: int) -> list[tuple[int, str, str]]:
     """One task per MPI rank, the CPUs the script asked for spread over them."""
-    if any("num_mpi_ranks" in line and _is_code(line) for line, _, _ in new):
+    if any("num_mpi_ranks" in line and is_script_code(line) for line, _, _ in new):
         return []
     ntasks = next((i for i, (line, _, _) in enumerate(new) if _NTASKS.match(line)), None)
     cpt = next((i for i, (line, _, _) in enumerate(new) if _CPUS_PER_TASK.match(line)), None)
@@ -182,8 +191,6 @@ def _slurm_tasks(new: list, edit, after_directives: int) -> list[tuple[int, str,
 def to_cryosparc(template: str) -> tuple[str, list[str]]:
     """The CryoSPARC script a cryohpc template came from: marked lines restored, added
     ones dropped; and warnings for lines using what CryoSPARC does not provide."""
-    from .cryosparc_pair import CRYOHPC_ONLY
-
     lines, warnings = [], []
     for n, line in enumerate(template.split("\n"), start=1):
         m = _MARKED.search(line)

@@ -16,6 +16,7 @@ import yaml
 
 from ..model import Resources
 from .cluster import SCRIPT_NAME, ClusterLane, sample_request
+from .render import is_script_code
 
 _MPI_SHAPE = Resources(cpus=8, gpus=2, ram_gb=16, mpi_ranks=4)
 _SUBMITTERS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub"}
@@ -42,22 +43,11 @@ def config_line(lane: ClusterLane, key: str) -> str:
     return source
 
 
-def _template_source(lane: ClusterLane) -> tuple[str, str]:
-    """(the template's text, its file) as the lane's loader finds it."""
-    text, filename, _ = lane.env.loader.get_source(lane.env, lane.template_name)
-    return text, filename or lane.template_name
-
-
 def _line_with(text: str, pattern: str) -> int | None:
     for n, line in enumerate(text.split("\n"), start=1):
-        if re.search(pattern, line) and not _comment(line):
+        if re.search(pattern, line) and is_script_code(line):
             return n
     return None
-
-
-def _comment(line: str) -> bool:
-    s = line.lstrip()
-    return s.startswith("#") and not s.startswith(("#SBATCH", "#PBS", "#$", "#!"))
 
 
 _UNQUOTED = re.compile(r"\{\{[^}]*\|\s*unquoted\s*-?\}\}|\{\{-?\s*(?:run_cmd|mpi_launcher|cache_path)\s*-?\}\}")
@@ -102,7 +92,7 @@ def lint(lane: ClusterLane) -> list[str]:
     """What would go wrong when jobs run on this lane, one warning per problem."""
     warnings: list[str] = []
     kind = lane.cfg.kind
-    text, filename = _template_source(lane)
+    text, filename = lane.template_source()
     custom = lane.sample_custom()
     req = sample_request(Path("/sample/P0/J0"), Path("/sample/P0"), _MPI_SHAPE, lane.instance_uid, custom)
     variables = lane.variables(req)
@@ -113,7 +103,7 @@ def lint(lane: ClusterLane) -> list[str]:
         warnings.append(f"{config_line(lane, 'status_cmd')}: status_cmd {status!r} asks about one job "
                         "({{ cluster_job_id }}), but cryohpc asks once per poll about all the lane's jobs: use "
                         "{{ job_ids }} or {{ job_id_args }} (or leave status_cmd out for the default)")
-    if not re.search(r"exit_code_path", "\n".join(li for li in text.split("\n") if not _comment(li))):
+    if not re.search(r"exit_code_path", "\n".join(li for li in text.split("\n") if is_script_code(li))):
         run = _line_with(text, r"run_cmd")
         warnings.append(f"{filename}:{run or 1}: the script does not write the exit-code sentinel: add "
                         "'echo $? > {{ exit_code_path }}' after {{ run_cmd }}; without it a job the scheduler "
@@ -140,7 +130,7 @@ def lint(lane: ClusterLane) -> list[str]:
         warnings.append(f"{filename}:1: no #PBS/#$ line asks for num_mpi_ranks (or num_cpu) slots: MPI jobs "
                         "would start more ranks than the scheduler gave them")
     for n, line in enumerate(text.split("\n"), start=1):
-        if not _comment(line) and _quoted_value(line):
+        if is_script_code(line) and _quoted_value(line):
             warnings.append(f"{filename}:{n}: a {{{{ value }}}} inside double quotes: cryohpc already quotes every "
                             "value it prints, so a value with spaces would end the quotes early; drop the quotes")
     if re.search(r"^\s*(?:srun|mpirun|mpiexec)\b[^\n]*\{\{-?\s*run_cmd", text, re.M):

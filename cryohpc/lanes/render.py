@@ -112,5 +112,12 @@ def render(env: jinja2.Environment, where: str, variables: dict[str, Any], *, na
         raise ConfigError(f"{where}{f':{line}' if line else ''}: {err}") from err
 
 
+def is_script_code(line: str) -> bool:
+    """A template line bash runs or the scheduler reads: not a shell comment, but
+    scheduler directives (``#SBATCH``, ``#PBS``, ``#$``) and ``#!`` count."""
+    text = line.lstrip()
+    return not text.startswith("#") or text.startswith(("#SBATCH", "#PBS", "#$", "#!"))
+
+
 def shell_join(argv: list[str]) -> Raw:
     return Raw(shlex.join(argv))

@@ -127,15 +127,15 @@ def try_shapes(lane: ClusterLane, shapes: list[Resources] | None, custom: dict[s
             variables = lane.variables(req)
             (Path(tmp) / SCRIPT_NAME).write_text(lane.render_script(variables))
             if not lane.kind.test:
-                report.add(f"{describe(shape)}", True, started,
+                report.add(describe(shape), True, started,
                            f"rendered; {lane.cfg.kind} has no test-only submit (try --submit)")
                 continue
             command = render(lane.env, f"{lane.where} test", variables, source=lane.kind.test) + " 2>&1"
             try:
                 out = lane.runner.run("test", command)
-                report.add(f"{describe(shape)}", True, started, out)
+                report.add(describe(shape), True, started, out)
             except CommandError as err:
-                report.add(f"{describe(shape)}", False, started, (err.stdout or err.stderr or str(err)))
+                report.add(describe(shape), False, started, (err.stdout or err.stderr or str(err)))
     return report
 
 
