@@ -146,9 +146,46 @@ def remove(inst: Instance, name: str) -> str:
                     beside.unlink()
             return f"removed {source}"
         data["lanes"] = rest
+        text = _without_entry(source.read_text(), name)
+        kept = text is not None and yaml.safe_load(text) == data
         with atomic_path(source) as tmp:
-            tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=200))
-        return f"removed lane {name!r} from {source} (its other entries kept; comments in it were not)"
+            tmp.write_text(text if kept else yaml.safe_dump(data, sort_keys=False, width=200))
+        return f"removed lane {name!r} from {source} (its other entries kept" + (")" if kept else "; comments in it were not)")
+
+
+def _without_entry(text: str, name: str) -> str | None:
+    """The file's text less lane ``name``'s entry (with the comment lines just above it),
+    so the admin's comments and layout elsewhere stay; None where the lanes list is not in
+    block style (one entry per ``-``), which the caller rewrites whole instead."""
+    root = yaml.compose(text)
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    entries = next((v for k, v in root.value if k.value == "lanes"), None)
+    if not isinstance(entries, yaml.SequenceNode) or entries.flow_style:
+        return None
+    for item in entries.value:
+        names = [v.value for k, v in getattr(item, "value", []) if isinstance(k, yaml.ScalarNode) and k.value == "name"]
+        if names != [name]:
+            continue
+        lines = text.splitlines(keepends=True)
+        start, last = item.start_mark.line, _last_line(item)
+        indent = len(lines[start]) - len(lines[start].lstrip())
+        while start > 0 and lines[start - 1].lstrip().startswith("#") and \
+                len(lines[start - 1]) - len(lines[start - 1].lstrip()) >= indent:
+            start -= 1
+        return "".join(lines[:start] + lines[last + 1:])
+    return None
+
+
+def _last_line(node: yaml.Node) -> int:
+    """The last line holding a value of ``node`` (a block node's own end mark lies past
+    the comments that follow it)."""
+    if isinstance(node, yaml.MappingNode):
+        return max(_last_line(v) for pair in node.value for v in pair) if node.value else node.start_mark.line
+    if isinstance(node, yaml.SequenceNode) and not node.flow_style:
+        return max(_last_line(v) for v in node.value) if node.value else node.start_mark.line
+    end = node.end_mark
+    return end.line if end.column > 0 else end.line - 1
 
 
 def dump(inst: Instance, name: str) -> tuple[dict[str, Any], str | None, str | None]:

@@ -20,7 +20,7 @@ from cryohpc.envpath import expand_path_variables
 from cryohpc.errors import ConfigError, UserError
 from cryohpc.lanes.cluster import ClusterLane, sample_request
 from cryohpc.lanes.cryosparc_pair import import_pair
-from cryohpc.lanes.cryosparc_script import to_cryohpc, to_cryosparc
+from cryohpc.lanes.cryosparc_script import PROVIDED, to_cryohpc, to_cryosparc
 from cryohpc.lanes.lint import lint
 from cryohpc.lanes.render import TEMPLATE_DIR
 from cryohpc.lanes.siteconfig import load_site_config
@@ -361,3 +361,50 @@ def test_the_admin_guide_lists_every_setting_the_loader_knows():
     for model in (ClusterLaneConfig, WorkerSettings, CustomVar, NodeLaneConfig, WorkerTarget):
         missing = [name for name in model.model_fields if name != "source" and f"| `{name}` |" not in tables]
         assert not missing, (model.__name__, missing)
+
+
+def test_the_import_knows_every_variable_cryohpc_gives_templates_and_commands(tmp_path):
+    """A variable cryohpc provides but the import does not know would be declared as a
+    custom variable of every imported lane, and shadow cryohpc's own value."""
+    (lane,) = load_site_config(TEMPLATE_DIR.parent.parent / "site-configs" / "slurm-example.yaml")
+    lane = ClusterLane(lane.model_copy(update={"custom_vars": [], "custom_values": {}}))
+    given_to_scripts = set(lane.variables(sample_request(tmp_path / "J0", tmp_path, Resources(), "dev")))
+    given_to_commands = {"cluster_job_id", "job_ids", "job_id_args", "job_names", "command"}
+    assert given_to_scripts | given_to_commands == PROVIDED
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 4), data=st.data())
+def test_removing_one_lane_of_several_keeps_the_others_and_their_comments(api, n, data):
+    gone = data.draw(st.integers(0, n - 1))
+    flow = data.draw(st.booleans())
+    entries = []
+    for i in range(n):
+        body = (f"  - {{name: l{i}, type: cluster, kind: slurm, script_template: slurm.sh.j2}}\n" if flow else
+                f"  - name: l{i}   # lane {i}\n    type: cluster\n    kind: slurm\n"
+                f"    # the stock template\n    script_template: slurm.sh.j2\n")
+        entries.append(f"  # about l{i}\n{body}" if i else body)
+    text = "# admin's notes\nlanes:\n" + "".join(entries) + "workers: []\n# the end\n"
+    path = api.instance.paths.site_configs / "many.yaml"
+    path.write_text(text)
+    assert api.remove_lane(f"l{gone}")
+    kept = [i for i in range(n) if i != gone]
+    left = [f"l{i}" for i in kept]
+    if not left:
+        assert not path.exists() or [c.name for c in load_site_config(path)] == []
+        return
+    after = path.read_text()
+    assert [c.name for c in load_site_config(path)] == left
+    assert "# admin's notes" in after and "# the end" in after
+    for i in kept:
+        assert (f"# lane {i}" in after) != flow
+        assert (f"# about l{i}" in after) == (i > 0)
+    assert f"l{gone}" not in after
+
+
+def test_removing_from_a_one_line_lanes_list_rewrites_the_file_and_says_comments_went(api):
+    path = api.instance.paths.site_configs / "flow.yaml"
+    path.write_text("# notes\nlanes: [{name: a, type: cluster, kind: slurm, script_template: slurm.sh.j2},\n"
+                    "        {name: b, type: cluster, kind: pbs, script_template: pbs.sh.j2}]\n")
+    assert "comments in it were not" in api.remove_lane("a")
+    assert [(c.name, c.kind) for c in load_site_config(path)] == [("b", "pbs")]
