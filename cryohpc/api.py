@@ -18,10 +18,10 @@ from .actions.common import owner as _owner
 from .cleanup import CleanupOptions, CleanupPreview
 from .dataset import Dataset
 from .disk_usage import ProjectUsage, refresh_project_size
-from .errors import BuildError, NotFoundError, UserError
+from .errors import BuildError, ConfigError, NotFoundError, UserError
 from .events import FAILED, WorkerEvent, format_event, read_events
 from .instance import Instance
-from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype
+from .jobtypes import JobTypeSpec, all_jobtypes, get_jobtype, jobtype_problems
 from .lanes import Lane
 from .lanes.siteconfig import WorkerTarget
 from .model import Job, Project, Resources, SlotRef, Workspace
@@ -152,6 +152,21 @@ class Api:
 
     def jobtypes(self) -> list[JobTypeSpec]:
         return all_jobtypes()
+
+    def validate_jobtypes(self, paths: list[Path] | None = None) -> tuple[list[JobTypeSpec], list[str]]:
+        """Declared job types (the site's ``<home>/jobtypes/``, or the files given): the
+        ones that load, and one message (file, line, problem) per one that does not."""
+        from .jobtypes.declared import load_declaration
+
+        if not paths:
+            return [s for s in all_jobtypes() if s.declared_in], jobtype_problems()
+        specs, problems = [], []
+        for path in paths:
+            try:
+                specs.append(load_declaration(Path(path)))
+            except ConfigError as err:
+                problems.append(str(err))
+        return specs, problems
 
     def jobtype(self, name: str) -> JobTypeSpec:
         return get_jobtype(name)

@@ -43,6 +43,7 @@ class InstancePaths:
         self.db = home / DB_NAME
         self.site_configs = home / "site-configs"
         self.templates = home / "templates"  # submission script templates the site configs name
+        self.jobtypes = home / "jobtypes"  # the site's declared job types (jobtypes/declared.py)
         self.master_lock = home / "master.lock"
         self.master_pid = home / "master.pid"
         self.master_log = home / "master.log"
@@ -53,12 +54,14 @@ def init_instance(home: Path, projects_root: Path | None = None, **settings) -> 
     """Create an instance directory with its config; an existing one is left as it is."""
     paths = InstancePaths(home)
     if paths.config.exists():
-        if paths.site_configs.is_dir():
-            paths.templates.mkdir(exist_ok=True)  # instances made before templates/ was made here
+        if paths.site_configs.is_dir():  # instances made before these folders were made here
+            paths.templates.mkdir(exist_ok=True)
+            paths.jobtypes.mkdir(exist_ok=True)
         return load_config(home)
     home.mkdir(parents=True, exist_ok=True)
     paths.site_configs.mkdir(exist_ok=True)
     paths.templates.mkdir(exist_ok=True)
+    paths.jobtypes.mkdir(exist_ok=True)
     cfg = InstanceConfig(projects_root=str((projects_root or home / "projects").resolve()), **settings)
     tmp = paths.config.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import InstanceConfig, InstancePaths, init_instance, load_config, resolve_home
 from .errors import NotFoundError
+from .jobtypes import use_site_jobtypes
 from .lanes import Lane, build_lanes, load_lane_configs
 from .lanes.siteconfig import LaneConfig
 from .store import Store
@@ -22,6 +23,7 @@ class Instance:
         self.home = resolve_home(home)
         self.paths = InstancePaths(self.home)
         self.config: InstanceConfig = load_config(self.home)
+        use_site_jobtypes(self.paths.jobtypes)
         # site-config problems of the last lane load, per thread: a master running in a thread
         # beside the API (tests, scripts) must not reset what a queue check is about to report
         self._loads = threading.local()

@@ -67,6 +67,9 @@ class JobFile(BaseModel):
     cache: CacheSettings | None = None
     created_at: float
     wake_path: str | None = None  # the master's FIFO: rank 0 pokes it when the job ends (wakeup.py)
+    jobtype: dict[str, Any] | None = None  # a declared job type's declaration (jobtypes/declared.py)
+    program_launcher: list[str] | None = None  # the lane's own MPI launcher for a declared program (None: default)
+    oversubscribe: bool = False  # the lane lets MPI ranks outnumber CPUs
 
     def write(self, job_dir: Path) -> Path:
         path = job_dir / JOB_FILE

@@ -115,6 +115,38 @@ def test_import_and_two_rank_reconstruction_on_slurm_with_gpus(cluster):
     assert "2 rank(s)" in "\n".join(rec.log_lines())
 
 
+def test_a_site_declared_program_runs_on_slurm(cluster, sample_volume, tmp_path):
+    from test_external_jobtypes import check_scaled, declare_scale_map, run_scale_map
+
+    api, project = cluster
+    declare_scale_map(api, tmp_path / "bin")
+    label = "y; scancel -u root `id`"
+    imp, job, _ = run_scale_map(project, sample_volume, "slurm", label, timeout_s=180)
+    check_scaled(project, imp, job, label)
+    assert job.model.run.cluster_job_id
+
+
+def test_relion_refine3d_with_three_ranks_on_slurm(cluster):
+    """RELION's MPI build started inside the allocation (one worker, three tasks asked):
+    poses back near the truth."""
+    from test_external_jobtypes import REFINE, RELION_MISSING, check_refined, simulate
+
+    if RELION_MISSING:
+        pytest.skip(RELION_MISSING)
+    api, project = cluster
+    sim = simulate(project)
+    ref = project.create_job("relion_refine3d", params=REFINE)
+    ref.connect("particles", sim.uid, "particles")
+    ref.connect("volume", sim.uid, "true_volume")
+    ref.queue(lane="slurm")
+    assert ref.wait(600) == JobStatus.COMPLETED, ref.model.errors_run
+    script = (ref.dir / "submit.sh").read_text()
+    assert "#SBATCH --ntasks=3" in script and "mpiexec" not in script.split("cryohpc.worker")[0].splitlines()[-1]
+    command = (ref.dir / "command.txt").read_text()
+    assert "-n 3" in command and "relion_refine_mpi" in command
+    print("relion_refine3d on SLURM:", check_refined(project, sim, ref))
+
+
 def test_failing_job_is_failed_with_its_error(cluster):
     api, project = cluster
     job = project.create_job("test_exit", params={"code": 3})

@@ -127,6 +127,22 @@ def test_job_runs_on_ssh_worker_and_kill_leaves_no_process(api, sshd, fresh_sess
         master.stop()
 
 
+def test_a_site_declared_program_runs_on_an_ssh_worker(api, sshd, fresh_sessions, sample_volume, tmp_path):
+    from test_external_jobtypes import check_scaled, declare_scale_map, run_scale_map
+
+    ssh_lane(api, sshd)
+    declare_scale_map(api, tmp_path / "bin")
+    project = api.create_project("declared over ssh")
+    master = ThreadMaster(api).start()
+    try:
+        label = "x; touch /tmp/owned $(id)"
+        imp, job, _ = run_scale_map(project, sample_volume, "boxes", label)
+        check_scaled(project, imp, job, label)
+        assert job.model.run.resources.target == f"127.0.0.1:{sshd.port}"
+    finally:
+        master.stop()
+
+
 def test_restart_on_an_ssh_worker_stops_the_run_and_starts_a_new_one(api, sshd, fresh_sessions):
     ssh_lane(api, sshd)
     project = api.create_project("ssh restart")

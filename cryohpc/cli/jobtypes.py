@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .kit import Ctx, _table, pass_ctx
@@ -43,4 +45,21 @@ def jobtypes_show(c: Ctx, name) -> None:
         lines.append(f"    {p.name} ({p.type}{choices}, {default})  {p.help or p.title}")
     r = s.resources
     lines.append(f"resources: {r.cpus} CPU, {r.gpus} GPU, {r.ram_gb:g} GB RAM")
+    if s.declared:
+        program = s.declared["program"]
+        mpi = f", MPI: {program['mpi_executable']}" if program.get("mpi_executable") else ""
+        lines.append(f"program: {program['executable']}{mpi}; declared in {s.declared_in}")
     c.emit(s.model_dump(mode="json"), "\n".join(lines))
+
+
+@jobtypes.command("validate")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def jobtypes_validate(c: Ctx, files) -> None:
+    """Check declared job types: the site's (<home>/jobtypes/*.yaml) or the FILES given.
+    Exits 1 when one does not load, naming its file and line."""
+    specs, problems = c.api.validate_jobtypes(list(files))
+    lines = [f"ok: {s.name} ({s.declared_in})" for s in specs] + [f"error: {p}" for p in problems]
+    c.emit({"ok": [s.name for s in specs], "errors": problems}, "\n".join(lines) or "no declared job types")
+    if problems:
+        raise SystemExit(1)

@@ -104,6 +104,38 @@ SUBSET_PARTICLES = register(
     )
 )
 
+SELECT_CLASSES = register(
+    JobTypeSpec(
+        name="select_classes",
+        title="Select Classes",
+        category="utility",
+        description=(
+            "Keep the particles of chosen classes from a 2D or 3D classification (alignments2D/class or "
+            "alignments3D/class). Classes are numbered from 1, as RELION names its class files. Every "
+            "result passes through."
+        ),
+        inputs=(
+            InputGroupSpec(name="particles", type="particle", title="Classified particles", count_max=None,
+                           slots=(SlotSpec(name="blob", title="Particle data"),)),
+        ),
+        outputs=(
+            OutputGroupSpec(name="particles", type="particle", title="Selected particles",
+                            passthrough_input="particles"),
+        ),
+        params=(
+            ParamSpec(name="classes", type="str", required=True, title="Classes to keep",
+                      help="class numbers from 1 and ranges, e.g. 1,3,5-7", pattern=r"[\d,\s-]+",
+                      pattern_help="class numbers and ranges, e.g. 1,3,5-7"),
+            ParamSpec(name="class_field", type="enum", default="auto", choices=("auto", "alignments2D", "alignments3D"),
+                      title="Classification to select by",
+                      help="auto: the classes the connected job wrote (not ones it passed through)"),
+        ),
+        resources=Resources(cpus=1, gpus=0, ram_gb=2),
+        run="cryohpc.jobtypes.particles:run_select_classes",
+        preprocessing="deterministic",
+    )
+)
+
 
 COMPUTE_PARAMS = (
     ParamSpec(name="compute_num_ranks", type="int", default=1, min=1, title="Number of MPI ranks",

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compute.geometry import relion_euler_to_pose
 from ..compute.io_mrc import MrcInfo, read_info, read_volume, write_volume
 from ..compute.io_star import ParticleTable, read_particle_star
 from ..dataset import Dataset
 from ..errors import InputFileError
 from ..jobrun.context import RunContext
+from .star_convert import ALIGN3D_FIELDS, alignments_from_star
 
 CTF_FIELDS = [
     ("ctf/type", "S16"), ("ctf/exp_group_id", "<u4"), ("ctf/accel_kv", "<f4"), ("ctf/cs_mm", "<f4"),
@@ -21,11 +21,6 @@ CTF_FIELDS = [
     ("ctf/phase_shift_rad", "<f4"), ("ctf/scale", "<f4"), ("ctf/scale_const", "<f4"), ("ctf/bfactor", "<f4"),
     ("ctf/shift_A", "<f4", (2,)), ("ctf/tilt_A", "<f4", (2,)), ("ctf/trefoil_A", "<f4", (2,)),
     ("ctf/tetra_A", "<f4", (4,)), ("ctf/anisomag", "<f4", (4,)),
-]
-ALIGN3D_FIELDS = [
-    ("alignments3D/split", "<u4"), ("alignments3D/shift", "<f4", (2,)), ("alignments3D/pose", "<f4", (3,)),
-    ("alignments3D/psize_A", "<f4"), ("alignments3D/error", "<f4"), ("alignments3D/weight", "<f4"),
-    ("alignments3D/class_posterior", "<f4"), ("alignments3D/class", "<u4"),
 ]
 
 
@@ -153,24 +148,8 @@ def _star_to_dataset(ctx: RunContext, table: ParticleTable) -> Dataset:
     ds["ctf/bfactor"] = col("rlnCtfBfactor", 0.0)
     ds["ctf/anisomag"] = np.tile(np.array([1, 0, 0, 1], np.float32), (n, 1))
     if "alignments3D/pose" in ds:
-        rot, tilt, psi = table.numbers("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", purpose="alignments3D/pose")
-        ds["alignments3D/pose"] = relion_euler_to_pose(rot, tilt, psi)
-        if table.has("rlnOriginXAngst", "rlnOriginYAngst"):
-            shift = np.stack([table.number("rlnOriginXAngst"), table.number("rlnOriginYAngst")], 1) / psize[:, None]
-        elif table.has("rlnOriginX", "rlnOriginY"):
-            shift = np.stack([table.number("rlnOriginX"), table.number("rlnOriginY")], 1)
-        else:
-            shift = np.zeros((n, 2))
-        ds["alignments3D/shift"] = shift.astype(np.float32)
-        ds["alignments3D/psize_A"] = psize
-        if table.has("rlnRandomSubset"):
-            ds["alignments3D/split"] = (table.number("rlnRandomSubset").astype(np.int64) - 1).clip(0, 1)
-        else:
-            ds["alignments3D/split"] = np.arange(n) % 2
-        ds["alignments3D/weight"] = 1.0
-        ds["alignments3D/class_posterior"] = 1.0
-        if table.has("rlnClassNumber"):
-            ds["alignments3D/class"] = (table.number("rlnClassNumber").astype(np.int64) - 1).clip(0)
+        for name, values in alignments_from_star(table, psize).items():
+            ds[name] = values
     return ds
 
 

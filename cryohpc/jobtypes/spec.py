@@ -18,6 +18,7 @@ from ..errors import BuildError
 from ..resources import Resources
 from ..values import parse_scalar
 
+CPUS_PER_RANK = "cpus_per_rank"
 ParamType = Literal["int", "float", "str", "bool", "path", "enum"]
 Category = Literal["import", "preprocessing", "reconstruction", "refinement", "validation", "utility"]
 
@@ -110,7 +111,8 @@ class JobTypeSpec(Spec):
     params: tuple[ParamSpec, ...] = ()
     resources: Resources = Field(default_factory=Resources)
     resource_params: dict[str, str] = Field(
-        default_factory=dict, description="Resources field -> param that sets it (e.g. mpi_ranks -> compute_num_ranks)"
+        default_factory=dict, description="Resources field -> param that sets it (e.g. mpi_ranks -> compute_num_ranks); "
+                                          "'cpus_per_rank' sets cpus to ranks times the param (threads per rank)"
     )
     run: str = Field(description="dotted path 'module:function' taking a RunContext")
     run_on_master: bool = Field(default=False, description="reads files only the master's machine sees (imports): "
@@ -121,6 +123,16 @@ class JobTypeSpec(Spec):
     intermediate: tuple[str, ...] = Field(
         default=("checkpoints",), description="job-directory paths (globs) of partial results a completed job no "
                                               "longer needs: removed by 'clear intermediate results'")
+    declared: dict[str, Any] | None = Field(
+        default=None, description="an external program's declaration (jobtypes/declared.py), carried in job.json "
+                                  "so the worker needs no declaration file where it runs")
+    declared_in: str | None = Field(default=None, description="the declaration's file")
+
+    @property
+    def self_launched(self) -> bool:
+        """The worker runs once and starts the program's MPI ranks itself (an external
+        program's MPI build cannot share a communicator with cryohpc's worker)."""
+        return self.declared is not None
 
     def input(self, name: str) -> InputGroupSpec | None:
         return next((g for g in self.inputs if g.name == name), None)
@@ -147,9 +159,15 @@ class JobTypeSpec(Spec):
     def resources_for(self, params: dict[str, Any]) -> Resources:
         """What a job with these (resolved) params needs; CPUs never fewer than ranks."""
         values = self.resources.model_dump()
+        per_rank = None
         for field, param in self.resource_params.items():
             if params.get(param) is not None:
-                values[field] = params[param]
+                if field == CPUS_PER_RANK:
+                    per_rank = params[param]
+                else:
+                    values[field] = params[param]
+        if per_rank is not None:
+            values["cpus"] = values["mpi_ranks"] * per_rank
         values["cpus"] = max(values["cpus"], values["mpi_ranks"])
         return Resources(**values)
 

@@ -54,6 +54,7 @@ class LaunchRequest:
     resources: Resources
     tag: str  # the name the run carries at the lane, to find it again
     custom: dict[str, Any] = field(default_factory=dict)  # batch lanes: resolved custom variables
+    self_launched: bool = False  # the worker runs once and starts the program's MPI ranks itself
 
     @property
     def ref(self) -> str:
@@ -113,6 +114,12 @@ class Lane(ABC):
     @abstractmethod
     def worker_command(self, job_dir: Path, ranks: int, target: str = "") -> list[str]:
         """The command line that runs the job's worker (under MPI for ``ranks`` > 1)."""
+
+    def program_launcher(self, target: str = "") -> list[str] | None:
+        """The MPI launcher the site set for this lane (before ``-n N``), which declared
+        programs run under too; None where the lane uses the default, and a program then
+        gets the ``mpiexec`` of its own MPI (beside it, else on PATH)."""
+        return None
 
     @abstractmethod
     def launch(self, request: LaunchRequest) -> Launched:

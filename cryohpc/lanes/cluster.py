@@ -123,6 +123,9 @@ class ClusterLane(BatchLane):
             sys.executable, "-m", "cryohpc.worker.main"]
         return [*worker, "--job-dir", str(job_dir)]
 
+    def program_launcher(self, target: str = "") -> list[str] | None:
+        return shlex.split(self.cfg.mpi_launcher) if self.cfg.mpi_launcher else None
+
     def _launcher(self, ranks: int) -> list[str]:
         if ranks <= 1:
             return []
@@ -131,8 +134,9 @@ class ClusterLane(BatchLane):
         return [default_mpiexec() or "mpiexec", "-n", str(ranks)]
 
     def variables(self, req: LaunchRequest) -> dict[str, Any]:
-        worker = self.worker_command(req.job_dir, req.resources.mpi_ranks)
-        launcher = self._launcher(req.resources.mpi_ranks)
+        ranks = 1 if req.self_launched else req.resources.mpi_ranks  # a declared program starts its own
+        worker = self.worker_command(req.job_dir, ranks)
+        launcher = self._launcher(ranks)
         w, res = self.cfg.worker, req.resources
         return {
             **req.custom,

@@ -50,6 +50,9 @@ class LocalLane(NodeLane):
             gpu_ids=list(self._gpus),
         )
 
+    def program_launcher(self, target: str = "") -> list[str] | None:
+        return [self.cfg.mpiexec] if self.cfg.mpiexec else None
+
     def worker_command(self, job_dir: Path, ranks: int, target: str = "") -> list[str]:
         cmd = [sys.executable, "-m", "cryohpc.worker.main", "--job-dir", str(job_dir)]
         if ranks > 1:

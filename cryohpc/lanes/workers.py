@@ -73,6 +73,10 @@ class SshWorkerLane(NodeLane):
     def _python(self, w: WorkerTarget) -> str:
         return w.python or sys.executable
 
+    def program_launcher(self, target: str = "") -> list[str] | None:
+        w = self.worker(target)
+        return [w.mpiexec] if w.mpiexec else None
+
     def worker_command(self, job_dir: Path, ranks: int, target: str = "") -> list[str]:
         w = self.worker(target)
         cmd = [self._python(w), "-m", "cryohpc.worker.main", "--job-dir", str(job_dir)]

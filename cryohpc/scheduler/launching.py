@@ -56,13 +56,14 @@ def _less_than_asked(need: Resources, given: Resources) -> str | None:
 
 
 def request_for(job: Job, project: Project, resources: Resources, tag: str, *, command: list[str] | None = None,
-                env: dict[str, str] | None = None, custom: dict | None = None) -> LaunchRequest:
+                env: dict[str, str] | None = None, custom: dict | None = None,
+                self_launched: bool = False) -> LaunchRequest:
     """The launch request of ``job``; without a command, enough for ``Lane.find`` to look
     for a run of it."""
     return LaunchRequest(project_uid=job.project_uid, job_uid=job.uid, job_type=job.type, job_title=job.title,
                          job_creator=job.created_by, job_dir=job_dir_abs(project, job),
                          project_dir=Path(project.project_dir), command=command or [], env=env or {},
-                         resources=resources, tag=tag, custom=custom or {})
+                         resources=resources, tag=tag, custom=custom or {}, self_launched=self_launched)
 
 
 class Launcher:
@@ -121,9 +122,10 @@ class Launcher:
         env = {"PYTHONUNBUFFERED": "1"}
         if not isinstance(lane, BatchLane):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in alloc.gpu_ids)
+        worker_ranks = 1 if spec.self_launched else alloc.mpi_ranks
         request = request_for(job, project, alloc, job_tag(self.instance_uid, job.project_uid, job.uid),
-                              command=lane.worker_command(job_dir, alloc.mpi_ranks, alloc.target), env=env,
-                              custom=custom)
+                              command=lane.worker_command(job_dir, worker_ranks, alloc.target), env=env,
+                              custom=custom, self_launched=spec.self_launched)
         job_file = JobFile(
             instance_uid=self.instance_uid, project_uid=job.project_uid, job_uid=job.uid, type=job.type,
             title=job.title, params=params, project_dir=str(Path(project.project_dir).resolve()),
@@ -132,7 +134,9 @@ class Launcher:
                      for g in spec.outputs],
             resources=alloc, heartbeat_interval_s=self.heartbeat_interval_s,
             cache=lane.cache_settings(alloc.target), created_at=now(),
-            wake_path=str(self.wake_path) if self.wake_path else None)
+            wake_path=str(self.wake_path) if self.wake_path else None, jobtype=spec.declared,
+            program_launcher=lane.program_launcher(alloc.target) if spec.self_launched else None,
+            oversubscribe=bool(getattr(lane, "oversubscribe", False)))
         return request, job_file, job.run.launch_uncertain
 
     def _claim(self, seen: Job, lane: Lane, request: LaunchRequest) -> bool:

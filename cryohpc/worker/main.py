@@ -43,20 +43,21 @@ def run_job(job_dir: Path) -> int:
         from ..jobrun.context import RunContext
         from ..jobrun.mpi import world
         from ..jobtypes import get_jobtype
+        from ..jobtypes.declared import declared_spec
 
         jobfile = JobFile.read(job_dir)
-        comm = world(jobfile.resources.mpi_ranks)
+        spec = declared_spec(jobfile.jobtype, jobfile.type) if jobfile.jobtype else get_jobtype(jobfile.type)
+        comm = world(1 if spec.self_launched else jobfile.resources.mpi_ranks)
         if comm.rank == 0:
             events.started()
             beat = threading.Thread(target=_heartbeat, args=(events, jobfile.heartbeat_interval_s, stop), daemon=True)
             beat.start()
-        if comm.size != jobfile.resources.mpi_ranks:
+        if comm.size != (1 if spec.self_launched else jobfile.resources.mpi_ranks):
             raise UserError(
                 f"the job asked for {jobfile.resources.mpi_ranks} MPI ranks but COMM_WORLD has {comm.size}: "
                 "the launcher started separate programs (check the lane's MPI launcher, e.g. srun --mpi=pmi2 "
                 "with an MPI that supports it)"
             )
-        spec = get_jobtype(jobfile.type)
         ctx = RunContext(jobfile, spec, events, comm)
         run = spec.load_run()
         if comm.rank == 0:
