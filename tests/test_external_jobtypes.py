@@ -204,6 +204,9 @@ BROKEN = [
      "    import: [{result: map, star: a.star, input: nope}]\n", 1, "'nope'"),
     ("name: x\ntitle: X\ncategory: utility\nprogram: {executable: x}\nargs: ''\noutputs:\n  - name: o\n    type: v\n"
      "    import: [{result: map}]\n", 9, "exactly one of mrc or star"),
+    ("name: x\ntitle: X\ncategory: utility\nprogram: {executable: x}\nargs: ''\ninputs:\n  - {name: v, type: v, "
+     "export: mrc}\noutputs:\n  - name: o\n    type: v\n    import: [{result: map, star: a.star, input: v}]\n",
+     1, "not exported as star"),
     ("name: x\ntitle: X\ncategory: nonsense\nprogram: {executable: x}\nargs: ''\n", 3, "category"),
     ("name: x\n  title: X\n", 2, "not valid YAML"),
 ]

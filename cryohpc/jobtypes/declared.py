@@ -165,12 +165,15 @@ class JobTypeDecl(Decl):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobTypeDecl:
-        inputs = {i.name for i in self.inputs}
+        inputs = {i.name: i for i in self.inputs}
         params = {p.name for p in self.params}
         for out in self.outputs:
             for imp in out.imports:
                 if imp.input is not None and imp.input not in inputs:
                     raise ValueError(f"output {out.name!r} imports from input {imp.input!r}, which is not declared")
+                if imp.input is not None and inputs[imp.input].export != "star":
+                    raise ValueError(f"output {out.name!r} matches rows of input {imp.input!r}, which is not "
+                                     "exported as star")
             if out.passthrough_input and out.passthrough_input not in inputs:
                 raise ValueError(f"output {out.name!r} passes through {out.passthrough_input!r}, not an input")
         for field, param in self.resource_params.items():

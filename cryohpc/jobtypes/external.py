@@ -351,9 +351,9 @@ def run_external(ctx: RunContext) -> None:
             commands.append(([step_exe, *_render(step.args, variables, f"{name} before[{i}].args")], step_exe))
         commands.append((argv, exe))
         (ctx.job_dir / "command.txt").write_text("".join(shlex.join(c) + "\n" for c, _ in commands))
-        for command, program in commands:
+        for command, command_exe in commands:
             ctx.log(f"running: {shlex.join(command)}")
-            _stream(ctx, command, program, decl, env, ctx.job_dir)
+            _stream(ctx, command, command_exe, decl, env, ctx.job_dir)
 
     for group in decl.outputs:
         ds = _import_group(ctx, group.imports, out, exporter, group.name) if group.imports else None
