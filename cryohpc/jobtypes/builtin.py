@@ -7,6 +7,10 @@ from ..resources import Resources
 from . import register
 from .spec import InputGroupSpec, JobTypeSpec, OutputGroupSpec, ParamSpec, SlotSpec
 
+# the input of particle utilities: any number of particle groups, their images at least
+PARTICLES_IN = InputGroupSpec(name="particles", type="particle", title="Particles", count_max=None,
+                              slots=(SlotSpec(name="blob", title="Particle data"),))
+
 IMPORT_PARTICLES = register(
     JobTypeSpec(
         name="import_particles",
@@ -83,10 +87,7 @@ SUBSET_PARTICLES = register(
             "Keep a subset of the connected particles: those matching a field value and/or "
             "the first N or a random N. Unused results (ctf, alignments...) pass through."
         ),
-        inputs=(
-            InputGroupSpec(name="particles", type="particle", title="Particles", count_max=None,
-                           slots=(SlotSpec(name="blob", title="Particle data"),)),
-        ),
+        inputs=(PARTICLES_IN,),
         outputs=(
             OutputGroupSpec(name="particles", type="particle", title="Particle subset",
                             results=("blob",), passthrough_input="particles"),
@@ -114,10 +115,7 @@ SELECT_CLASSES = register(
             "alignments3D/class). Classes are numbered from 1, as RELION names its class files. Every "
             "result passes through."
         ),
-        inputs=(
-            InputGroupSpec(name="particles", type="particle", title="Classified particles", count_max=None,
-                           slots=(SlotSpec(name="blob", title="Particle data"),)),
-        ),
+        inputs=(PARTICLES_IN.model_copy(update={"title": "Classified particles"}),),
         outputs=(
             OutputGroupSpec(name="particles", type="particle", title="Selected particles",
                             passthrough_input="particles"),
@@ -274,10 +272,7 @@ CACHE_PARTICLES = register(
         category="utility",
         description="Copy the connected particles' stacks into the lane's SSD cache ahead of the jobs that "
                     "read them, without holding a GPU. Passes the particles through.",
-        inputs=(
-            InputGroupSpec(name="particles", type="particle", title="Particles", count_max=None,
-                           slots=(SlotSpec(name="blob", title="Particle data"),)),
-        ),
+        inputs=(PARTICLES_IN,),
         outputs=(
             OutputGroupSpec(name="particles", type="particle", title="Particles", passthrough_input="particles"),
         ),
@@ -294,9 +289,6 @@ STACK_PARAMS = (
               help="read stacks through the lane's SSD cache, when it has one"),
     COMPUTE_PARAMS[0],
 )
-PARTICLES_IN = InputGroupSpec(name="particles", type="particle", title="Particles", count_max=None,
-                              slots=(SlotSpec(name="blob", title="Particle data"),))
-
 RESTACK_PARTICLES = register(
     JobTypeSpec(
         name="restack_particles",

@@ -23,7 +23,6 @@ from ..compute.io_star import read_particle_star, write_star
 from ..dataset import Dataset
 from ..errors import ConfigError, InputFileError, UserError
 from ..jobrun.context import RunContext
-from ..text import line_problem
 from .declared import ImportDecl, InputDecl, JobTypeDecl, VersionCheck
 from .star_convert import alignments_from_star, particles_to_star
 
@@ -108,7 +107,6 @@ class Exporter:
             blocks, names = particles_to_star(ds, lambda rel: str(stack(rel)))
             path = self.folder / f"{decl.name}.star"
             write_star(path, blocks)
-            np.save(self.folder / f"{decl.name}_uids.npy", ds["uid"])
             self.names[decl.name] = dict(zip(names, ds["uid"].tolist(), strict=True))
             info.update(star=str(path), has_ctf="ctf/df1_A" in ds, has_alignments3D="alignments3D/pose" in ds,
                         box=int(ds["blob/shape"][0, -1]), psize_A=float(ds["blob/psize_A"][0]))
@@ -128,11 +126,8 @@ class Exporter:
 
     def uids_for(self, input_name: str, names: list[str]) -> np.ndarray:
         """The uids of exported rows, by the image names the program wrote back."""
-        if input_name not in self.names:  # a resumed job: the export is on disk
-            table = read_particle_star(self.folder / f"{input_name}.star")
-            uids = np.load(self.folder / f"{input_name}_uids.npy")
-            self.names[input_name] = dict(zip([str(n) for n in table.columns["rlnImageName"]], uids.tolist(),
-                                              strict=True))
+        if input_name not in self.names:
+            raise InputFileError(f"the program's particles come from input {input_name!r}, which is not connected")
         known = self.names[input_name]
         missing = [n for n in names if n not in known]
         if missing:
@@ -141,29 +136,19 @@ class Exporter:
         return np.array([known[n] for n in names], dtype=np.uint64)
 
 
-def _argument(value: Any) -> str:
-    """A printed value as one word for ``shlex.split`` (single quotes: nothing inside is
-    special), refused if it is not one line without control characters."""
-    if isinstance(value, str) and (problem := line_problem(value)):
-        raise ConfigError(f"a printed value has {problem}: {value[:80]!r}")
-    if value is None:
-        return "''"
-    return shlex.quote(str(value).lower() if isinstance(value, bool) else str(value))
-
-
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, finalize=_argument, autoescape=False)
+    """Every printed value one word for ``shlex.split`` (single quotes: nothing inside is
+    special), and one line without control characters (the renderer refuses others)."""
+    from ..lanes.render import environment
+
+    return environment([], quote=shlex.quote)
 
 
 def _render(source: str, variables: dict[str, Any], where: str) -> list[str]:
-    """The program's arguments: the template rendered, every printed value one word."""
-    try:
-        text = _environment().from_string(source).render(**variables)
-    except jinja2.TemplateError as err:
-        raise ConfigError(f"{where}: {err}") from None
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
-    return shlex.split(text)
+    """The program's arguments: the template rendered, split into words."""
+    from ..lanes.render import render
+
+    return shlex.split(render(_environment(), where, variables, source=source))
 
 
 def _truthy(expression: str, variables: dict[str, Any], where: str) -> bool:

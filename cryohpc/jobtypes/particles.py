@@ -77,11 +77,15 @@ def _class_field(ctx: RunContext, ds) -> str:
     if not present:
         raise InputFileError("the particles carry no class (alignments3D/class or alignments2D/class): connect "
                              "the particles of a classification job")
-    own = [f for f in present if any(
-        f.split("/")[0] in {**conn.slots, **conn.passthrough}
-        and not Path({**conn.slots, **conn.passthrough}[f.split("/")[0]]).name.startswith(f"{conn.job_uid}_passthrough_")
-        for conn in ctx.jobfile.inputs.get("particles", []))]
+    own = [f for f in present if any(_written_by(conn, f.split("/")[0]) for conn in ctx.jobfile.inputs["particles"])]
     return (own or present)[0]
+
+
+def _written_by(conn, result: str) -> bool:
+    """The connected job wrote ``result`` itself (it is not in its passthrough file,
+    ``<job>_passthrough_<group>.cs``, as ``RunContext.save_output`` names it)."""
+    path = {**conn.slots, **conn.passthrough}.get(result)
+    return path is not None and not Path(path).name.startswith(f"{conn.job_uid}_passthrough_")
 
 
 def run_select_classes(ctx: RunContext) -> None:

@@ -13,7 +13,8 @@ from ..compute.xp import backend_name, get_xp, use_device
 from ..dataset import Dataset
 from ..errors import InputFileError
 from ..jobrun.context import RunContext
-from .imports import ALIGN3D_FIELDS, CTF_FIELDS
+from .imports import CTF_FIELDS
+from .star_convert import ALIGN3D_FIELDS
 from .volumes import read_volume_result, write_volume_result
 
 BATCH = 256

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import shlex
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,23 +51,27 @@ class UnsafeValue(ValueError):
     """A value that would print more than one line into a script or command."""
 
 
-def _finalize(value: Any) -> str:
-    if isinstance(value, str) and (problem := line_problem(value)):
-        raise UnsafeValue(f"a printed value has {problem}: {value[:80]!r}")
-    if isinstance(value, Raw):
-        return value
-    if value is None:
-        return '""'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return shell_quote(str(value))
+def _finalizer(quote: Callable[[str], str]) -> Callable[[Any], str]:
+    def finalize(value: Any) -> str:
+        if isinstance(value, str) and (problem := line_problem(value)):
+            raise UnsafeValue(f"a printed value has {problem}: {value[:80]!r}")
+        if isinstance(value, Raw):
+            return value
+        if value is None:
+            return quote("")
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return quote(str(value))
+    return finalize
 
 
-def environment(template_dirs: list[Path]) -> jinja2.Environment:
+def environment(template_dirs: list[Path], quote: Callable[[str], str] = shell_quote) -> jinja2.Environment:
+    """``quote``: ``shell_quote`` for scripts and commands bash or sbatch read;
+    ``shlex.quote`` for argument lists split by ``shlex`` (declared programs)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
         undefined=jinja2.StrictUndefined,
-        finalize=_finalize,
+        finalize=_finalizer(quote),
         keep_trailing_newline=True,
         autoescape=False,
     )

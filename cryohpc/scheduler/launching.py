@@ -27,6 +27,7 @@ from ..lanes import (
     Launched,
     LaunchRequest,
     LaunchUnconfirmed,
+    NodeLane,
     RunHandle,
     job_tag,
 )
@@ -136,7 +137,7 @@ class Launcher:
             cache=lane.cache_settings(alloc.target), created_at=now(),
             wake_path=str(self.wake_path) if self.wake_path else None, jobtype=spec.declared,
             program_launcher=lane.program_launcher(alloc.target) if spec.self_launched else None,
-            oversubscribe=bool(getattr(lane, "oversubscribe", False)))
+            oversubscribe=isinstance(lane, NodeLane) and lane.oversubscribe)
         return request, job_file, job.run.launch_uncertain
 
     def _claim(self, seen: Job, lane: Lane, request: LaunchRequest) -> bool:
