@@ -32,6 +32,8 @@ OUTPUT = "output"
 CACHE = "cache"  # the SSD cache path a job actually used
 COMPLETED = "completed"
 FAILED = "failed"
+STOPPED = "stopped"  # stopped on request (the scheduler's time-limit warning), checkpoints saved
+USAGE = "usage"  # what one rank used
 
 
 class _Event(BaseModel):
@@ -115,9 +117,31 @@ class FailedEvent(_Event):
     traceback: str = ""
 
 
+class StoppedEvent(_Event):
+    """The worker stopped because it was asked to (its checkpoints are saved): run it again."""
+
+    type: Literal["stopped"] = STOPPED
+    reason: str = ""
+
+
+class UsageEvent(_Event):
+    """What one rank used, measured by itself when it ends."""
+
+    type: Literal["usage"] = USAGE
+    rank: int = 0
+    host: str = ""
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    max_rss_bytes: int = 0
+    read_bytes: int = 0  # everything the process read (cache and shared filesystem)
+    cache_copied_bytes: int = 0  # read from the shared filesystem into the node's SSD cache
+    gpu_s: float = 0.0  # wall time with a GPU bound
+    gpu_peak_bytes: int = 0
+
+
 WorkerEvent = Annotated[
     StartedEvent | RunningEvent | WaitingEvent | HeartbeatEvent | ProgressEvent | LogEvent | OutputEvent
-    | CacheEvent | CompletedEvent | FailedEvent,
+    | CacheEvent | CompletedEvent | FailedEvent | StoppedEvent | UsageEvent,
     Field(discriminator="type"),
 ]
 _EVENT = TypeAdapter(WorkerEvent)
@@ -199,4 +223,9 @@ def format_event(ev: WorkerEvent) -> str | None:
         return f"[{stamp}] FAILED: {ev.message}" + (f"\n{ev.traceback.rstrip()}" if ev.traceback else "")
     if isinstance(ev, CompletedEvent):
         return f"[{stamp}] completed"
+    if isinstance(ev, StoppedEvent):
+        return f"[{stamp}] stopped to be requeued: {ev.reason}"
+    if isinstance(ev, UsageEvent):
+        return (f"[{stamp}] rank {ev.rank} on {ev.host}: {ev.wall_s:.1f} s wall, {ev.cpu_s:.1f} s CPU, "
+                f"peak {ev.max_rss_bytes / 2**20:.0f} MiB")
     return f"[{stamp}] {ev.type}"

@@ -8,6 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 EXIT_CODE_NAME = "exit_code"
+# created by a batch script when the scheduler warns of the time limit (or by anyone who wants
+# the job to checkpoint and stop, to be requeued): workers look for it between batches
+STOP_REQUEST_NAME = "stop_request"
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: the worker stopped on request, its checkpoints saved; run it again
 SUPERVISOR_FILE = "supervisor.pid"  # pid:start of an SSH worker's supervisor, so a retried start adopts it
 
 

@@ -135,6 +135,46 @@ class Run(Record):
     heartbeat_at: float | None = None
     progress: dict[str, Any] = Field(default_factory=dict, description="latest progress event")
     exit_code: int | None = None
+    started_at: float | None = Field(default=None, description="when the worker reported it started")
+    stop_reason: str | None = Field(default=None, description="the worker stopped on request (time-limit "
+                                                              "warning), checkpoints saved: to be requeued")
+    usage: list[dict[str, Any]] = Field(default_factory=list, description="per rank: what it used, by itself")
+
+
+class RunRecord(Record):
+    """One run of a job, kept after it ends: what ``job show`` lists and ``usage`` sums."""
+
+    number: int
+    lane: str | None = None
+    cluster_job_id: str | None = None
+    nodes: str | None = None
+    host: str | None = None
+    resources: Resources | None = None
+    launched_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    state: str = Field(description="how it ended: completed, failed, killed, requeued")
+    verdict: str | None = Field(default=None, description="the scheduler's last word (NODE_FAIL, TIMEOUT...)")
+    reason: str | None = None
+    queued_by: str = ""
+    usage: list[dict[str, Any]] = Field(default_factory=list, description="per rank, as the worker measured")
+
+
+def record_run(job: Job, state: str, reason: str | None = None) -> None:
+    """Keep the run that just ended in the job's history (once per launch)."""
+    run = job.run
+    if run.launched_at is None or (job.runs and job.runs[-1].launched_at == run.launched_at):
+        return
+    job.runs = [*job.runs, RunRecord(
+        number=len(job.runs) + 1, lane=run.lane, cluster_job_id=run.cluster_job_id, nodes=run.nodes, host=run.host,
+        resources=run.resources, launched_at=run.launched_at, started_at=run.started_at, ended_at=now(),
+        state=state, verdict=run.verdict, reason=reason, queued_by=job.queued_by, usage=list(run.usage))]
+
+
+def update_last_run(job: Job, **fields: Any) -> None:
+    """What arrives after a run ended (the scheduler's verdict, late usage reports)."""
+    if job.runs and job.runs[-1].launched_at == job.run.launched_at:
+        job.runs = [*job.runs[:-1], job.runs[-1].model_copy(update=fields)]
 
 
 # where each run field lived before the run record (schema 2 documents)
@@ -192,6 +232,9 @@ class Job(Record):
     last_exported_at: float | None = None
     last_exported_location: str | None = None
     cluster_job_custom_vars: dict[str, Any] = Field(default_factory=dict)
+    runs: list[RunRecord] = Field(default_factory=list, description="every run that ended, oldest first (kept "
+                                                                    "through clears: usage accounting sums them)")
+    auto_requeues: int = Field(default=0, description="times it was queued again by itself since a user queued it")
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +267,8 @@ def set_status(job: Job, new: JobStatus) -> None:
     from .status import check_transition
 
     check_transition(job.ref, job.status, new)
+    if new.final and job.status.active:
+        record_run(job, new.value, job.errors_run[-1].message if new == JobStatus.FAILED and job.errors_run else None)
     job.status = new
     if new == JobStatus.COMPLETED:
         job.completed_count += 1

@@ -15,5 +15,6 @@ class Resources(BaseModel):
     gpus: int = 0
     ram_gb: float = 1.0
     mpi_ranks: int = 1
+    nodes: int = Field(default=1, ge=1, description="machines the ranks spread over (cluster lanes)")
     gpu_ids: list[int] = Field(default_factory=list, description="set when allocated")
     target: str = Field(default="", description="set when allocated: the lane's worker target (node lanes)")

@@ -73,6 +73,9 @@ def assign_lane(inst: Instance, tx: Tx, job: Job, lanes: dict[str, Lane], lane: 
     project = tx.get_project(job.project_uid)
     need = spec.resources_for(spec.resolve_params(project.default_params, job.params))
     target_lane = lanes[lane]
+    if need.nodes > 1 and (need.mpi_ranks % need.nodes or need.gpus % need.nodes):
+        raise BuildError(f"{job.ref}: {need.mpi_ranks} MPI rank(s) and {need.gpus} GPU(s) do not divide evenly over "
+                         f"{need.nodes} nodes; give ranks and GPUs that are multiples of the node count")
     if isinstance(target_lane, BatchLane):
         if gpu_ids is not None or target is not None:
             raise BuildError(f"{job.ref}: lane {lane!r} is a cluster lane; its scheduler picks nodes and GPUs")
@@ -81,6 +84,9 @@ def assign_lane(inst: Instance, tx: Tx, job: Job, lanes: dict[str, Lane], lane: 
         if custom_vars:
             raise BuildError(f"{job.ref}: lane {lane!r} takes no custom variables")
         assert isinstance(target_lane, NodeLane)
+        if need.nodes > 1:
+            raise BuildError(f"{job.ref} asks {need.nodes} nodes; lane {lane!r} runs a job on one machine "
+                             "(queue it to a cluster lane, or set compute_num_nodes to 1)")
         fits_lane(job, need, target_lane.targets(), lane, target, gpu_ids, target_lane.oversubscribe)
     job.resources_needed = need
     job.queued_lane = lane
@@ -148,7 +154,9 @@ def queue_job(inst: Instance, project_uid: str, job_uid: str, lane: str | None =
 
 
 def put_on_queue(job: Job) -> None:
+    """A user queues it (queue, resume, restart): the automatic requeues count anew."""
     job.build_errors = []
+    job.auto_requeues = 0
     job.queued_by = owner()
     set_status(job, JobStatus.QUEUED)
     job.queue_status = QueueStatus.ACTIVELY_QUEUED

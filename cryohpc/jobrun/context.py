@@ -20,6 +20,8 @@ from ..jobtypes.spec import JobTypeSpec
 class RunContext:
     def __init__(self, jobfile: JobFile, spec: JobTypeSpec, events: EventWriter, comm=None):
         from .mpi import SingleRank
+        from .stopping import StopWatch
+        from .usage import UsageMeter
 
         self.jobfile = jobfile
         self.events = events
@@ -31,6 +33,13 @@ class RunContext:
         self.spec = spec
         self._progress_t0: dict[str, tuple[float, int]] = {}
         self._versions: dict[str, int] = {}
+        self._stop = StopWatch(self.job_dir)
+        self.usage = UsageMeter()
+
+    def stop_requested(self) -> bool:
+        """Whether the job was asked to checkpoint and stop (its time limit is near): a job
+        that checkpoints saves, then raises ``jobrun.stopping.StopRequested``."""
+        return self._stop.asked()
 
     # -- reporting ----------------------------------------------------------------------
     @property
@@ -86,6 +95,7 @@ class RunContext:
             self.waiting(reason)
 
         with cache.use(sources, on_wait=on_wait, stats=stats, subsets=subsets) as mapping:
+            self.usage.cache_copied_bytes += stats.copied_bytes
             self.events.emit(CACHE, path=str(cache.root), host=socket.gethostname(), copied_bytes=stats.copied_bytes,
                              hits=stats.hits, evicted=len(stats.evicted))
             self.log(f"SSD cache {cache.root}: {stats.copied_files} file(s) copied "

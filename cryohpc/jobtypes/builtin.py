@@ -140,9 +140,11 @@ COMPUTE_PARAMS = (
               help="processes sharing the particles (one per GPU when GPUs are used)"),
     ParamSpec(name="compute_num_gpus", type="int", default=0, min=0, title="Number of GPUs",
               help="GPUs to use (0: CPUs only); ranks are spread over them"),
+    ParamSpec(name="compute_num_nodes", type="int", default=1, min=1, title="Number of nodes",
+              help="cluster lanes: machines the ranks are spread over (ranks and GPUs divided evenly)"),
 )
 SYMMETRY_PATTERN = {"pattern": r"[CcDd][1-9]\d*", "pattern_help": "use C<n> or D<n>, e.g. C1, C4, D2"}
-COMPUTE_RESOURCES = {"mpi_ranks": "compute_num_ranks", "gpus": "compute_num_gpus"}
+COMPUTE_RESOURCES = {"mpi_ranks": "compute_num_ranks", "gpus": "compute_num_gpus", "nodes": "compute_num_nodes"}
 
 SIMULATE_PARTICLES = register(
     JobTypeSpec(
@@ -343,7 +345,7 @@ LANE_PROBE = register(
             "Report what a job sees where a lane runs it: each MPI rank's host, GPUs and SSD cache "
             "path (checked writable), written to probe.json. 'cryohpc lane test --submit' runs it."
         ),
-        params=(COMPUTE_PARAMS[0], COMPUTE_PARAMS[1]),
+        params=COMPUTE_PARAMS,
         resources=Resources(cpus=1, gpus=0, ram_gb=1),
         resource_params=COMPUTE_RESOURCES,
         run="cryohpc.jobtypes.probe:run_lane_probe",

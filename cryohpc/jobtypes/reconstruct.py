@@ -24,6 +24,7 @@ from ..jobrun.checkpoint import Checkpoint, signature
 from ..jobrun.context import RunContext
 from ..jobrun.mpi import local_rank, mpi_takes_device_buffers, reduce_sum
 from ..jobrun.node_sum import NodeSum
+from ..jobrun.stopping import StopRequested
 from .volumes import write_volume_result
 
 NEEDED = {
@@ -192,6 +193,9 @@ def _insert_all(ctx: RunContext, p: dict, rec: Reconstructor, mine: Dataset, don
                         and done < len(mine):
                     ckpt.save(to_numpy(rec.acc), done)
                     last_ckpt = time.monotonic()
+                if p["checkpoint_every_s"] > 0 and done < len(mine) and ctx.stop_requested():
+                    ckpt.save(to_numpy(rec.acc), done)
+                    raise StopRequested(f"rank {ctx.rank} saved its checkpoint at {done} of {len(mine)} particles")
         finally:  # before the pool waits for its readers: none may wait for a buffer that never comes back
             rec.release_host_buffers()
     return done

@@ -106,6 +106,8 @@ class PollResult:
 class Lane(ABC):
     name: str
     poll_interval_s = 0.0  # least time between two status queries (0: every master pass)
+    requeue_on: frozenset[str] = frozenset()  # run endings after which a job is queued again by itself
+    max_requeues = 0
 
     def cache_settings(self, target: str = "") -> dict | None:
         """The SSD cache jobs on this lane (and target) use, or None."""

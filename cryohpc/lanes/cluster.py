@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildError
-from ..exitcode import EXIT_CODE_NAME, read_exit_code
+from ..exitcode import EXIT_CODE_NAME, STOP_REQUEST_NAME, read_exit_code
 from ..model import Resources
 from .base import (
     BatchLane,
@@ -64,6 +64,7 @@ class ClusterLane(BatchLane):
     def __init__(self, cfg: ClusterLaneConfig, instance_uid: str = "dev", template_dirs: list[Path] | None = None):
         self.cfg, self.name, self.instance_uid = cfg, cfg.name, instance_uid
         self.poll_interval_s = cfg.poll_interval_s
+        self.requeue_on, self.max_requeues = frozenset(cfg.requeue_on), cfg.max_requeues
         self.kind = KINDS[cfg.kind]
         dirs = [Path(cfg.source).parent] if cfg.source else []  # beside the config (as the import writes it)
         dirs += list(template_dirs or [])
@@ -138,6 +139,7 @@ class ClusterLane(BatchLane):
         worker = self.worker_command(req.job_dir, ranks)
         launcher = self._launcher(ranks)
         w, res = self.cfg.worker, req.resources
+        nodes = res.nodes
         return {
             **req.custom,
             "script_path_abs": str(req.job_dir / SCRIPT_NAME),
@@ -145,7 +147,11 @@ class ClusterLane(BatchLane):
             "run_args": shell_join(worker[1:]),
             "worker_bin_path": worker[0],
             "num_cpu": res.cpus, "num_gpu": res.gpus, "ram_gb": int(math.ceil(res.ram_gb)),
-            "num_nodes": 1, "num_mpi_ranks": res.mpi_ranks, "mpi_launcher": Raw(shlex.join(launcher)),
+            "num_nodes": nodes, "num_mpi_ranks": res.mpi_ranks, "mpi_launcher": Raw(shlex.join(launcher)),
+            # per node, for directives that count per node (--mem, --gres, ppn): the job's share divided evenly
+            "num_ranks_per_node": max(res.mpi_ranks // nodes, 1), "num_cpu_per_node": max(res.cpus // nodes, 1),
+            "num_gpu_per_node": res.gpus // nodes, "ram_gb_per_node": int(math.ceil(res.ram_gb / nodes)),
+            "stop_warning_s": self.cfg.stop_warning_s, "stop_request_path": str(req.job_dir / STOP_REQUEST_NAME),
             "job_dir_abs": str(req.job_dir), "project_dir_abs": str(req.project_dir),
             "job_log_path_abs": str(req.job_dir / "job.log"), "exit_code_path": str(req.job_dir / EXIT_CODE_NAME),
             "project_uid": req.project_uid, "job_uid": req.job_uid, "job_type": req.job_type,

@@ -20,7 +20,8 @@ from .render import is_script_code
 # what cryohpc gives every template and command (cluster.ClusterLane.variables and friends)
 PROVIDED = frozenset({
     "script_path_abs", "run_cmd", "run_args", "worker_bin_path", "num_cpu", "num_gpu", "ram_gb", "num_nodes",
-    "num_mpi_ranks", "mpi_launcher", "job_dir_abs", "project_dir_abs", "job_log_path_abs", "exit_code_path",
+    "num_mpi_ranks", "num_ranks_per_node", "num_cpu_per_node", "num_gpu_per_node", "ram_gb_per_node",
+    "stop_warning_s", "stop_request_path", "mpi_launcher", "job_dir_abs", "project_dir_abs", "job_log_path_abs", "exit_code_path",
     "project_uid", "job_uid", "job_type", "job_creator", "job_title", "job_name", "job_name_prefix",
     "instance_uid", "cache_path", "cache_quota_mb", "cache_reserve_mb", "lane_name", "cluster_job_id",
     "job_ids", "job_id_args", "job_names", "command"})

@@ -126,7 +126,7 @@ def lint(lane: ClusterLane) -> list[str]:
             line = _line_with(text, r"^#SBATCH\s+.*(--gres|--gpus|-G\b)")
             warnings.append(f"{filename}:{line or 1}: a job needing {_MPI_SHAPE.gpus} GPUs does not ask SLURM for "
                             "them: request --gres=gpu:{{ num_gpu }} (SLURM then sets CUDA_VISIBLE_DEVICES)")
-    elif not re.search(r"^#(?:PBS|\$)\s.*\b(num_mpi_ranks|num_cpu)\b", text, re.M):
+    elif not re.search(r"^#(?:PBS|\$)\s.*\b(num_mpi_ranks|num_cpu|num_cpu_per_node|num_ranks_per_node)\b", text, re.M):
         warnings.append(f"{filename}:1: no #PBS/#$ line asks for num_mpi_ranks (or num_cpu) slots: MPI jobs "
                         "would start more ranks than the scheduler gave them")
     for n, line in enumerate(text.split("\n"), start=1):

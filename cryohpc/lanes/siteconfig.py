@@ -184,6 +184,9 @@ class WorkerSettings(CacheFields):
     bin_path: str | None = Field(default=None, description="cryohpc-worker on the nodes (default: this Python's)")
 
 
+RequeueCause = Literal["node_fail", "preempted", "time_limit", "timeout"]
+
+
 class ClusterLaneConfig(SiteModel):
     """A lane whose jobs go to a batch scheduler through rendered submission scripts."""
 
@@ -214,6 +217,16 @@ class ClusterLaneConfig(SiteModel):
                                                                      "is given up (and its outcome looked for)")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="worker program and SSD cache "
                                                                                "on the nodes (below)")
+    requeue_on: list[RequeueCause] = Field(
+        default_factory=lambda: ["node_fail", "preempted", "time_limit"],
+        description="scheduler endings after which a job is queued again by itself, resuming from its checkpoints: "
+                    "node_fail, preempted, time_limit (the job stopped at the warning signal before its time "
+                    "limit), timeout (killed at the limit without stopping first); [] turns it off")
+    max_requeues: int = Field(default=3, ge=0, le=1000, description="automatic requeues per queueing of a job; "
+                                                                     "one more such ending fails it")
+    stop_warning_s: int = Field(default=120, ge=10, le=86400, description="seconds before the time limit at "
+                                "which templates ask for a warning signal (SLURM --signal=B:USR2@N): the worker "
+                                "checkpoints and stops, to be requeued")
     custom_vars: list[CustomVar] = Field(default_factory=list, description="site variables for templates (below)")
     custom_values: dict[str, Any] = Field(default_factory=dict, description="lane-level values of custom variables")
     env: dict[str, str] = Field(default_factory=dict, description="environment of the scheduler commands")

@@ -21,10 +21,11 @@ from ..errors import CryohpcError
 from ..events import read_events
 from ..intermediates import clears_on_completion, trim
 from ..lanes import BatchLane, Lane, PollResult, RunHandle, RunState
-from ..model import Job, Project, now
+from ..model import Job, Project, now, update_last_run
 from ..status import JobStatus
 from ..store import Store
 from .job_events import apply_event, fail
+from .requeue import requeue_if_wanted
 
 log = logging.getLogger("cryohpc.scheduler")
 
@@ -58,7 +59,7 @@ class Follower:
                     log.error("following %s: %s", job.ref, err)
             for job in late:
                 if job.ref in polls and polls[job.ref].state == RunState.EXITED:
-                    self._settle(job, polls[job.ref])
+                    self._settle(job, polls[job.ref], lane, projects[job.project_uid])
 
     def _poll(self, lane: Lane, jobs: list[Job], projects: dict[str, Project]) -> dict[str, PollResult]:
         """One status query for all of a lane's jobs, at most every ``poll_interval_s`` for
@@ -99,8 +100,6 @@ class Follower:
             run = job.run
             for ev in events:
                 apply_event(job, ev)
-                if job.status.final:
-                    break
             run.events_offset = offset
             t = now()
             if events or poll.state == RunState.PENDING or poll.scheduler_status != run.cluster_status:
@@ -116,12 +115,16 @@ class Follower:
                 run.verdict = poll.scheduler_status
             if poll.state == RunState.EXITED and poll.scheduler_status:
                 run.cluster_final = True
-            if not job.status.final:
+            if job.status == JobStatus.FAILED and poll.state == RunState.EXITED and poll.ended_by_scheduler:
+                requeue_if_wanted(job, lane)  # the worker reported its end, the scheduler said why
+            elif not job.status.final:
                 if poll.state == RunState.EXITED:
                     code = "unknown" if poll.exit_code is None else poll.exit_code
                     run.exit_code = poll.exit_code
                     cause = poll.detail if poll.ended_by_scheduler else ""
-                    fail(job, cause or f"worker exited (exit code {code}) without reporting completion; see job.log")
+                    if not requeue_if_wanted(job, lane) and not job.status.final:
+                        fail(job, cause or f"worker exited (exit code {code}) without reporting completion; "
+                                           "see job.log")
                 elif poll.state in (RunState.UNREACHABLE, RunState.PENDING):
                     pass  # the lane did not answer, or the job waits at the scheduler: no verdict
                 elif run.heartbeat_at is not None and t - run.heartbeat_at > self.heartbeat_timeout_s:
@@ -151,15 +154,20 @@ class Follower:
                 removals.finish(self.store, ended.project_uid, ended.uid)
         record_job_size(self.store, ended.project_uid, ended.uid)
 
-    def _settle(self, seen: Job, poll: PollResult) -> None:
+    def _settle(self, seen: Job, poll: PollResult, lane: Lane | None, project: Project) -> None:
         """Record the scheduler's last word on an ended job (its worker's report usually
         comes first, while the scheduler still lists it RUNNING), and name the verdict in
         a failed job's error: a job killed at its time limit reports "terminated by
         signal" before the scheduler lists it as TIMEOUT."""
+        events, offset = read_events(job_dir_abs(project, seen), seen.run.events_offset)
         with self.store.write() as tx:
             job = tx.get_job(seen.project_uid, seen.uid)
             if job.run.cluster_final or not job.status.final or job.run.cluster_job_id != seen.run.cluster_job_id:
                 return  # settled, or a new run began meanwhile
+            if job.run.events_offset == seen.run.events_offset:
+                for ev in events:  # late reports of ranks other than the one that ended the run
+                    apply_event(job, ev)
+                job.run.events_offset = offset
             job.run.cluster_final = True
             if poll.scheduler_status:
                 job.run.cluster_status = poll.scheduler_status
@@ -169,6 +177,9 @@ class Follower:
                 job.run.verdict = poll.scheduler_status
                 job.errors_run = [*job.errors_run[:-1],
                                   last.model_copy(update={"message": f"{poll.detail} (worker: {last.message})"})]
+            update_last_run(job, verdict=job.run.verdict or job.run.cluster_status, nodes=job.run.nodes)
+            if job.status == JobStatus.FAILED:
+                requeue_if_wanted(job, lane)
             tx.put_job(job)
 
 

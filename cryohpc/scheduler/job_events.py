@@ -15,10 +15,12 @@ from ..events import (
     ProgressEvent,
     RunningEvent,
     StartedEvent,
+    StoppedEvent,
+    UsageEvent,
     WaitingEvent,
     WorkerEvent,
 )
-from ..model import Job, OutputGroup, OutputResult, set_status
+from ..model import Job, OutputGroup, OutputResult, set_status, update_last_run
 from ..status import TRANSITIONS, JobStatus
 
 log = logging.getLogger("cryohpc.scheduler")
@@ -69,8 +71,17 @@ def register_outputs(job: Job) -> None:
 
 
 def apply_event(job: Job, ev: WorkerEvent) -> None:
-    if isinstance(ev, StartedEvent):
+    if isinstance(ev, UsageEvent):  # may come after the end (ranks other than the one that failed)
+        mine = ev.model_dump(exclude={"type"})
+        job.run.usage = [*(u for u in job.run.usage if u.get("rank") != ev.rank), mine]
+        update_last_run(job, usage=job.run.usage)
+    elif job.status.final:
+        return  # the run is over: nothing else a worker says changes it
+    elif isinstance(ev, StartedEvent):
+        job.run.started_at = ev.t
         _advance(job, JobStatus.STARTED)
+    elif isinstance(ev, StoppedEvent):
+        job.run.stop_reason = job.run.stop_reason or ev.reason or "stopped on request"
     elif isinstance(ev, RunningEvent):
         _advance(job, JobStatus.RUNNING)
     elif isinstance(ev, WaitingEvent):

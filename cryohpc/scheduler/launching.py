@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import removals
 from ..builder import job_dir_abs, resolve_inputs
 from ..errors import CryohpcError, TransientError
+from ..exitcode import STOP_REQUEST_NAME
 from ..jobfile import JobFile, OutputSpecFile
 from ..jobtypes import get_jobtype
 from ..lanes import (
@@ -40,7 +41,9 @@ log = logging.getLogger("cryohpc.scheduler")
 
 
 def keep_previous_events(job_dir: Path) -> None:
-    """A restarted job starts a fresh events.jsonl; the earlier run's becomes events.N.jsonl."""
+    """A restarted job starts a fresh events.jsonl; the earlier run's becomes events.N.jsonl
+    (and a stop request the earlier run answered goes)."""
+    (job_dir / STOP_REQUEST_NAME).unlink(missing_ok=True)  # the last run's request is answered
     current = job_dir / "events.jsonl"
     if current.exists():
         n = 1

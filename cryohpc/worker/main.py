@@ -15,8 +15,10 @@ import traceback
 from pathlib import Path
 
 from ..errors import UserError
-from ..events import COMPLETED, FAILED, HEARTBEAT, EventWriter
+from ..events import COMPLETED, FAILED, HEARTBEAT, STOPPED, USAGE, EventWriter
+from ..exitcode import EXIT_REQUEUE
 from ..jobfile import JobFile
+from ..jobrun.stopping import StopRequested
 from ..wakeup import wake_master
 
 
@@ -33,11 +35,16 @@ def _heartbeat(events: EventWriter, interval_s: float, stop: threading.Event) ->
         events.emit(HEARTBEAT)
 
 
+def _report_usage(events: EventWriter, ctx, comm) -> None:
+    if ctx is not None:
+        events.emit(USAGE, **ctx.usage.figures(getattr(comm, "rank", 0)))
+
+
 def run_job(job_dir: Path) -> int:
     job_dir = job_dir.resolve()
     events = EventWriter(job_dir)
     stop = threading.Event()
-    comm = jobfile = None
+    comm = jobfile = ctx = None
     try:
         # imported here so that a broken job-type plugin is reported as the job's failure
         from ..jobrun.context import RunContext
@@ -59,15 +66,32 @@ def run_job(job_dir: Path) -> int:
                 "with an MPI that supports it)"
             )
         ctx = RunContext(jobfile, spec, events, comm)
+        if not spec.self_launched:
+            from ..jobrun.gpus import place_rank
+
+            placement = place_rank(comm, jobfile.resources.gpus)
+            ctx.log(placement.describe(comm.rank, comm.size), all_ranks=True)
+            if placement.gpu is not None:
+                ctx.usage.gpu_bound()
         run = spec.load_run()
         if comm.rank == 0:
             ctx.running()
         run(ctx)
+        events.emit(USAGE, **ctx.usage.figures(comm.rank))
         comm.Barrier()
         if comm.rank == 0:
             events.emit(COMPLETED)
         return 0
+    except StopRequested as stop:
+        _report_usage(events, ctx, comm)
+        events.emit(STOPPED, reason=str(stop))
+        print(f"stopped to be requeued: {stop}", file=sys.stderr, flush=True)
+        if comm is not None and comm.size > 1:
+            events.close()
+            comm.Abort(EXIT_REQUEUE)  # ranks still working resume from their own last checkpoints
+        return EXIT_REQUEUE
     except (Exception, Terminated) as err:
+        _report_usage(events, ctx, comm)
         rank = getattr(comm, "rank", 0)
         where = f" (MPI rank {rank} of {comm.size})" if comm is not None and comm.size > 1 else ""
         if isinstance(err, UserError):

@@ -1,0 +1,193 @@
+"""Jobs across the nodes of a real multi-node SLURM (scripts/dev-slurm.sh --nodes 2: each
+node a network namespace with its own slurmd, hostname, address and node-local scratch),
+and what a cluster does to long jobs: a node dies, a job is preempted, the time runs out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ThreadMaster, free_port
+
+from cryohpc.api import Api
+from cryohpc.compute.io_mrc import read_volume
+from cryohpc.status import JobStatus
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "scripts/dev-slurm.sh")
+
+
+def dev_slurm(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", SCRIPT, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multinode")
+    ports = {"SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
+    up = dev_slurm("up", str(folder), "--nodes", "2", env=ports)
+    if up.returncode != 0:
+        dev_slurm("down", str(folder))
+    assert up.returncode == 0, up.stdout + up.stderr
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    yield folder
+    down = dev_slurm("down", str(folder))
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+    assert down.returncode == 0, down.stderr
+    assert str(folder) not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+LANE = """lanes:
+  - name: multi
+    type: cluster
+    kind: slurm
+    script_template: slurm.sh.j2
+    poll_interval_s: 0.5
+    command_timeout_s: 30
+    max_requeues: {max_requeues}
+    stop_warning_s: {stop_warning_s}
+    worker: {{cache_path: {ssd}}}
+    custom_vars:
+      - {{name: partition, type: str, default: batch}}
+      - {{name: time_limit, type: str}}
+"""
+
+
+@pytest.fixture
+def multi(two_nodes, tmp_path):
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.1, heartbeat_interval_s=0.5,
+                   heartbeat_timeout_s=120)
+    (api.instance.paths.site_configs / "multi.yaml").write_text(
+        LANE.format(ssd=two_nodes / "local-ssd", max_requeues=3, stop_warning_s=30))
+    master = ThreadMaster(api).start()
+    yield api, api.create_project("multi"), two_nodes
+    master.stop()
+    subprocess.run(["scancel", "-u", str(os.getuid())], timeout=30)
+
+
+def simulate(project, n: int = 3000, box: int = 32):
+    sim = project.create_job("simulate_particles", params={"n_particles": n, "box": box, "psize_A": 3.0, "snr": 2,
+                                                          "particles_per_stack": 500})
+    sim.queue()
+    assert sim.wait(300) == JobStatus.COMPLETED, sim.model.errors_run
+    return sim
+
+
+def reconstruct(project, sim, nodes: int, ranks: int = 4, gpus: int = 0, **params):
+    rec = project.create_job("homo_reconstruct", params={"compute_num_ranks": ranks, "compute_num_nodes": nodes,
+                                                        "compute_num_gpus": gpus, **params})
+    rec.connect("particles", sim.uid, "particles")
+    rec.queue(lane="multi")
+    return rec
+
+
+def volume(project, job) -> np.ndarray:
+    return read_volume(project.dir / job.load_output("volume").strings("map/path")[0])[0]
+
+
+def test_four_ranks_on_two_nodes_make_the_one_node_map(multi):
+    api, project, folder = multi
+    sim = simulate(project)
+    # GPU 0 of node2 taken by another job: the reconstruction's GPUs there are 1 and 2
+    holder = subprocess.run(["sbatch", "--parsable", "-w", "node2", "-n1", "--gres=gpu:1", "--wrap", "sleep 600"],
+                            capture_output=True, text=True, timeout=30)
+    assert holder.returncode == 0, holder.stderr
+    one = reconstruct(project, sim, nodes=1)
+    two = reconstruct(project, sim, nodes=2, gpus=4)
+    assert one.wait(300) == JobStatus.COMPLETED, one.model.errors_run
+    assert two.wait(300) == JobStatus.COMPLETED, two.model.errors_run
+    script = (two.dir / "submit.sh").read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=2" in script
+    assert "#SBATCH --gres=gpu:2" in script
+    a, b = volume(project, one), volume(project, two)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+    placed = [line for line in two.log_lines() if "local rank" in line]
+    assert len(placed) == 4, placed
+    by_host = {h: [line for line in placed if f" on {h}:" in line] for h in ("node1", "node2")}
+    assert all(len(lines) == 2 for lines in by_host.values()), placed
+    assert sorted(line.rsplit("GPU ", 1)[1] for line in by_host["node2"]) == ["1", "2"], placed
+    assert sorted(line.rsplit("GPU ", 1)[1] for line in by_host["node1"]) == ["0", "1"], placed
+    use = two.model.run.cache_use
+    assert set(use) == {"node1", "node2"}, use
+    assert all(u["path"].startswith(str(folder / "local-ssd")) for u in use.values()), use
+    for node in ("node1", "node2"):  # each node's own scratch, not the shared one
+        assert any((folder / "scratch" / node).rglob("*.dat")), node
+    stacks = sum(f.stat().st_size for f in (sim.dir / "simulated").iterdir())
+    # node1's cache holds what the one-node run copied; node2 copied only its ranks' share
+    assert 0 < use["node2"]["copied_bytes"] < 0.75 * stacks, (use, stacks)
+    runs = two.model.runs
+    assert len(runs) == 1 and runs[0].state == "completed" and runs[0].nodes == "node[1-2]"
+    assert sorted(u["host"] for u in runs[0].usage) == ["node1", "node1", "node2", "node2"]
+    assert all(u["cpu_s"] > 0 and u["max_rss_bytes"] > 0 for u in runs[0].usage)
+
+
+def wait_for_file(path: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def wait_status(job, wanted: set[JobStatus], timeout_s: float = 180) -> JobStatus:
+    deadline = time.monotonic() + timeout_s
+    while job.status not in wanted:
+        assert time.monotonic() < deadline, (job.status, job.model.errors_run)
+        time.sleep(0.2)
+    return job.status
+
+
+SLOW = {"batch_size": 4, "checkpoint_every_s": 0.5}
+
+
+def test_a_dead_node_requeues_the_job_which_resumes_until_the_cap(two_nodes, tmp_path):
+    """node2 dies mid-run: NODE_FAIL, queued again by itself, resumed from the checkpoints
+    once the node is back; dying again past max_requeues (1 here) fails the job with
+    the cap named; a user's resume then completes it with the uninterrupted run's map."""
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.1, heartbeat_interval_s=0.5,
+                   heartbeat_timeout_s=300)
+    (api.instance.paths.site_configs / "multi.yaml").write_text(
+        LANE.format(ssd=two_nodes / "local-ssd", max_requeues=1, stop_warning_s=30))
+    master = ThreadMaster(api).start()
+    try:
+        project = api.create_project("nodefail")
+        sim = simulate(project, n=4000, box=40)
+        whole = reconstruct(project, sim, nodes=2, **SLOW)
+        assert whole.wait(600) == JobStatus.COMPLETED, whole.model.errors_run
+        rec = reconstruct(project, sim, nodes=2, **SLOW)
+        for attempt in (1, 2):
+            wait_for_file(rec.dir / "checkpoints" / "rank003.h5")  # node2's last rank has saved once
+            assert dev_slurm("kill-node", str(two_nodes), "node2").returncode == 0
+            t0 = time.monotonic()
+            if attempt == 1:
+                wait_status(rec, {JobStatus.QUEUED, JobStatus.LAUNCHED})
+                print(f"requeued {time.monotonic() - t0:.1f} s after the node died")
+                (rec.dir / "checkpoints" / "rank003.h5").unlink()  # so the next wait sees a new save
+                assert dev_slurm("start-node", str(two_nodes), "node2").returncode == 0
+            else:
+                assert wait_status(rec, {JobStatus.FAILED, JobStatus.COMPLETED}) == JobStatus.FAILED
+                assert dev_slurm("start-node", str(two_nodes), "node2").returncode == 0
+        m = rec.model
+        assert [r.state for r in m.runs] == ["requeued", "failed"], m.runs
+        assert all(r.verdict and r.verdict.startswith("NODE_FAIL") for r in m.runs), m.runs
+        assert len({r.cluster_job_id for r in m.runs}) == 2
+        assert "a node of the job failed" in m.runs[0].reason and "1 of 1" in m.runs[0].reason
+        assert "not queued again" in m.errors_run[-1].message and "allows 1" in m.errors_run[-1].message
+        rec.resume()
+        assert rec.wait(600) == JobStatus.COMPLETED, rec.model.errors_run
+        assert any("resumed from checkpoint" in line for line in rec.log_lines())
+        a, b = volume(project, whole), volume(project, rec)
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+        shown = api.job_show(project.uid, rec.uid) if hasattr(api, "job_show") else None
+        assert shown is None or "NODE_FAIL" in str(shown)
+    finally:
+        master.stop()
+        dev_slurm("start-node", str(two_nodes), "node2")
