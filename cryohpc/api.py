@@ -29,6 +29,7 @@ from .project_lifecycle import refuse_overlap, write_marker
 from .selections import Selection
 from .status import JobStatus
 from .text import one_line
+from .usage import KEYS as usage_keys
 
 __all__ = ["ACTION_NAMES", "Api", "CleanupOptions", "CleanupPreview", "JobHandle", "JobStatus", "Plan", "ProjectHandle", "Selection"]
 
@@ -90,6 +91,25 @@ class Api:
             jobs = tx.list_jobs(statuses=wanted, lane=lane)
         return sorted(jobs, key=lambda j: (j.queued_lane or "local", not j.status.active, -j.priority,
                                            j.status_times.get(j.status.value, 0.0)))
+
+    def usage(self, project: str | None = None, user: str | None = None, lane: str | None = None,
+              since: float | None = None, by: tuple[str, ...] = usage_keys) -> list[dict[str, Any]]:
+        """CPU-hours, GPU-hours and job counts from every job's run history (deleted jobs'
+        too), one row per combination of ``by`` (project, user, lane, type).
+
+        Raises:
+            UserError: an unknown grouping key.
+        """
+        from .usage import UsageFilter, summarize
+
+        if project is not None:
+            self.find_project(project)  # a missing project is an error, not an empty table
+        with self.store.read() as tx:
+            jobs = tx.list_jobs(include_deleted=True)
+        try:
+            return summarize(jobs, UsageFilter(project, user, lane, since), tuple(by))
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
     def attach_project(self, project_dir: str | os.PathLike) -> ProjectHandle:
         """Bring a detached project (``ProjectHandle.detach``) into this instance, under a

@@ -115,6 +115,7 @@ class FailedEvent(_Event):
     type: Literal["failed"] = FAILED
     message: str = "failed"
     traceback: str = ""
+    signal: int | None = None  # ended by this signal: whoever sent it may say why (the scheduler)
 
 
 class StoppedEvent(_Event):

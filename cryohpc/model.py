@@ -139,6 +139,8 @@ class Run(Record):
     stop_reason: str | None = Field(default=None, description="the worker stopped on request (time-limit "
                                                               "warning), checkpoints saved: to be requeued")
     usage: list[dict[str, Any]] = Field(default_factory=list, description="per rank: what it used, by itself")
+    signalled: str | None = Field(default=None, description="the worker's report of a signal that ended it, held "
+                                                            "until the scheduler says why (preempted, node failure)")
 
 
 class RunRecord(Record):
@@ -234,6 +236,7 @@ class Job(Record):
     cluster_job_custom_vars: dict[str, Any] = Field(default_factory=dict)
     runs: list[RunRecord] = Field(default_factory=list, description="every run that ended, oldest first (kept "
                                                                     "through clears: usage accounting sums them)")
+    runs_before_clear: int = Field(default=0, description="runs of the history that predate the last clear")
     auto_requeues: int = Field(default=0, description="times it was queued again by itself since a user queued it")
 
     @model_validator(mode="before")

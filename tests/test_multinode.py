@@ -128,6 +128,45 @@ def test_four_ranks_on_two_nodes_make_the_one_node_map(multi):
     assert len(runs) == 1 and runs[0].state == "completed" and runs[0].nodes == "node[1-2]"
     assert sorted(u["host"] for u in runs[0].usage) == ["node1", "node1", "node2", "node2"]
     assert all(u["cpu_s"] > 0 and u["max_rss_bytes"] > 0 for u in runs[0].usage)
+    check_usage(api, project, two, folder)
+
+
+def scheduler_elapsed_s(folder: Path, cluster_job_id: str) -> float:
+    """What SLURM's job-completion log (jobcomp/filetxt) says the job took."""
+    from datetime import datetime
+
+    line = next(x for x in (folder / "log" / "jobcomp.txt").read_text().splitlines()
+                if x.startswith(f"JobId={cluster_job_id} "))
+    fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+    start, end = (datetime.fromisoformat(fields[k]).timestamp() for k in ("StartTime", "EndTime"))
+    return end - start
+
+
+def check_usage(api, project, job, folder: Path) -> None:
+    """``cryohpc usage`` against the worker's per-rank figures and the scheduler's elapsed time."""
+    import csv
+    import io
+    import json
+
+    from conftest import cli
+
+    run = job.model.runs[-1]
+    rows = json.loads(cli(api.instance.home, "--json", "usage", "--project", project.uid, "--by", "type",
+                          check=True).stdout)
+    mine = next(r for r in rows if r["type"] == "homo_reconstruct")
+    runs = [r for j in project.jobs() if j.type == "homo_reconstruct" for r in j.runs]
+    assert mine["runs"] == len(runs) and mine["jobs"] == len({j.uid for j in project.jobs()
+                                                               if j.type == "homo_reconstruct" and j.runs})
+    assert mine["cpu_hours"] == pytest.approx(sum(u["cpu_s"] for r in runs for u in r.usage) / 3600, rel=1e-9)
+    held = run.resources.cpus * (run.ended_at - run.started_at) / 3600
+    assert 0 < held <= mine["cpu_hours_held"]
+    elapsed = scheduler_elapsed_s(folder, run.cluster_job_id)
+    assert abs((run.ended_at - run.started_at) - elapsed) < 3.0, (run, elapsed)  # 1 s resolution, plus start-up
+    table = cli(api.instance.home, "usage", "--csv", "--lane", "multi", check=True).stdout
+    parsed = list(csv.DictReader(io.StringIO(table)))
+    assert {r["type"] for r in parsed} >= {"homo_reconstruct"} and all(r["lane"] == "multi" for r in parsed)
+    shown = cli(api.instance.home, "job", "show", project.uid, job.uid, check=True).stdout
+    assert f"cluster job {run.cluster_job_id} on node[1-2]" in shown and "completed" in shown
 
 
 def wait_for_file(path: Path, timeout_s: float = 120) -> None:
@@ -191,3 +230,77 @@ def test_a_dead_node_requeues_the_job_which_resumes_until_the_cap(two_nodes, tmp
     finally:
         master.stop()
         dev_slurm("start-node", str(two_nodes), "node2")
+
+
+def test_a_job_longer_than_its_time_limit_completes_over_resubmissions(multi):
+    """A 1-minute limit and 100 s of work: at SLURM's warning (--signal=B:USR2@N) the job
+    checkpoints and stops, cryohpc submits it again (a new cluster job id each time) and it
+    goes on from its count until done; every step was done once."""
+    api, project, folder = multi
+    (api.instance.paths.site_configs / "multi.yaml").write_text(
+        LANE.format(ssd=folder / "local-ssd", max_requeues=10, stop_warning_s=20))
+    job = project.create_job("test_steps", params={"steps": 50, "step_s": 2.0})
+    job.queue(lane="multi", custom_vars={"time_limit": "1"})
+    t0 = time.monotonic()
+    assert job.wait(900) == JobStatus.COMPLETED, job.model.errors_run
+    m = job.model
+    print(f"completed after {len(m.runs)} runs in {time.monotonic() - t0:.0f} s")
+    assert len(m.runs) >= 2 and m.runs[-1].state == "completed", m.runs
+    assert all(r.state == "requeued" and "before its time limit" in r.reason for r in m.runs[:-1]), m.runs
+    ids = [r.cluster_job_id for r in m.runs]
+    assert len(set(ids)) == len(ids)
+    assert "#SBATCH --time=1" in (job.dir / "submit.sh").read_text()
+    steps = [line.split() for line in (job.dir / "steps.log").read_text().splitlines()]
+    assert [int(n) for _, n in steps] == list(range(1, 51))  # each step once, in order, over the runs
+    assert sorted({run for run, _ in steps}, key=int) == ids
+    output = (job.dir / "job.log").read_text()  # every submission appends to it
+    assert output.count("stopped to be requeued") == len(m.runs) - 1, output
+
+
+def test_a_reconstruction_asked_to_stop_saves_and_resumes_to_the_same_map(tmp_path):
+    """The stop request, where a lane does not requeue (local): the job fails saying so,
+    and a resume finishes it from the checkpoints with the map of an uninterrupted run."""
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.1, heartbeat_interval_s=0.5)
+    master = ThreadMaster(api).start()
+    try:
+        project = api.create_project("stop")
+        sim = simulate(project, n=6000, box=48)
+        whole = project.create_job("homo_reconstruct", params={"compute_num_ranks": 2})
+        whole.connect("particles", sim.uid, "particles")
+        whole.queue()
+        assert whole.wait(300) == JobStatus.COMPLETED, whole.model.errors_run
+        rec = project.create_job("homo_reconstruct", params={"compute_num_ranks": 2, "batch_size": 1,
+                                                            "checkpoint_every_s": 0.2})
+        rec.connect("particles", sim.uid, "particles")
+        rec.queue()
+        wait_for_file(rec.dir / "checkpoints" / "rank001.h5")
+        (rec.dir / "stop_request").touch()
+        assert rec.wait(300) == JobStatus.FAILED
+        assert "does not requeue" in rec.model.errors_run[-1].message, rec.model.errors_run
+        rec.resume()
+        assert rec.wait(300) == JobStatus.COMPLETED, rec.model.errors_run
+        assert any("resumed from checkpoint" in line for line in rec.log_lines())
+        a, b = volume(project, whole), volume(project, rec)
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+    finally:
+        master.stop()
+
+
+def test_a_preempted_job_is_queued_again_and_goes_on(multi):
+    """A job of the preemptible partition loses its node to a higher-tier partition's job
+    (PreemptMode=REQUEUE; cryohpc submits --no-requeue, so SLURM ends it PREEMPTED): cryohpc
+    names preemption, not failure or timeout, submits it again, and it goes on from its count."""
+    api, project, _ = multi
+    job = project.create_job("test_steps", params={"steps": 12, "step_s": 1.0})
+    job.queue(lane="multi")
+    wait_for_file(job.dir / "steps.log")
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-N2", "--exclusive", "--wrap", "sleep 3"],
+                            capture_output=True, text=True, timeout=30)
+    assert urgent.returncode == 0, urgent.stderr
+    assert job.wait(300) == JobStatus.COMPLETED, job.model.errors_run
+    m = job.model
+    assert [r.state for r in m.runs] == ["requeued", "completed"], m.runs
+    assert m.runs[0].verdict.startswith("PREEMPTED") and "preempted" in m.runs[0].reason, m.runs[0]
+    steps = [line.split() for line in (job.dir / "steps.log").read_text().splitlines()]
+    assert [int(n) for _, n in steps] == list(range(1, 13))
+    assert len({run for run, _ in steps}) == 2

@@ -63,6 +63,7 @@ def reset_to_building(tx: Tx, job: Job, keep_queue_choices: bool = False) -> Non
         set_status(job, JobStatus.BUILDING)
     job.outputs = declared_outputs(get_jobtype(job.type))
     job.run = Run()
+    job.runs_before_clear = len(job.runs)  # kept for usage accounting, no longer shown with the job
     job.errors_run = []
     job.queue_status = None
     if not keep_queue_choices:

@@ -22,6 +22,7 @@ from . import (
     maintenance,
     master,
     projects,
+    usage,
     workers,
 )
 from .kit import Ctx, pass_ctx
@@ -61,7 +62,7 @@ def init(c: Ctx, projects_root, poll_interval_s, heartbeat_interval_s, heartbeat
 
 for group in (projects.project, projects.workspace, jobs.job, jobtypes.jobtypes, datasets.dataset, lanes.lane,
               caches.cache, master.master, workers.worker, maintenance.backup, maintenance.restore,
-              maintenance.doctor, current.jobs, cleanup.cleanup, cleanup.db):
+              maintenance.doctor, current.jobs, cleanup.cleanup, cleanup.db, usage.usage):
     cli.add_command(group)
 
 

@@ -203,7 +203,25 @@ def job_show(c: Ctx, project_uid, job_uid) -> None:
         lines.append(f"build error: {e}")
     if j.status.value == "failed" and j.errors_run:
         lines.append(f"error: {j.errors_run[-1].message}")
+    since_clear = j.runs[j.runs_before_clear:]
+    if since_clear:
+        lines.append(f"runs ({len(since_clear)}):")
+        lines += ["  " + _run_line(r) for r in since_clear]
     c.emit(_dump(j), "\n".join(lines))
+
+
+def _stamp(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _run_line(r) -> str:
+    """One ended run: where, when, how it ended and why."""
+    ident = f"cluster job {r.cluster_job_id}" if r.cluster_job_id else f"on {r.host or '?'}"
+    nodes = f" on {shown(r.nodes)}" if r.nodes and r.cluster_job_id else ""
+    verdict = f" [{shown(r.verdict)}]" if r.verdict else ""
+    why = f": {shown(r.reason)}" if r.reason else ""
+    return (f"#{r.number} lane {r.lane} {ident}{nodes}, started {_stamp(r.started_at or r.launched_at)}, "
+            f"ended {_stamp(r.ended_at)}, {r.state}{verdict}{why}")
 
 
 @job.command("wait")

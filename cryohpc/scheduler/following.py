@@ -98,8 +98,9 @@ class Follower:
             if not job.status.active or job.run.events_offset != seen.run.events_offset:
                 return  # killed, or followed by someone else, meanwhile
             run = job.run
+            hold = isinstance(lane, BatchLane) and bool(lane.requeue_on)
             for ev in events:
-                apply_event(job, ev)
+                apply_event(job, ev, hold_signalled=hold)
             run.events_offset = offset
             t = now()
             if events or poll.state == RunState.PENDING or poll.scheduler_status != run.cluster_status:
@@ -122,9 +123,11 @@ class Follower:
                     code = "unknown" if poll.exit_code is None else poll.exit_code
                     run.exit_code = poll.exit_code
                     cause = poll.detail if poll.ended_by_scheduler else ""
+                    if cause and run.signalled:
+                        cause = f"{cause} (worker: {run.signalled})"
                     if not requeue_if_wanted(job, lane) and not job.status.final:
-                        fail(job, cause or f"worker exited (exit code {code}) without reporting completion; "
-                                           "see job.log")
+                        fail(job, cause or run.signalled or f"worker exited (exit code {code}) without reporting "
+                                                            "completion; see job.log")
                 elif poll.state in (RunState.UNREACHABLE, RunState.PENDING):
                     pass  # the lane did not answer, or the job waits at the scheduler: no verdict
                 elif run.heartbeat_at is not None and t - run.heartbeat_at > self.heartbeat_timeout_s:

@@ -70,7 +70,9 @@ def register_outputs(job: Job) -> None:
     job.run.pending_outputs = []
 
 
-def apply_event(job: Job, ev: WorkerEvent) -> None:
+def apply_event(job: Job, ev: WorkerEvent, hold_signalled: bool = False) -> None:
+    """``hold_signalled``: a worker ended by a signal is not failed yet; the scheduler that
+    sent the signal says next whether it preempted the job or lost its node (a requeue)."""
     if isinstance(ev, UsageEvent):  # may come after the end (ranks other than the one that failed)
         mine = ev.model_dump(exclude={"type"})
         job.run.usage = [*(u for u in job.run.usage if u.get("rank") != ev.rank), mine]
@@ -107,6 +109,9 @@ def apply_event(job: Job, ev: WorkerEvent) -> None:
         register_outputs(job)
         job.run.exit_code = 0
         set_status(job, JobStatus.COMPLETED)
+    elif isinstance(ev, FailedEvent) and hold_signalled and ev.signal:
+        job.run.signalled = job.run.signalled or ev.message
+        job.run.reason = f"{ev.message}; waiting for the scheduler to say why"
     elif isinstance(ev, FailedEvent) and JobStatus.FAILED in TRANSITIONS[job.status]:
         job.add_run_error(ev.message, ev.traceback)
         set_status(job, JobStatus.FAILED)  # outputs reported so far stay aside: it may be marked complete

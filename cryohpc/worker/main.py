@@ -25,9 +25,13 @@ from ..wakeup import wake_master
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so cleanup and the failure report still run."""
 
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
 
 def _on_sigterm(signum, frame):
-    raise Terminated(f"terminated by signal {signum}")
+    raise Terminated(signum)
 
 
 def _heartbeat(events: EventWriter, interval_s: float, stop: threading.Event) -> None:
@@ -99,7 +103,8 @@ def run_job(job_dir: Path) -> int:
             events.emit(FAILED, message=f"{err}{where}", traceback="")
             print(f"ERROR{where}: {err}", file=sys.stderr)
         else:
-            events.emit(FAILED, message=f"{type(err).__name__}: {err}{where}", traceback=traceback.format_exc())
+            events.emit(FAILED, message=f"{type(err).__name__}: {err}{where}", traceback=traceback.format_exc(),
+                        signal=getattr(err, "signum", None))
         traceback.print_exc()
         sys.stderr.flush()
         if comm is not None and comm.size > 1:

@@ -101,3 +101,33 @@ def run_iterate(ctx) -> None:
         if p["fail_at"] and i + 1 == p["fail_at"]:
             raise RuntimeError(f"failing after iteration {i + 1}, as asked")
         time.sleep(p["sleep_s"])
+
+
+register(JobTypeSpec(
+    name="test_steps", title="Checkpointed steps (test)", category="utility",
+    description="Counts `steps` steps of `step_s` seconds, saving the count after each; stops when asked "
+                "(the scheduler's time-limit warning) and goes on from the count when run again. steps.log "
+                "says which run did which step.",
+    params=(ParamSpec(name="steps", type="int", default=10, min=1),
+            ParamSpec(name="step_s", type="float", default=1.0, min=0)),
+    resources=Resources(cpus=1, gpus=0, ram_gb=0.1),
+    run="cryohpc_testjobs:run_steps",
+))
+
+
+def run_steps(ctx) -> None:
+    from cryohpc.jobrun.stopping import StopRequested
+
+    saved = ctx.job_dir / "checkpoints" / "steps"
+    saved.parent.mkdir(exist_ok=True)
+    done = int(saved.read_text()) if saved.exists() else 0
+    run_id = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
+    ctx.log(f"starting at step {done}")
+    while done < ctx.params["steps"]:
+        if ctx.stop_requested():
+            raise StopRequested(f"stopped after step {done}")
+        time.sleep(ctx.params["step_s"])
+        done += 1
+        saved.write_text(str(done))
+        with open(ctx.job_dir / "steps.log", "a") as log:
+            log.write(f"{run_id} {done}\n")
