@@ -160,6 +160,8 @@ class RunRecord(Record):
     reason: str | None = None
     queued_by: str = ""
     usage: list[dict[str, Any]] = Field(default_factory=list, description="per rank, as the worker measured")
+    scheduler: dict[str, Any] | None = Field(default=None, description="the scheduler's accounting after the end "
+                                                                       "(elapsed_s, cpu_s, max_rss_bytes, tres, billing)")
 
 
 def record_run(job: Job, state: str, reason: str | None = None) -> None:

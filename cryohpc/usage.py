@@ -38,6 +38,10 @@ def run_figures(run: RunRecord) -> dict[str, float]:
         "gpu_hours": sum(u.get("gpu_s", 0.0) for u in run.usage) / 3600,
         "gpu_hours_held": wall_s * (res.gpus if res else 0) / 3600,
         "peak_rank_memory_gb": max((u.get("max_rss_bytes", 0) for u in run.usage), default=0) / 1e9,
+        # the scheduler's accounting, where it keeps one (0 where it does not)
+        "scheduler_hours": (sched.get("elapsed_s", 0.0) if (sched := run.scheduler or {}) else 0.0) / 3600,
+        "scheduler_cpu_hours": sched.get("cpu_s", 0.0) / 3600,
+        "billed_hours": sched.get("elapsed_s", 0.0) * sched.get("billing", 0.0) / 3600,
     }
 
 
@@ -59,10 +63,9 @@ def summarize(jobs: list[Job], wanted: UsageFilter, by: tuple[str, ...] = KEYS) 
             if wanted.lane and run.lane != wanted.lane:
                 continue
             key = tuple(_key(job, run, k) for k in by)
-            row = rows.setdefault(key, {**dict(zip(by, key, strict=True)), "jobs": 0, "runs": 0, "wall_hours": 0.0,
-                                        "cpu_hours": 0.0, "cpu_hours_held": 0.0, "gpu_hours": 0.0,
-                                        "gpu_hours_held": 0.0, "peak_rank_memory_gb": 0.0})
             figures = run_figures(run)
+            row = rows.setdefault(key, {**dict(zip(by, key, strict=True)), "jobs": 0, "runs": 0,
+                                        **{name: 0.0 for name in figures}})
             row["runs"] += 1
             for name, value in figures.items():
                 row[name] = max(row[name], value) if name.startswith("peak") else row[name] + value

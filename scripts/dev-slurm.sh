@@ -17,8 +17,12 @@
 # there inside the node's mount namespace), as a node-local SSD is. Partitions: "batch"
 # (default, preemptible: PreemptMode=REQUEUE) and "urgent" (higher PriorityTier, preempts).
 #
-# Environment (for "up"): SLURMCTLD_PORT (default 16817) and SLURMD_PORT (default 16818);
-# set free ones to run beside another SLURM (the tests do).
+# Multi-node clusters keep accounting: slurmdbd over a MariaDB server of their own (data
+# under DIR/mysql, on 127.0.0.1), so sacct answers with elapsed time, TRES and MaxRSS.
+#
+# Environment (for "up"): SLURMCTLD_PORT (default 16817) and SLURMD_PORT (default 16818),
+# and for --nodes SLURMDBD_PORT (16819) and MYSQL_PORT (16820); set free ones to run
+# beside another SLURM (the tests do).
 set -euo pipefail
 USAGE="usage: dev-slurm.sh up DIR [--nodes N] | down|env DIR | kill-node|start-node DIR NODE"
 cmd="${1:?$USAGE}"
@@ -38,6 +42,15 @@ H=$((16#$HASH))
 NET="10.$((100 + H % 100)).$(((H / 100) % 250))"
 CTL_IP="$NET.1"
 node_ip() { echo "$NET.$((10 + $1))"; }
+
+install_accounting() {
+    if ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurmdbd mariadb-server >/dev/null
+    fi
+}
 
 install() {
     if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null \
@@ -147,7 +160,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
 SlurmdParameters=config_overrides
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$CTL_IP
+AccountingStoragePort=${SLURMDBD_PORT:-16819}
 JobCompType=jobcomp/filetxt
 JobCompLoc=$DIR/log/jobcomp.txt
 JobAcctGatherType=jobacct_gather/linux
@@ -170,6 +185,22 @@ PartitionName=batch Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP P
 PartitionName=urgent Nodes=node[1-$NODES] MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 CONF
     printf 'AutoDetect=off\n%s' "$gres" > "$DIR/gres.conf"
+    cat > "$DIR/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+AuthInfo=socket=$DIR/munge/munge.socket
+DbdHost=$HOST
+DbdAddr=$CTL_IP
+DbdPort=${SLURMDBD_PORT:-16819}
+SlurmUser=root
+LogFile=$DIR/log/slurmdbd.log
+PidFile=$DIR/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=${MYSQL_PORT:-16820}
+StorageUser=root
+StorageLoc=slurm_acct_db
+CONF
+    chmod 600 "$DIR/slurmdbd.conf"
     echo "$NODES" > "$DIR/nodes"
 }
 
@@ -216,15 +247,60 @@ kill_node() {  # a node that dies: its link goes first (no goodbye reaches anyon
     rm -f "$DIR/slurmd.node$i.pid"
 }
 
+# Connections to slurmdbd authenticate through munge's default socket (they ignore AuthInfo):
+# slurmdbd, slurmctld and the accounting clients run in a mount namespace where this
+# cluster's munge folder is /run/munge; DIR/bin/sacct and DIR/bin/sacctmgr do that for clients.
+with_munge() {
+    mkdir -p /run/munge
+    unshare -m --propagation private sh -c 'mount --bind "$0" /run/munge && exec "$@"' "$DIR/munge" "$@"
+}
+
+write_client_wrappers() {
+    mkdir -p "$DIR/bin"
+    ln -sf munge.socket "$DIR/munge/munge.socket.2"
+    for tool in sacct sacctmgr; do
+        cat > "$DIR/bin/$tool" <<WRAP
+#!/bin/sh
+mkdir -p /run/munge
+exec unshare -m --propagation private sh -c 'mount --bind "\$0" /run/munge && exec "\$@"' "$DIR/munge" $(command -v $tool) "\$@"
+WRAP
+        chmod 755 "$DIR/bin/$tool"
+    done
+}
+
+accounting_up() {  # MariaDB on 127.0.0.1 with its data under DIR, then slurmdbd, then the cluster's record
+    if [ ! -d "$DIR/mysql/data/mysql" ]; then
+        mkdir -p "$DIR/mysql/data"
+        mariadb-install-db --no-defaults --datadir="$DIR/mysql/data" --user=root \
+            --auth-root-authentication-method=normal --skip-test-db >"$DIR/log/mysql-install.log" 2>&1
+    fi
+    if ! alive "$DIR/mysql/mysqld.pid"; then
+        mariadbd --no-defaults --datadir="$DIR/mysql/data" --user=root --bind-address=127.0.0.1 \
+            --port="${MYSQL_PORT:-16820}" --socket="$DIR/mysql/mysqld.sock" --pid-file="$DIR/mysql/mysqld.pid" \
+            --log-error="$DIR/log/mysqld.log" --skip-name-resolve --innodb-buffer-pool-size=32M &
+        for _ in $(seq 1 60); do [ -S "$DIR/mysql/mysqld.sock" ] && break; sleep 0.5; done
+    fi
+    write_client_wrappers
+    alive "$DIR/slurmdbd.pid" || with_munge slurmdbd  # reads slurmdbd.conf beside $SLURM_CONF
+    for _ in $(seq 1 60); do
+        "$DIR/bin/sacctmgr" -i show cluster >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    "$DIR/bin/sacctmgr" -n show cluster format=cluster 2>/dev/null | grep -qw cryohpc-multi \
+        || "$DIR/bin/sacctmgr" -i add cluster cryohpc-multi >/dev/null
+}
+
 multi_up() {
     local i
     install
+    install_accounting
     write_multi_config
     export SLURM_CONF="$CONF"
     network_up
     alive "$DIR/munged.pid" || munged --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" \
         --pid-file="$DIR/munged.pid" --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/seed" --force
-    alive "$DIR/slurmctld.pid" || slurmctld -f "$CONF"
+    accounting_up
+    alive "$DIR/slurmctld.pid" || with_munge slurmctld -f "$CONF"
     for i in $(seq 1 "$NODES"); do start_node "node$i"; done
     wait_idle "$NODES"
 }
@@ -252,6 +328,8 @@ multi_down() {
     done
     ip link del "${PFX}br" 2>/dev/null || true
     stop_pid "$DIR/slurmctld.pid"
+    stop_pid "$DIR/slurmdbd.pid"
+    stop_pid "$DIR/mysql/mysqld.pid"
     stop_pid "$DIR/munged.pid"
     rm -f "$DIR/nodes"
 }
@@ -300,7 +378,7 @@ need_multi() { [ "$NODES" -gt 0 ] || { echo "$DIR is not a multi-node cluster (u
 case "$cmd" in
     up) if [ "$NODES" -gt 0 ]; then multi_up; else up; fi ;;
     down) if [ "$NODES" -gt 0 ]; then multi_down; else down; fi ;;
-    env) echo "export SLURM_CONF=$CONF" ;;
+    env) echo "export SLURM_CONF=$CONF"; [ "$NODES" -gt 0 ] && echo "export PATH=$DIR/bin:\$PATH" ;;
     kill-node) need_multi; kill_node "${3:?$USAGE}" ;;
     start-node) need_multi; start_node "${3:?$USAGE}"; wait_idle "$NODES" ;;
     *) echo "unknown command $cmd; $USAGE" >&2; exit 2 ;;

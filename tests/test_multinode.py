@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "scripts/dev-slurm.sh")
 
 
-def dev_slurm(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def dev_slurm(*args: str, timeout: float = 400, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", SCRIPT, *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
@@ -29,19 +29,21 @@ def dev_slurm(*args: str, timeout: float = 300, env: dict | None = None) -> subp
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multinode")
-    ports = {"SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
+    ports = {name: str(free_port()) for name in ("SLURMCTLD_PORT", "SLURMD_PORT", "SLURMDBD_PORT", "MYSQL_PORT")}
     up = dev_slurm("up", str(folder), "--nodes", "2", env=ports)
     if up.returncode != 0:
         dev_slurm("down", str(folder))
     assert up.returncode == 0, up.stdout + up.stderr
-    old = os.environ.get("SLURM_CONF")
+    old = os.environ.get("SLURM_CONF"), os.environ["PATH"]
     os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    os.environ["PATH"] = f"{folder / 'bin'}{os.pathsep}{old[1]}"  # sacct and sacctmgr that reach its slurmdbd
     yield folder
     down = dev_slurm("down", str(folder))
-    if old is None:
+    os.environ["PATH"] = old[1]
+    if old[0] is None:
         os.environ.pop("SLURM_CONF", None)
     else:
-        os.environ["SLURM_CONF"] = old
+        os.environ["SLURM_CONF"] = old[0]
     assert down.returncode == 0, down.stderr
     assert str(folder) not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
@@ -131,6 +133,15 @@ def test_four_ranks_on_two_nodes_make_the_one_node_map(multi):
     check_usage(api, project, two, folder)
 
 
+def wait_accounted(job, timeout_s: float = 120):
+    """The run once the scheduler's accounting (sacct) has been added to it."""
+    deadline = time.monotonic() + timeout_s
+    while job.model.runs[-1].scheduler is None:
+        assert time.monotonic() < deadline, "no scheduler accounting arrived"
+        time.sleep(0.5)
+    return job.model.runs[-1]
+
+
 def scheduler_elapsed_s(folder: Path, cluster_job_id: str) -> float:
     """What SLURM's job-completion log (jobcomp/filetxt) says the job took."""
     from datetime import datetime
@@ -143,14 +154,22 @@ def scheduler_elapsed_s(folder: Path, cluster_job_id: str) -> float:
 
 
 def check_usage(api, project, job, folder: Path) -> None:
-    """``cryohpc usage`` against the worker's per-rank figures and the scheduler's elapsed time."""
+    """``cryohpc usage`` against the worker's per-rank figures and the scheduler's own: its
+    accounting (sacct through slurmdbd) and its job-completion log."""
     import csv
     import io
     import json
 
     from conftest import cli
 
-    run = job.model.runs[-1]
+    run = wait_accounted(job)
+    sched = run.scheduler
+    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-j", run.cluster_job_id, "-o", "State,ElapsedRaw,AllocTRES"],
+                           capture_output=True, text=True, timeout=30, check=True).stdout.strip().split("|")
+    assert sched["state"] == sacct[0] == "COMPLETED" and sched["elapsed_s"] == float(sacct[1])
+    assert sched["tres"] == sacct[2] and sched["billing"] == run.resources.cpus
+    assert sched["elapsed_s"] == pytest.approx(scheduler_elapsed_s(folder, run.cluster_job_id), abs=1.0)
+    assert sched["cpu_s"] > 0 and sched["max_rss_bytes"] >= 0
     rows = json.loads(cli(api.instance.home, "--json", "usage", "--project", project.uid, "--by", "type",
                           check=True).stdout)
     mine = next(r for r in rows if r["type"] == "homo_reconstruct")
@@ -158,6 +177,14 @@ def check_usage(api, project, job, folder: Path) -> None:
     assert mine["runs"] == len(runs) and mine["jobs"] == len({j.uid for j in project.jobs()
                                                                if j.type == "homo_reconstruct" and j.runs})
     assert mine["cpu_hours"] == pytest.approx(sum(u["cpu_s"] for r in runs for u in r.usage) / 3600, rel=1e-9)
+    everything = [wait_accounted(project.find_job(j.uid)) for j in project.jobs()
+                  if j.type == "homo_reconstruct" and j.runs]
+    rows = json.loads(cli(api.instance.home, "--json", "usage", "--project", project.uid, "--by", "type",
+                          check=True).stdout)
+    mine = next(r for r in rows if r["type"] == "homo_reconstruct")
+    assert mine["scheduler_hours"] == pytest.approx(sum(r.scheduler["elapsed_s"] for r in everything) / 3600)
+    assert mine["billed_hours"] == pytest.approx(
+        sum(r.scheduler["elapsed_s"] * r.scheduler["billing"] for r in everything) / 3600)
     held = run.resources.cpus * (run.ended_at - run.started_at) / 3600
     assert 0 < held <= mine["cpu_hours_held"]
     elapsed = scheduler_elapsed_s(folder, run.cluster_job_id)
@@ -167,6 +194,7 @@ def check_usage(api, project, job, folder: Path) -> None:
     assert {r["type"] for r in parsed} >= {"homo_reconstruct"} and all(r["lane"] == "multi" for r in parsed)
     shown = cli(api.instance.home, "job", "show", project.uid, job.uid, check=True).stdout
     assert f"cluster job {run.cluster_job_id} on node[1-2]" in shown and "completed" in shown
+    assert f"scheduler: {sched['elapsed_s']:.0f} s elapsed" in shown
 
 
 def wait_for_file(path: Path, timeout_s: float = 120) -> None:

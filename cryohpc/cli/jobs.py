@@ -220,6 +220,10 @@ def _run_line(r) -> str:
     nodes = f" on {shown(r.nodes)}" if r.nodes and r.cluster_job_id else ""
     verdict = f" [{shown(r.verdict)}]" if r.verdict else ""
     why = f": {shown(r.reason)}" if r.reason else ""
+    if r.scheduler:
+        s = r.scheduler
+        why += (f" (scheduler: {s.get('elapsed_s', 0):.0f} s elapsed, {s.get('cpu_s', 0):.1f} s CPU, "
+                f"MaxRSS {s.get('max_rss_bytes', 0) / 2**20:.0f} MiB, {shown(s.get('tres', ''))})")
     return (f"#{r.number} lane {r.lane} {ident}{nodes}, started {_stamp(r.started_at or r.launched_at)}, "
             f"ended {_stamp(r.ended_at)}, {r.state}{verdict}{why}")
 

@@ -14,7 +14,7 @@ from ..errors import UserError
 from .kit import Ctx, _table, pass_ctx
 
 COLUMNS = ("jobs", "runs", "wall_hours", "cpu_hours", "cpu_hours_held", "gpu_hours", "gpu_hours_held",
-           "peak_rank_memory_gb")
+           "peak_rank_memory_gb", "scheduler_hours", "scheduler_cpu_hours", "billed_hours")
 
 
 def _since(text: str | None) -> float | None:
@@ -36,7 +36,8 @@ def _since(text: str | None) -> float | None:
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout")
 @pass_ctx
 def usage(c: Ctx, project, user, lane, since, by, as_csv) -> None:
-    """CPU-hours (used by the ranks, and held: wall × CPUs), GPU-hours (used, held), runs and jobs."""
+    """CPU-hours (used by the ranks, and held: wall × CPUs), GPU-hours (used, held), runs and
+    jobs; and the scheduler's own figures where it keeps accounting (SLURM sacct)."""
     keys = tuple(k.strip() for k in by.split(",") if k.strip())
     rows = c.api.usage(project=project, user=user, lane=lane, since=_since(since), by=keys)
     fields = [*keys, *COLUMNS]

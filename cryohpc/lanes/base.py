@@ -183,6 +183,14 @@ class NodeLane(Lane):
 class BatchLane(Lane):
     """A batch scheduler that owns capacity and placement; cryohpc submits and follows."""
 
+    def accounting(self, runs: list[RunHandle]) -> dict[str, dict]:
+        """The scheduler's own figures for ended runs, by cluster job id.
+
+        Raises:
+            Exception: the scheduler keeps no accounting, or did not answer.
+        """
+        raise NotImplementedError(f"lane {self.name} keeps no scheduler accounting")
+
     @abstractmethod
     def custom_values(self, project_values: dict[str, Any], job_values: dict[str, Any]) -> dict[str, Any]:
         """Declared custom variables resolved for one job.

@@ -35,7 +35,7 @@ from .errors import LaneUnreachable, LaunchRefused, LaunchUnconfirmed
 from .local import default_mpiexec
 from .render import TEMPLATE_DIR, Raw, environment, render, shell_join
 from .runner import CommandError, CommandRunner
-from .schedulers import KINDS, Phase, SchedulerStatus, strip_server
+from .schedulers import KINDS, Phase, SchedulerStatus, parse_sacct_usage, strip_server
 from .siteconfig import ClusterLaneConfig
 
 SCRIPT_NAME = "submit.sh"
@@ -85,6 +85,9 @@ class ClusterLane(BatchLane):
         history = cfg.history_cmd if cfg.history_cmd is not None else self.kind.history
         if history:
             self.commands["history"] = history
+        accounting = cfg.accounting_cmd if cfg.accounting_cmd is not None else self.kind.accounting
+        if accounting:
+            self.commands["accounting"] = accounting
         self._missing_ids = re.compile(self.kind.missing_ids)
         self.validate()
 
@@ -313,6 +316,21 @@ class ClusterLane(BatchLane):
             return PollResult(RunState.EXITED, exit_code=code, scheduler_status=status, nodes=row.nodes)
         return PollResult(RunState.EXITED, exit_code=code, detail=f"the scheduler ended the job: {status}",
                           scheduler_status=status, ended_by_scheduler=True, nodes=row.nodes)
+
+    def accounting(self, runs: list[RunHandle]) -> dict[str, dict]:
+        """The scheduler's figures for ended runs, by cluster job id (only those it has).
+
+        Raises:
+            CommandError: no accounting command, or it failed. ValueError: an answer not understood.
+        """
+        if "accounting" not in self.commands:
+            raise CommandError("accounting", "", None, "", "the lane has no accounting command")
+        ids = sorted({strip_server(r.cluster_job_id) for r in runs if r.cluster_job_id})
+        out: dict[str, dict] = {}
+        for i in range(0, len(ids), IDS_PER_QUERY):
+            part = ids[i:i + IDS_PER_QUERY]
+            out.update(parse_sacct_usage(self._ask("accounting", _id_variables(part, []))))
+        return out
 
     def kill(self, run: RunHandle) -> None:
         """Cancel and wait until the scheduler no longer runs it.

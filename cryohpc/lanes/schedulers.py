@@ -47,6 +47,7 @@ class SchedulerKind:
     parse_find: Callable[[str], list[str]]  # ids of the live (queued or running) jobs carrying the tag
     missing_ids: str  # regex: stderr of a status/find query that only says "no such job"
     history: str | None = None  # verdicts of jobs that left the queue (SLURM: sacct)
+    accounting: str | None = None  # what ended jobs used, as the scheduler accounts it (SLURM: sacct)
 
     def phase(self, code: str) -> Phase | None:
         return self.states.get(code.upper()) or self.states.get(code)
@@ -103,6 +104,7 @@ SLURM = SchedulerKind(
     info="sinfo",
     find="squeue -h -n {{ job_name }} -o '%i|%T|%r'",
     history="sacct -n -X -P -j {{ job_ids }} -o JobIDRaw,State,Reason,NodeList",
+    accounting="sacct -n -P -j {{ job_ids }} -o JobIDRaw,State,ElapsedRaw,TotalCPU,MaxRSS,AllocTRES",
     test="sbatch --test-only {{ script_path_abs }}",
     states={
         **{c: Phase.PENDING for c in ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
@@ -173,6 +175,54 @@ SGE = SchedulerKind(
 )
 
 KINDS: dict[str, SchedulerKind] = {k.name: k for k in (SLURM, PBS, SGE)}
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _seconds(text: str) -> float:
+    """sacct's durations: ``[DD-][HH:]MM:SS[.mmm]``."""
+    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    parts = [float(x) for x in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def _bytes(text: str) -> int:
+    text = text.strip()
+    if not text:
+        return 0
+    unit = text[-1].upper() if text[-1].isalpha() else ""
+    return int(float(text[:-1] if unit else text) * _SIZE_UNITS.get(unit, 1))
+
+
+def parse_sacct_usage(out: str) -> dict[str, dict]:
+    """Per job id, from ``JobIDRaw|State|ElapsedRaw|TotalCPU|MaxRSS|AllocTRES`` rows (the
+    allocation's row and its steps'): the allocation's state, elapsed and CPU time and TRES,
+    the largest step's MaxRSS. Jobs whose allocation row is missing or not ended are left out.
+
+    Raises:
+        ValueError: a row that is not in that form.
+    """
+    jobs: dict[str, dict] = {}
+    peaks: dict[str, int] = {}
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        parts = line.strip().split("|")
+        if len(parts) < 6:
+            raise ValueError(f"sacct row {line.strip()[:120]!r} has {len(parts)} fields, not 6")
+        raw, state, elapsed, cpu, rss, tres = parts[:6]
+        base = raw.split(".", 1)[0]
+        peaks[base] = max(peaks.get(base, 0), _bytes(rss))
+        if "." not in raw:
+            fields = dict(item.split("=", 1) for item in tres.split(",") if "=" in item)
+            jobs[base] = {"state": state.split(" ", 1)[0], "elapsed_s": float(elapsed or 0), "cpu_s": _seconds(cpu),
+                          "tres": tres, "billing": float(fields.get("billing", 0) or 0)}
+    for base, row in jobs.items():
+        row["max_rss_bytes"] = peaks.get(base, 0)
+    return {k: v for k, v in jobs.items() if SLURM.phase(v["state"]) not in (Phase.PENDING, Phase.RUNNING, None)}
 
 
 def strip_server(job_id: str) -> str:

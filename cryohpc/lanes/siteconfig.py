@@ -207,6 +207,8 @@ class ClusterLaneConfig(SiteModel):
                                                            "cryohpc's tag; asked only after a submit's answer was lost")
     history_cmd: str | None = Field(default=None, description="verdicts of {{ job_ids }} that left the queue "
                                                               "(default SLURM: sacct; '' turns it off)")
+    accounting_cmd: str | None = Field(default=None, description="what ended {{ job_ids }} used, as the scheduler "
+                                                                  "accounts it (default SLURM: sacct; '' turns it off)")
     send_cmd: str | SshHost | None = Field(
         default=None, description="run commands elsewhere: a wrapper template such as 'ssh login01 {{ command }}', "
                                   "or a login node (host, port, user...) reached through cryohpc's SSH session manager")

@@ -16,6 +16,7 @@ from ..instance import Instance
 from ..lanes import BatchLane, Lane, NodeLane
 from ..model import Job
 from ..status import JobStatus, QueueStatus
+from .accounting import Accountant, accounting_due
 from .following import Follower, recently_ended
 from .job_events import fail
 from .job_reader import JobReader
@@ -36,6 +37,7 @@ class Scheduler:
         self.lane_set = LaneSet(inst, lanes)
         cfg = inst.config
         self.follower = Follower(self.store, self.lane_set, cfg.heartbeat_timeout_s)
+        self.accountant = Accountant(self.store, self.lane_set)
         self.launcher = Launcher(self.store, cfg.instance_uid, cfg.heartbeat_interval_s, inst.paths.master_wake)
         self.kills = PendingKills(self.store, self.lane_set)
         self.reader = JobReader()
@@ -50,10 +52,13 @@ class Scheduler:
         with self.store.read() as tx:
             jobs = self.reader.read(tx, [*ACTIVE, JobStatus.QUEUED])
             ended = recently_ended(tx)
+            unaccounted = accounting_due(tx)
             projects = {p.uid: p for p in tx.list_projects()} if any(jobs.values()) or ended else {}
         active = [j for s in ACTIVE for j in jobs[s]]
         if active or ended:
             self.follower.follow(active, ended, projects)
+        if unaccounted:
+            self.accountant.collect(unaccounted)
         self.kills.retry()
         self.sweeper.poke()  # files an interrupted clear or delete left behind
         if jobs[JobStatus.QUEUED]:
