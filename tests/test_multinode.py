@@ -100,7 +100,7 @@ def test_four_ranks_on_two_nodes_make_the_one_node_map(multi):
     api, project, folder = multi
     sim = simulate(project)
     # GPU 0 of node2 taken by another job: the reconstruction's GPUs there are 1 and 2
-    holder = subprocess.run(["sbatch", "--parsable", "-w", "node2", "-n1", "--gres=gpu:1", "--wrap", "sleep 600"],
+    holder = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-w", "node2", "-n1", "--gres=gpu:1", "--wrap", "sleep 600"],
                             capture_output=True, text=True, timeout=30)
     assert holder.returncode == 0, holder.stderr
     one = reconstruct(project, sim, nodes=1)
@@ -322,7 +322,7 @@ def test_a_preempted_job_is_queued_again_and_goes_on(multi):
     job = project.create_job("test_steps", params={"steps": 12, "step_s": 1.0})
     job.queue(lane="multi")
     wait_for_file(job.dir / "steps.log")
-    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-N2", "--exclusive", "--wrap", "sleep 3"],
+    urgent = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "-p", "urgent", "-N2", "--exclusive", "--wrap", "sleep 3"],
                             capture_output=True, text=True, timeout=30)
     assert urgent.returncode == 0, urgent.stderr
     assert job.wait(300) == JobStatus.COMPLETED, job.model.errors_run
