@@ -332,3 +332,47 @@ def test_a_preempted_job_is_queued_again_and_goes_on(multi):
     steps = [line.split() for line in (job.dir / "steps.log").read_text().splitlines()]
     assert [int(n) for _, n in steps] == list(range(1, 13))
     assert len({run for run, _ in steps}) == 2
+
+
+def test_ranks_that_would_share_a_gpu_stop_at_once_naming_the_node(multi):
+    api, project, _ = multi
+    sim = simulate(project, n=400, box=24)
+    rec = reconstruct(project, sim, nodes=2, gpus=2)  # 2 ranks per node, 1 GPU per node
+    assert rec.wait(300) == JobStatus.FAILED
+    message = rec.model.errors_run[-1].message
+    assert "2 ranks run on node" in message and "1 GPU(s)" in message and "would share a GPU" in message, message
+
+
+def test_node_counts_that_cannot_run_are_refused_at_queue_time(tmp_path):
+    from cryohpc.errors import BuildError
+
+    api = Api.init(tmp_path / "home", tmp_path / "projects")
+    (api.instance.paths.site_configs / "multi.yaml").write_text(LANE.format(ssd="/scratch", max_requeues=3,
+                                                                            stop_warning_s=60))
+    project = api.create_project("refusals")
+    sim = project.create_job("simulate_particles", params={"n_particles": 10, "box": 16})
+    for lane, params, words in (("local", {"compute_num_nodes": 2, "compute_num_ranks": 2},
+                                 "runs a job on one machine"),
+                                ("multi", {"compute_num_nodes": 2, "compute_num_ranks": 3}, "do not divide evenly"),
+                                ("multi", {"compute_num_nodes": 2, "compute_num_ranks": 2, "compute_num_gpus": 3},
+                                 "do not divide evenly")):
+        rec = project.create_job("homo_reconstruct", params=params)
+        rec.connect("particles", sim.uid, "particles")
+        with pytest.raises(BuildError, match=words):
+            rec.queue(lane=lane)
+        assert rec.model.status == JobStatus.BUILDING
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"CUDA_VISIBLE_DEVICES": "0,1", "SLURM_STEP_GPUS": "1,3"}, "1,3"),  # the node's own step wins
+    ({"CUDA_VISIBLE_DEVICES": "2"}, "2"),
+    ({"SLURM_STEP_GPUS": "", "CUDA_VISIBLE_DEVICES": "0,1"}, "0,1"),
+    ({}, None),
+])
+def test_a_rank_takes_the_gpus_its_node_gave(env, expected):
+    from cryohpc.jobrun.gpus import place_rank
+    from cryohpc.jobrun.mpi import SingleRank
+
+    placed = place_rank(SingleRank(), 1, env)
+    assert env.get("CUDA_VISIBLE_DEVICES") == expected
+    assert placed.gpu == (expected.split(",")[0] if expected else None) and placed.local_size == 1

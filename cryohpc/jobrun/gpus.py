@@ -59,7 +59,8 @@ def place_rank(comm, gpus_asked: int, environ: MutableMapping[str, str] | None =
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     host = socket.gethostname()
     if gpus_asked > 0 and ids is not None and local_size > len(ids):
-        raise UserError(f"{local_size} ranks run on {host} but the scheduler gave it {len(ids)} GPU(s) ({','.join(ids)}): "
+        raise UserError(f"{local_size} ranks run on {host} but the scheduler gave it {len(ids)} GPU(s) "
+                        f"({','.join(ids)}): "
                         "ranks would share a GPU; ask for as many GPUs per node as ranks per node")
     gpu = ids[local_rank % len(ids)] if ids else None
     return Placement(host, local_rank, local_size, gpu if gpus_asked > 0 else None)

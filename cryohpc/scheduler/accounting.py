@@ -20,6 +20,7 @@ log = logging.getLogger("cryohpc.scheduler")
 
 WINDOW_S = 600.0
 RETRY_S = 60.0
+LEAST_GAP_S = 2.0  # between two questions to one lane (or its poll interval, if longer)
 
 
 def accounting_due(tx) -> list[Job]:
@@ -38,6 +39,7 @@ class Accountant:
     def __init__(self, store: Store, lanes: Callable[[], dict[str, Lane]]):
         self.store, self.lanes = store, lanes
         self._failed_at: dict[str, float] = {}
+        self._asked_at: dict[str, float] = {}
 
     def collect(self, jobs: list[Job]) -> None:
         wanted: dict[str, dict[str, tuple[Job, int]]] = defaultdict(dict)  # lane -> cluster id -> (job, run index)
@@ -49,8 +51,11 @@ class Accountant:
         lanes = self.lanes()
         for lane_name, runs in wanted.items():
             lane = lanes.get(lane_name)
-            if not isinstance(lane, BatchLane) or time.monotonic() - self._failed_at.get(lane_name, -RETRY_S) < RETRY_S:
+            t = time.monotonic()
+            if not isinstance(lane, BatchLane) or t - self._failed_at.get(lane_name, -RETRY_S) < RETRY_S \
+                    or t - self._asked_at.get(lane_name, -1e9) < max(LEAST_GAP_S, lane.poll_interval_s):
                 continue
+            self._asked_at[lane_name] = t
             handles = [RunHandle(ref=f"{job.project_uid} {job.uid}", cluster_job_id=cid, tag=None)
                        for cid, (job, _) in runs.items()]
             try:

@@ -31,6 +31,8 @@ def requeue_if_wanted(job: Job, lane: Lane | None) -> bool:
     """Within the caller's transaction: a run the cluster ended goes back on the queue when
     the lane's policy says so and the cap allows; the job is failed otherwise (with why).
     True when it was queued again."""
+    if job.status.final and job.status != JobStatus.FAILED:
+        return False  # killed by a user meanwhile, or completed: nothing to requeue
     cause = cause_of(job)
     if lane is None or cause is None or cause not in lane.requeue_on:
         if job.status.active and job.run.stop_reason:
@@ -43,17 +45,16 @@ def requeue_if_wanted(job: Job, lane: Lane | None) -> bool:
                    f"(lane {lane.name} allows {lane.max_requeues})")
         if job.status.final:
             job.add_run_error(message)
+            update_last_run(job, reason=message)
         else:
             fail(job, message)
         return False
     message = (f"{what}: queued again by itself ({job.auto_requeues + 1} of {lane.max_requeues}), "
                "resuming from its checkpoints")
-    if not job.status.final:
-        fail(job, message)
-    else:
+    if job.status.final:
         job.add_run_error(message)
-    if job.status != JobStatus.FAILED:
-        return False  # killed meanwhile, or completed: nothing to requeue
+    else:
+        fail(job, message)
     update_last_run(job, state="requeued", reason=message)
     job.auto_requeues += 1
     job.run.pending_outputs = []
