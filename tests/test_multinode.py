@@ -332,6 +332,8 @@ def test_a_preempted_job_is_queued_again_and_goes_on(multi):
     steps = [line.split() for line in (job.dir / "steps.log").read_text().splitlines()]
     assert [int(n) for _, n in steps] == list(range(1, 13))
     assert len({run for run, _ in steps}) == 2
+    output = (job.dir / "job.log").read_text()  # SIGTERM at preemption: it saved and stopped itself
+    assert "stopped to be requeued" in output, output
 
 
 def test_ranks_that_would_share_a_gpu_stop_at_once_naming_the_node(multi):
@@ -376,3 +378,26 @@ def test_a_rank_takes_the_gpus_its_node_gave(env, expected):
     placed = place_rank(SingleRank(), 1, env)
     assert env.get("CUDA_VISIBLE_DEVICES") == expected
     assert placed.gpu == (expected.split(",")[0] if expected else None) and placed.local_size == 1
+
+
+def test_a_killed_job_that_checkpoints_saves_at_sigterm_and_a_resume_goes_on(tmp_path):
+    """SIGTERM (a kill here; a scheduler's preemption or cancel on a cluster) asks a job that
+    looks for stops to save and stop within the grace, before any SIGKILL."""
+    api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.1, heartbeat_interval_s=0.5)
+    master = ThreadMaster(api).start()
+    try:
+        job = api.create_project("kill").create_job("test_steps", params={"steps": 8, "step_s": 0.5})
+        job.queue()
+        wait_for_file(job.dir / "steps.log")
+        job.kill()
+        assert job.model.status == JobStatus.KILLED
+        deadline = time.monotonic() + 30
+        while "stopped" not in (job.dir / "events.jsonl").read_text():
+            assert time.monotonic() < deadline, (job.dir / "events.jsonl").read_text()
+            time.sleep(0.2)
+        job.resume()
+        assert job.wait(120) == JobStatus.COMPLETED, job.model.errors_run
+        steps = [line.split() for line in (job.dir / "steps.log").read_text().splitlines()]
+        assert [int(n) for _, n in steps] == list(range(1, 9)) and len({run for run, _ in steps}) == 2
+    finally:
+        master.stop()

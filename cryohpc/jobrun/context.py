@@ -33,13 +33,13 @@ class RunContext:
         self.spec = spec
         self._progress_t0: dict[str, tuple[float, int]] = {}
         self._versions: dict[str, int] = {}
-        self._stop = StopWatch(self.job_dir)
+        self.stop_watch = StopWatch(self.job_dir)
         self.usage = UsageMeter()
 
     def stop_requested(self) -> bool:
         """Whether the job was asked to checkpoint and stop (its time limit is near): a job
         that checkpoints saves, then raises ``jobrun.stopping.StopRequested``."""
-        return self._stop.asked()
+        return self.stop_watch.asked()
 
     # -- reporting ----------------------------------------------------------------------
     @property

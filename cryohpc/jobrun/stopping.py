@@ -1,7 +1,9 @@
 """Stopping on request: before its time limit a batch script creates the job directory's
 ``stop_request`` file (on the scheduler's warning signal, which MPI launchers do not pass
 on to ranks), and a job that checkpoints looks for it between batches, saves and raises
-``StopRequested``; the worker reports ``stopped`` and the master queues it again."""
+``StopRequested``; the worker reports ``stopped`` and the master queues it again. A
+SIGTERM (a scheduler preempting the job, or cancelling it before its KillWait ends in
+SIGKILL) asks the same of a job that looks for stops, with a few seconds' grace."""
 
 from __future__ import annotations
 
@@ -24,8 +26,14 @@ class StopWatch:
         self.path = Path(job_dir) / STOP_REQUEST_NAME
         self._checked = 0.0
         self._asked = False
+        self.polled = False  # the running job looks for stops: it can checkpoint and stop
+
+    def ask(self) -> None:
+        """Asked from within the process (a signal)."""
+        self._asked = True
 
     def asked(self) -> bool:
+        self.polled = True
         if not self._asked and time.monotonic() - self._checked >= CHECK_EVERY_S:
             self._checked = time.monotonic()
             self._asked = self.path.exists()

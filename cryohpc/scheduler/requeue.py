@@ -19,12 +19,13 @@ DESCRIBED = {"node_fail": "a node of the job failed", "preempted": "preempted by
 
 
 def cause_of(job: Job) -> str | None:
-    """Why the run ended, if the cluster ended it: the worker's own stop report first, then
-    the scheduler's verdict (its state code, not the signal the worker saw)."""
-    if job.run.stop_reason:
-        return "time_limit"
+    """Why the run ended, if the cluster ended it: the scheduler's verdict (its state code,
+    not the signal the worker saw), else the worker's report that it stopped when asked
+    before its time limit (the script then ends normally)."""
     code = (job.run.verdict or "").split(" ", 1)[0].upper()
-    return CAUSES.get(code)
+    if code in CAUSES:
+        return CAUSES[code]
+    return "time_limit" if job.run.stop_reason else None
 
 
 def requeue_if_wanted(job: Job, lane: Lane | None) -> bool:

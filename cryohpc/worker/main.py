@@ -30,7 +30,24 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+TERM_GRACE_S = 3  # a job that checkpoints gets this long to save and stop after SIGTERM
+
+_stop_watch = None  # the running job's StopWatch, once it has one
+
+
 def _on_sigterm(signum, frame):
+    """A job that looks for stops is asked to checkpoint and stop (the scheduler preempts or
+    cancels: SIGKILL follows after its KillWait); it has ``TERM_GRACE_S`` seconds, then, as
+    any other job at once, it is terminated."""
+    if _stop_watch is not None and _stop_watch.polled and not _stop_watch.asked():
+        _stop_watch.ask()
+        signal.signal(signal.SIGALRM, lambda *_: _terminate(signum))
+        signal.alarm(TERM_GRACE_S)
+        return
+    _terminate(signum)
+
+
+def _terminate(signum: int):
     raise Terminated(signum)
 
 
@@ -70,6 +87,8 @@ def run_job(job_dir: Path) -> int:
                 "with an MPI that supports it)"
             )
         ctx = RunContext(jobfile, spec, events, comm)
+        global _stop_watch
+        _stop_watch = ctx.stop_watch
         if not spec.self_launched:
             from ..jobrun.gpus import place_rank
 
@@ -87,6 +106,7 @@ def run_job(job_dir: Path) -> int:
             events.emit(COMPLETED)
         return 0
     except StopRequested as stop:
+        signal.alarm(0)  # stopped within the grace a SIGTERM gave
         _report_usage(events, ctx, comm)
         events.emit(STOPPED, reason=str(stop))
         print(f"stopped to be requeued: {stop}", file=sys.stderr, flush=True)
