@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -369,3 +370,76 @@ def test_a_relion_job_type_refuses_a_wrong_rank_count_before_running(api, master
     ref.queue()
     assert ref.wait(60) == JobStatus.FAILED
     assert "needs at least 3 MPI ranks" in ref.model.errors_run[-1].message
+
+
+COUNTER = """\
+#!{python}
+# counts to 8, half a second a step, a restart file per step; --from goes on from one
+import argparse, pathlib, re, time
+from cryohpc.compute.io_mrc import read_volume, write_volume
+ap = argparse.ArgumentParser()
+ap.add_argument("--i"); ap.add_argument("--o"); ap.add_argument("--from", dest="start")
+a = ap.parse_args()
+out = pathlib.Path(a.o)
+n = int(re.search(r"(\\d+)", pathlib.Path(a.start).name).group(1)) if a.start else 0
+while n < 8:
+    time.sleep(0.5)
+    n += 1
+    (out / f"count_{{n:03d}}.ckpt").write_text(str(n))
+    with open(out / "counted.txt", "a") as f:
+        f.write(f"{{n}}\\n")
+    print(f"count {{n}}", flush=True)
+vol, psize = read_volume(a.i)
+write_volume(str(out / "same.mrc"), vol, psize)
+"""
+
+COUNTER_DECLARATION = """\
+name: count_slowly
+title: Count slowly
+category: utility
+program:
+  executable: {program}
+inputs:
+  - name: volume
+    type: volume
+    slots: [{{name: map}}]
+    export: mrc
+resources: {{cpus: 1, ram_gb: 1}}
+args: --i {{{{ inputs.volume.map }}}} --o {{{{ out }}}}
+continue:
+  checkpoint: count_*.ckpt
+  args: --i {{{{ inputs.volume.map }}}} --o {{{{ out }}}} --from {{{{ checkpoint }}}}
+outputs:
+  - name: volume
+    type: volume
+    import: [{{result: map, mrc: same.mrc}}]
+"""
+
+
+def test_a_declared_program_asked_to_stop_goes_on_from_its_checkpoint(api, master, project, sample_volume, tmp_path):
+    """The stop request (a time limit near) reaches a program that continues from restart
+    files: it is stopped, and the next run continues from its last one (here the local lane
+    does not requeue: the job fails saying so, and a resume goes on)."""
+    program = tmp_path / "count.py"
+    program.write_text(COUNTER.format(python=sys.executable))
+    program.chmod(0o755)
+    (api.instance.paths.jobtypes / "count.yaml").write_text(COUNTER_DECLARATION.format(program=program))
+    imp = project.create_job("import_volume", params={"volume_path": str(sample_volume)})
+    imp.queue()
+    assert imp.wait(60) == JobStatus.COMPLETED, imp.model.errors_run
+    job = project.create_job("count_slowly")
+    job.connect("volume", imp.uid, "imported_volume_1")
+    job.queue()
+    deadline = time.monotonic() + 60
+    while not list(job.dir.rglob("count_002.ckpt")):
+        assert time.monotonic() < deadline and job.model.status != JobStatus.FAILED, job.model.errors_run
+        time.sleep(0.1)
+    (job.dir / "stop_request").touch()
+    assert job.wait(60) == JobStatus.FAILED
+    assert "does not requeue" in job.model.errors_run[-1].message, job.model.errors_run
+    counted = next(job.dir.rglob("counted.txt"))
+    first = counted.read_text().split()
+    assert 2 <= len(first) < 8
+    job.resume()
+    assert job.wait(120) == JobStatus.COMPLETED, job.model.errors_run
+    assert counted.read_text().split() == [str(i) for i in range(1, 9)]  # went on, nothing counted twice

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ..compute.io_star import read_particle_star, write_star
 from ..dataset import Dataset
 from ..errors import ConfigError, InputFileError, UserError
 from ..jobrun.context import RunContext
+from ..jobrun.stopping import StopRequested
 from .declared import ImportDecl, InputDecl, JobTypeDecl, VersionCheck
 from .star_convert import alignments_from_star, particles_to_star
 
@@ -177,14 +179,31 @@ def _stream(ctx: RunContext, argv: list[str], exe: str, decl: JobTypeDecl, env: 
     """Run the program, its output into the job log; lines matching a progress pattern
     become progress and log events.
 
+    A program that continues from its checkpoints (``continue`` declared) is stopped when
+    the job is asked to stop (its time limit is near, or SIGTERM): it goes on from its last
+    checkpoint in the next run.
+
     Raises:
         ProgramError: it exited with a failure (its last lines are in the message).
+        StopRequested: it was stopped on request.
     """
     patterns = [(re.compile(p.pattern), p) for p in decl.progress]
     skip = re.compile("|".join(f"(?:{s})" for s in decl.log_skip)) if decl.log_skip else None
     tail: list[str] = []
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+    stopped = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:  # the program may print nothing for minutes: look for stops beside it
+        while not done.wait(1.0):
+            if ctx.stop_requested():
+                stopped.set()
+                proc.terminate()
+                return
+
+    if decl.continue_ is not None:
+        threading.Thread(target=watch, daemon=True, name="stop-watch").start()
     try:
         for line in _lines(proc):
             if skip is not None and skip.search(line):
@@ -197,6 +216,7 @@ def _stream(ctx: RunContext, argv: list[str], exe: str, decl: JobTypeDecl, env: 
                     _report(ctx, p, m.group(1))
         code = proc.wait()
     finally:
+        done.set()
         if proc.poll() is None:  # killed: the program and its ranks go with the job
             proc.terminate()
             try:
@@ -205,6 +225,8 @@ def _stream(ctx: RunContext, argv: list[str], exe: str, decl: JobTypeDecl, env: 
                 proc.kill()
                 proc.wait()
     sys.stdout.flush()
+    if stopped.is_set():
+        raise StopRequested(f"{Path(exe).name} stopped; the next run continues from its last checkpoint")
     if code != 0:
         shown = "\n".join(tail[-10:])
         raise ProgramError(f"{decl.name}: {Path(exe).name} exited with status {code} (command in command.txt); "
