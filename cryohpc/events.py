@@ -123,6 +123,7 @@ class StoppedEvent(_Event):
 
     type: Literal["stopped"] = STOPPED
     reason: str = ""
+    by_signal: bool = False  # SIGTERM asked (the scheduler says why), not the time-limit request
 
 
 class UsageEvent(_Event):

@@ -27,10 +27,11 @@ class StopWatch:
         self._checked = 0.0
         self._asked = False
         self.polled = False  # the running job looks for stops: it can checkpoint and stop
+        self.by_signal = False
 
     def ask(self) -> None:
-        """Asked from within the process (a signal)."""
-        self._asked = True
+        """Asked from within the process (a signal: preempted, cancelled or killed)."""
+        self._asked = self.by_signal = True
 
     def asked(self) -> bool:
         self.polled = True

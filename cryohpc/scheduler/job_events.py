@@ -82,6 +82,8 @@ def apply_event(job: Job, ev: WorkerEvent, hold_signalled: bool = False) -> None
     elif isinstance(ev, StartedEvent):
         job.run.started_at = ev.t
         _advance(job, JobStatus.STARTED)
+    elif isinstance(ev, StoppedEvent) and ev.by_signal:
+        job.run.signalled = job.run.signalled or f"stopped at SIGTERM, checkpoints saved ({ev.reason})"
     elif isinstance(ev, StoppedEvent):
         job.run.stop_reason = job.run.stop_reason or ev.reason or "stopped on request"
     elif isinstance(ev, RunningEvent):

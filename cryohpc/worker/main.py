@@ -39,10 +39,11 @@ def _on_sigterm(signum, frame):
     """A job that looks for stops is asked to checkpoint and stop (the scheduler preempts or
     cancels: SIGKILL follows after its KillWait); it has ``TERM_GRACE_S`` seconds, then, as
     any other job at once, it is terminated."""
-    if _stop_watch is not None and _stop_watch.polled and not _stop_watch.asked():
-        _stop_watch.ask()
-        signal.signal(signal.SIGALRM, lambda *_: _terminate(signum))
-        signal.alarm(TERM_GRACE_S)
+    if _stop_watch is not None and _stop_watch.polled:
+        if not _stop_watch.by_signal:  # a killer may send SIGTERM twice (the group, then each process)
+            _stop_watch.ask()
+            signal.signal(signal.SIGALRM, lambda *_: _terminate(signum))
+            signal.alarm(TERM_GRACE_S)
         return
     _terminate(signum)
 
@@ -108,7 +109,7 @@ def run_job(job_dir: Path) -> int:
     except StopRequested as stop:
         signal.alarm(0)  # stopped within the grace a SIGTERM gave
         _report_usage(events, ctx, comm)
-        events.emit(STOPPED, reason=str(stop))
+        events.emit(STOPPED, reason=str(stop), by_signal=bool(ctx and ctx.stop_watch.by_signal))
         print(f"stopped to be requeued: {stop}", file=sys.stderr, flush=True)
         if comm is not None and comm.size > 1:
             events.close()
