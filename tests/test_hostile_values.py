@@ -116,7 +116,8 @@ def test_hostile_values_are_refused_or_inert_in_every_template(tmp_path_factory,
     grown = len(script.splitlines()) - len(benign.splitlines())
     assert 0 <= grown <= (1 if custom and value else 0)  # at most the value's own directive line
     new = [line for line in script.splitlines() if line not in benign.splitlines()]
-    assert all(line.startswith((DIRECTIVE[kind], "# ", "cd ", "echo ", str(recorder))) for line in new), new
+    assert all(line.startswith((DIRECTIVE[kind], "# ", "cd ", "echo ", str(recorder), "stop_requested() { touch "))
+               for line in new), new
     subprocess.run(["bash", "-c", script], cwd=tmp, env={"PATH": "/usr/bin:/bin", "RECORD": str(tmp / "argv")},
                    capture_output=True, text=True, timeout=30)
     assert (tmp / "argv").read_text().splitlines() == ["--job-dir", str(job_dir)]
@@ -124,6 +125,13 @@ def test_hostile_values_are_refused_or_inert_in_every_template(tmp_path_factory,
                                                                  "site/lanes.yaml", "recorder", "argv"}
     assert made == {str(job_dir.parent.relative_to(tmp)), str(job_dir.relative_to(tmp)),
                     str((job_dir / "exit_code").relative_to(tmp))}, made
+    stop = [line for line in script.splitlines() if line.startswith("stop_requested() {")]
+    if stop:  # the time-limit warning's handler, run as the trap would: it touches the one file
+        subprocess.run(["bash", "-c", f"{stop[0]}\nstop_requested"], cwd=tmp, env={"PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=30)
+        after = {str(p.relative_to(tmp)) for p in tmp.rglob("*")} - {"templates", "templates/probe.sh.j2", "site",
+                                                                      "site/lanes.yaml", "recorder", "argv"}
+        assert after == made | {str((job_dir / "stop_request").relative_to(tmp))}, after
 
 
 INJECTION = "gpu\ntouch /tmp/cryohpc-pwned #"

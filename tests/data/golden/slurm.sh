@@ -18,7 +18,9 @@ cd /data/projects/P3/J7 || exit 1
 # SLURM sets CUDA_VISIBLE_DEVICES to the allocation's GPUs (GRES); ranks pick theirs by local rank.
 # Before the time limit SLURM sends USR2 to this shell (--signal above): the file asks the
 # worker to checkpoint and stop, and cryohpc queues the job again (it resubmits, SLURM does not).
-trap 'touch /data/projects/P3/J7/stop_request' USR2
+# (a function, not a quoted trap string: the quoted path must not sit inside other quotes)
+stop_requested() { touch /data/projects/P3/J7/stop_request; }
+trap stop_requested USR2
 <python>/mpiexec -n 4 /opt/cryohpc/bin/cryohpc-worker --job-dir /data/projects/P3/J7 &
 child=$!
 wait "$child"; rc=$?
