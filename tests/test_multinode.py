@@ -261,13 +261,13 @@ def test_a_dead_node_requeues_the_job_which_resumes_until_the_cap(two_nodes, tmp
 
 
 def test_a_job_longer_than_its_time_limit_completes_over_resubmissions(multi):
-    """A 1-minute limit and 100 s of work: at SLURM's warning (--signal=B:USR2@N) the job
+    """A 1-minute limit and 80 s of work: at SLURM's warning (--signal=B:USR2@N) the job
     checkpoints and stops, cryohpc submits it again (a new cluster job id each time) and it
     goes on from its count until done; every step was done once."""
     api, project, folder = multi
     (api.instance.paths.site_configs / "multi.yaml").write_text(
         LANE.format(ssd=folder / "local-ssd", max_requeues=10, stop_warning_s=20))
-    job = project.create_job("test_steps", params={"steps": 50, "step_s": 2.0})
+    job = project.create_job("test_steps", params={"steps": 40, "step_s": 2.0})
     job.queue(lane="multi", custom_vars={"time_limit": "1"})
     t0 = time.monotonic()
     assert job.wait(900) == JobStatus.COMPLETED, job.model.errors_run
@@ -279,7 +279,7 @@ def test_a_job_longer_than_its_time_limit_completes_over_resubmissions(multi):
     assert len(set(ids)) == len(ids)
     assert "#SBATCH --time=1" in (job.dir / "submit.sh").read_text()
     steps = [line.split() for line in (job.dir / "steps.log").read_text().splitlines()]
-    assert [int(n) for _, n in steps] == list(range(1, 51))  # each step once, in order, over the runs
+    assert [int(n) for _, n in steps] == list(range(1, 41))  # each step once, in order, over the runs
     assert sorted({run for run, _ in steps}, key=int) == ids
     output = (job.dir / "job.log").read_text()  # every submission appends to it
     assert output.count("stopped to be requeued") == len(m.runs) - 1, output
