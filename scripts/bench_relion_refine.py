@@ -28,6 +28,7 @@ from cryohpc.compute.io_mrc import read_volume
 
 SCRIPT = Path(__file__).resolve().parent / "dev-slurm.sh"
 LANE = """lanes:
+  - {name: over, type: node, kind: local, oversubscribe: true}
   - {name: slurm, type: cluster, kind: slurm, script_template: slurm.sh.j2, poll_interval_s: 1,
      custom_vars: [{name: partition, type: str, default: debug}]}
 """
@@ -59,8 +60,11 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=2000)
     parser.add_argument("--psize", type=float, default=4.0)
     parser.add_argument("--snr", type=float, default=0.5)
-    parser.add_argument("--lanes", nargs="+", default=["local", "slurm"])
+    parser.add_argument("--lanes", nargs="+", default=["over", "slurm"],
+                        help="'over' is this machine with ranks allowed to share its cores")
     args = parser.parse_args()
+    if os.getuid() == 0:  # Open MPI (RELION's) refuses root unless told; the jobs inherit this
+        os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "slurm" in args.lanes:
