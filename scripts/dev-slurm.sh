@@ -80,12 +80,8 @@ fake_gpus() {  # device files SLURM only needs to exist: fake_gpus FOLDER COUNT
     done
 }
 
-write_config() {
-    write_common
-    fake_gpus "$DIR/dev" 2
-    cat > "$CONF" <<CONF
-ClusterName=cryohpc-test
-SlurmctldHost=$HOST(127.0.0.1)
+common_conf() {  # slurm.conf lines both kinds of cluster share
+    cat <<CONF
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -94,30 +90,39 @@ CredType=cred/munge
 SlurmctldPort=${SLURMCTLD_PORT:-16817}
 SlurmdPort=${SLURMD_PORT:-16818}
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
 SlurmdParameters=config_overrides
-AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$DIR/log/jobcomp.txt
-JobAcctGatherType=jobacct_gather/none
-MinJobAge=300
 MailProg=/bin/true
 ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
-MessageTimeout=10
 KillWait=5
 InactiveLimit=0
 GresTypes=gpu
+CONF
+}
+
+write_config() {
+    write_common
+    fake_gpus "$DIR/dev" 2
+    { common_conf; cat <<CONF; } > "$CONF"
+ClusterName=cryohpc-test
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmdSpoolDir=$DIR/spool
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmdLogFile=$DIR/log/slurmd.log
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MinJobAge=300
+MessageTimeout=10
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=8 RealMemory=20000 Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
@@ -138,48 +143,23 @@ write_multi_config() {
         gres+="NodeName=node$i Name=gpu File=$DIR/dev/node$i/nvidia[0-3]"$'\n'
     done
     mkdir -p "$DIR/local-ssd"
-    cat > "$CONF" <<CONF
+    { common_conf; cat <<CONF; } > "$CONF"
 ClusterName=cryohpc-multi
 SlurmctldHost=$HOST($CTL_IP)
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=socket=$DIR/munge/munge.socket
-CredType=cred/munge
-SlurmctldPort=${SLURMCTLD_PORT:-16817}
-SlurmdPort=${SLURMD_PORT:-16818}
-StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
-SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.%n.pid
-SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=512
-SlurmdParameters=config_overrides
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=$CTL_IP
 AccountingStoragePort=${SLURMDBD_PORT:-16819}
-JobCompType=jobcomp/filetxt
-JobCompLoc=$DIR/log/jobcomp.txt
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=5
 MinJobAge=600
-MailProg=/bin/true
-ReturnToService=2
 SlurmdTimeout=8
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=1
 MessageTimeout=5
-KillWait=5
-InactiveLimit=0
 JobRequeue=0
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
-GresTypes=gpu
 $nodes_conf
 PartitionName=batch Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE
 PartitionName=urgent Nodes=node[1-$NODES] MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
@@ -334,7 +314,7 @@ multi_down() {
     rm -f "$DIR/nodes"
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$(cat "$1")/stat" 2>/dev/null; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$(cat "$1" 2>/dev/null)/stat" 2>/dev/null; }
 
 up() {
     install

@@ -117,10 +117,8 @@ print("step 2 of 2", flush=True)
 sys.exit(3 if a.factor < 0 else 0)
 """
 
-DECLARATION = """\
-name: scale_map
-title: Scale a map
-category: utility
+# a program given one map, as the site-declared types of these tests take it
+PROGRAM_AND_MAP_INPUT = """\
 program:
   executable: {program}
 inputs:
@@ -128,6 +126,13 @@ inputs:
     type: volume
     slots: [{{name: map}}]
     export: mrc
+"""
+
+DECLARATION = """\
+name: scale_map
+title: Scale a map
+category: utility
+""" + PROGRAM_AND_MAP_INPUT + """\
 params:
   - {{name: factor, type: float, default: 2.0}}
   - {{name: label, type: str, default: plain}}
@@ -397,13 +402,7 @@ COUNTER_DECLARATION = """\
 name: count_slowly
 title: Count slowly
 category: utility
-program:
-  executable: {program}
-inputs:
-  - name: volume
-    type: volume
-    slots: [{{name: map}}]
-    export: mrc
+""" + PROGRAM_AND_MAP_INPUT + """\
 resources: {{cpus: 1, ram_gb: 1}}
 args: --i {{{{ inputs.volume.map }}}} --o {{{{ out }}}}
 continue:

@@ -13,9 +13,6 @@ import click
 from ..errors import UserError
 from .kit import Ctx, _table, pass_ctx
 
-COLUMNS = ("jobs", "runs", "wall_hours", "cpu_hours", "cpu_hours_held", "gpu_hours", "gpu_hours_held",
-           "peak_rank_memory_gb", "scheduler_hours", "scheduler_cpu_hours", "billed_hours")
-
 
 def _since(text: str | None) -> float | None:
     if text is None:
@@ -40,7 +37,7 @@ def usage(c: Ctx, project, user, lane, since, by, as_csv) -> None:
     jobs; and the scheduler's own figures where it keeps accounting (SLURM sacct)."""
     keys = tuple(k.strip() for k in by.split(",") if k.strip())
     rows = c.api.usage(project=project, user=user, lane=lane, since=_since(since), by=keys)
-    fields = [*keys, *COLUMNS]
+    fields = list(rows[0]) if rows else [*keys, "jobs", "runs"]  # the figures as usage.py sums them
     if as_csv:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
