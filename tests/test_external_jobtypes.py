@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,8 +22,10 @@ from hypothesis import strategies as st
 from cryohpc.api import Api
 from cryohpc.compute.fsc import fsc
 from cryohpc.compute.geometry import matrix_to_rotvec, random_rotations, rotvec_to_matrix
-from cryohpc.compute.io_mrc import read_volume
+from cryohpc.compute.io_mrc import read_images, read_volume, write_stack, write_volume
 from cryohpc.compute.io_star import read_particle_star, write_star
+from cryohpc.compute.phantom import phantom
+from cryohpc.compute.project import Projector
 from cryohpc.dataset import Dataset
 from cryohpc.errors import ConfigError, InputFileError
 from cryohpc.jobtypes.declared import load_declaration
@@ -84,6 +87,80 @@ def test_cs_to_star_and_back_keeps_poses_shifts_ctf_and_optics(tmp_path_factory,
     # one optics group per distinct (exposure group, pixel size, ...), none shared by two
     key = set(zip(ds["ctf/exp_group_id"].tolist(), ds["blob/psize_A"].tolist(), strict=True))
     assert len(blocks["optics"]["rlnOpticsGroup"]) == len(key)
+
+
+def in_plane(n: int, seed: int) -> Dataset:
+    """Particles with 2D alignments only (a 2D classification's), angles anywhere."""
+    rng = np.random.default_rng(seed)
+    psize = rng.choice([1.0, 2.0, 3.3], n)
+    return Dataset.from_columns({
+        "blob/path": ["p.mrcs"] * n, "blob/idx": np.arange(n, dtype=np.uint32),
+        "blob/shape": np.tile(np.array([48, 48], np.uint32), (n, 1)), "blob/psize_A": psize.astype(np.float32),
+        "alignments2D/pose": rng.uniform(-3 * np.pi, 3 * np.pi, n).astype(np.float32),
+        "alignments2D/shift": rng.uniform(-6, 6, (n, 2)).astype(np.float32),
+        "alignments2D/psize_A": psize.astype(np.float32),
+        "alignments2D/class": rng.integers(0, 5, n).astype(np.uint32),
+    })
+
+
+def angle_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(np.angle(np.exp(1j * (np.asarray(a, float) - np.asarray(b, float)))))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_in_plane_alignments_are_the_in_plane_part_of_3d_ones_both_ways(tmp_path_factory, n, seed):
+    """An ``alignments2D`` angle and shift are the 3D pose (0, 0, angle) and its shift: the
+    STAR a 2D classification writes reads back the same as 2D or as 3D, and back again."""
+    ds = in_plane(n, seed)
+    blocks, _ = particles_to_star(ds, str)
+    parts = blocks["particles"]
+    assert (parts["rlnAngleRot"] == 0).all() and (parts["rlnAngleTilt"] == 0).all()
+    assert (parts["rlnClassNumber"] == ds["alignments2D/class"] + 1).all()
+    path = tmp_path_factory.mktemp("star") / "p.star"
+    write_star(path, blocks)
+    table = read_particle_star(path)
+    psize = table.number("rlnImagePixelSize")
+    flat, solid = alignments_from_star(table, psize, dims=2), alignments_from_star(table, psize, dims=3)
+    assert angle_gap(flat["alignments2D/pose"], ds["alignments2D/pose"]).max() < 1e-5
+    assert np.allclose(flat["alignments2D/shift"], ds["alignments2D/shift"], atol=1e-4)
+    assert (flat["alignments2D/class"] == ds["alignments2D/class"]).all()
+    assert np.allclose(rotvec_to_matrix(solid["alignments3D/pose"].astype(float)),
+                       rotvec_to_matrix(np.stack([np.zeros(n), np.zeros(n), ds["alignments2D/pose"]], 1)), atol=1e-5)
+    assert np.allclose(solid["alignments3D/shift"], flat["alignments2D/shift"])
+
+
+@RELION
+def test_in_plane_alignments_are_what_relion_applies(tmp_path):
+    """Peer check of the 2D convention: images rotated and shifted by known in-plane poses
+    (cryohpc's projector, whose 3D convention relion_reconstruct confirms), described by
+    ``alignments2D`` and written as STAR; RELION's own ``relion_stack_create
+    --apply_transformation`` must bring every one back onto the unrotated image."""
+    box, psize, n = 48, 2.0, 24
+    projector = Projector(np, phantom(box, psize, seed=1), psize)
+    ds = in_plane(n, seed=5)
+    ds["blob/psize_A"] = ds["alignments2D/psize_A"] = psize
+    theta, shift = ds["alignments2D/pose"].astype(float), ds["alignments2D/shift"].astype(float)
+    write_stack(tmp_path / "p.mrcs",
+                projector.project(rotvec_to_matrix(np.stack([np.zeros(n), np.zeros(n), theta], 1)), shift, None), psize)
+    upright = projector.project(np.eye(3)[None], np.zeros((1, 2)), None)[0]
+    yy, xx = np.mgrid[:box, :box] - box // 2
+    disc = xx**2 + yy**2 < (box / 2 - 6) ** 2  # away from the corners the rotation brings in
+
+    def correlations(angles: np.ndarray) -> np.ndarray:
+        ds["alignments2D/pose"] = angles
+        blocks, _ = particles_to_star(ds, lambda rel: str(tmp_path / rel))
+        write_star(tmp_path / "p.star", blocks)
+        run = subprocess.run(["relion_stack_create", "--i", str(tmp_path / "p.star"), "--o", str(tmp_path / "aligned"),
+                              "--apply_transformation"], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+        a = read_images(tmp_path / "aligned.mrcs")[:, disc]
+        b = upright[disc]
+        a, b = a - a.mean(1, keepdims=True), b - b.mean()
+        return (a @ b) / np.sqrt((a * a).sum(1) * (b * b).sum())
+
+    assert correlations(theta).min() > 0.99
+    assert np.median(correlations(-theta)) < 0.9  # the other hand would not align them: the check can fail
 
 
 def test_dark_particles_are_refused_with_the_reason():
@@ -260,9 +337,10 @@ def test_every_shipped_declaration_loads_and_says_what_it_needs():
 OVERSUBSCRIBED = "lanes:\n  - {name: over, type: node, kind: local, oversubscribe: true}\n"
 
 
-def simulate(project, n=400, box=32, psize=6.0, snr=0.5):
+def simulate(project, n=400, box=32, psize=6.0, snr=0.5, seed=3):
+    """Particles of a phantom (one per seed) with known poses."""
     sim = project.create_job("simulate_particles", params={"n_particles": n, "box": box, "psize_A": psize, "snr": snr,
-                                                           "seed": 3})
+                                                           "seed": seed})
     sim.queue()
     assert sim.wait(300) == JobStatus.COMPLETED, sim.model.errors_run
     return sim
@@ -313,14 +391,16 @@ def check_refined(project, sim, ref) -> dict:
     return {"median_angular_error_deg": float(np.median(err)), "fsc05_A": curve.resolution_A(0.5)}
 
 
-def create(api: Api, project, job_type: str, params: dict, connections: dict[str, str], lane: str = "local"):
+def create(api: Api, project, job_type: str, params: dict, connections: dict[str, str | list[str]],
+           lane: str = "local"):
     """A job built and queued from the command line, as a user would."""
     home, uid = api.instance.home, project.uid
     args = [f"{k}={v}" for k, v in params.items()]
     made = cli(home, "--json", "job", "create", uid, job_type, *[a for kv in args for a in ("-p", kv)], check=True)
     job = json.loads(made.stdout)["uid"]
-    for name, source in connections.items():
-        cli(home, "job", "connect", uid, job, name, source, check=True)
+    for name, sources in connections.items():
+        for source in [sources] if isinstance(sources, str) else sources:
+            cli(home, "job", "connect", uid, job, name, source, check=True)
     cli(home, "job", "queue", uid, job, "--lane", lane, check=True)
     return project.find_job(job)
 
@@ -336,15 +416,16 @@ def test_class2d_select_refine3d_killed_and_resumed_then_postprocess_from_the_cl
     averages = c2.load_output("class_averages")
     assert len(averages) == 2 and (averages["blob/shape"] == 32).all()
     classes = c2.load_output("particles")["alignments2D/class"]
-    sel = create(api, project, "select_classes", {"classes": "1"}, {"particles": f"{c2.uid}.particles"})
+    larger = int(np.bincount(classes, minlength=2).argmax())  # the class a user would keep
+    sel = create(api, project, "select_classes", {"classes": str(larger + 1)}, {"particles": f"{c2.uid}.particles"})
     assert sel.wait(60) == JobStatus.COMPLETED, sel.model.errors_run
     # the 2D classes, not the 3D class the simulation's particles pass through
-    assert len(sel.load_output("particles")) == int((classes == 0).sum()) > 0
+    assert len(sel.load_output("particles")) == int((classes == larger).sum()) >= 200
 
-    # refined from every particle (the pose check wants them all), killed after its third
-    # iteration, resumed: RELION continues from its last optimiser file
+    # refined from the selected particles, killed after its third iteration, resumed: RELION
+    # continues from its last optimiser file
     ref = create(api, project, "relion_refine3d", REFINE,
-                 {"particles": f"{sim.uid}.particles", "volume": f"{sim.uid}.true_volume"}, lane="over")
+                 {"particles": f"{sel.uid}.particles", "volume": f"{sim.uid}.true_volume"}, lane="over")
     out = project.dir / ref.uid / "out"
     wait_for(lambda: len(list(out.glob("run_it*_optimiser.star"))) >= 3, 300, "RELION's third iteration")
     cli(api.instance.home, "job", "kill", project.uid, ref.uid, check=True)
@@ -365,6 +446,55 @@ def test_class2d_select_refine3d_killed_and_resumed_then_postprocess_from_the_cl
     assert 12 <= summary["resolution_A"] < 20, summary
     assert {"map", "map_sharp"} <= set(post.load_output("volume").prefixes())
     print("relion_refine3d on the local lane:", figures)
+
+
+def volume_job(project, volume: np.ndarray, psize: float, path: Path):
+    write_volume(path, volume, psize)
+    job = project.create_job("import_volume", params={"volume_path": str(path)})
+    job.queue()
+    assert job.wait(60) == JobStatus.COMPLETED, job.model.errors_run
+    return job
+
+
+@RELION
+def test_class3d_of_two_conformations_separates_them_and_select_classes_keeps_one(api, master, project, tmp_path):
+    """Particles of a complex and of the same complex missing a domain, connected as two
+    sets and classified into 2 classes from the whole complex's map: each class holds one
+    conformation's particles."""
+    whole = phantom(32, 6.0, seed=3)
+    part = whole.copy()
+    part[:, :, 16:] = 0  # one half gone
+    sims = []
+    for seed, volume in ((3, whole), (8, part)):
+        source = volume_job(project, volume, 6.0, tmp_path / f"v{seed}.mrc")
+        sim = project.create_job("simulate_particles", params={"n_particles": 150, "snr": 1.0, "seed": seed})
+        sim.connect("volume", source.uid, "imported_volume_1")
+        sim.queue()
+        assert sim.wait(300) == JobStatus.COMPLETED, sim.model.errors_run
+        sims.append(sim)
+    c3 = create(api, project, "relion_class3d",
+                {"num_classes": 2, "iterations": 12, "particle_diameter_A": 150, "healpix_order": 1,
+                 "offset_range_px": 3, "initial_lowpass_A": 40, "compute_num_threads": 2},
+                {"particles": [f"{s.uid}.particles" for s in sims], "volume": f"{source.uid}.imported_volume_1"})
+    assert c3.wait(600) == JobStatus.COMPLETED, c3.model.errors_run
+    assert len(c3.load_output("class_volumes")) == 2
+    classified = c3.load_output("particles")
+    firsts = sims[0].load_output("particles")
+    assert len(classified) == 300 and set(classified.strings("blob/path")) == set(
+        firsts.strings("blob/path")) | set(sims[1].load_output("particles").strings("blob/path"))
+    from_whole = np.isin(classified["uid"], firsts["uid"])
+    cls = classified["alignments3D/class"]
+    assert set(cls.tolist()) <= {0, 1}
+    mine = int(np.bincount(cls[from_whole], minlength=2).argmax())  # the class most of the whole's went to
+    purity = float(((cls == mine) == from_whole).mean())
+    assert purity >= 0.9, (purity, np.bincount(cls[from_whole], minlength=2), np.bincount(cls[~from_whole], minlength=2))
+
+    sel = create(api, project, "select_classes", {"classes": str(mine + 1)}, {"particles": f"{c3.uid}.particles"})
+    assert sel.wait(60) == JobStatus.COMPLETED, sel.model.errors_run
+    kept = sel.load_output("particles")
+    assert len(kept) == int((cls == mine).sum())
+    assert np.isin(kept["uid"], firsts["uid"]).mean() >= 0.95
+    print(f"relion_class3d: {purity:.1%} of particles in their conformation's class")
 
 
 def test_a_relion_job_type_refuses_a_wrong_rank_count_before_running(api, master, project):

@@ -7,6 +7,10 @@ RELION's projections imported and reconstructed by cryohpc in tests/test_relion_
   Euler matrix (``geometry.relion_euler_to_pose``);
 - shift: ``alignments3D/shift`` in pixels of ``alignments3D/psize_A``; RELION's
   ``rlnOriginX/YAngst`` is the same shift in Å;
+- in-plane: an ``alignments2D`` angle θ (radians) and shift are the 3D pose (0, 0, θ) and
+  its shift, so ``rlnAnglePsi`` is θ in degrees and the origins as above (as pyem's
+  csparc2star writes them; some tools negate both). RELION's ``relion_stack_create
+  --apply_transformation`` aligns images by these values in the test that pins it;
 - CTF: defocus in Å both sides, angles in radians here and degrees there;
 - split: ``alignments3D/split`` 0/1 is ``rlnRandomSubset`` 1/2; classes count from 0
   here and from 1 in RELION;
@@ -78,16 +82,21 @@ def particles_to_star(ds: Dataset, stack_path: Callable[[str], str]) -> tuple[di
                      rlnDefocusAngle=np.rad2deg(_or(ds, "ctf/df_angle_rad", 0)),
                      rlnPhaseShift=np.rad2deg(_or(ds, "ctf/phase_shift_rad", 0)),
                      rlnCtfBfactor=_or(ds, "ctf/bfactor", 0), rlnCtfScalefactor=_or(ds, "ctf/scale", 1))
-    if "alignments3D/pose" in ds:
-        rot, tilt, psi = pose_to_relion_euler(ds["alignments3D/pose"].astype(np.float64))
-        unit = _or(ds, "alignments3D/psize_A", 0)
-        shift_A = ds["alignments3D/shift"].astype(np.float64) * np.where(unit > 0, unit, psize)[:, None]
+    prefix = "alignments3D" if "alignments3D/pose" in ds or "alignments2D/pose" not in ds else "alignments2D"
+    if f"{prefix}/pose" in ds:
+        if prefix == "alignments3D":
+            rot, tilt, psi = pose_to_relion_euler(ds["alignments3D/pose"].astype(np.float64))
+        else:  # an in-plane angle: the 3D pose (0, 0, angle)
+            rot, tilt, psi = np.zeros(n), np.zeros(n), np.rad2deg(ds["alignments2D/pose"].astype(np.float64))
+        unit = _or(ds, f"{prefix}/psize_A", 0)
+        shift = ds[f"{prefix}/shift"].astype(np.float64) if f"{prefix}/shift" in ds else np.zeros((n, 2))
+        shift_A = shift * np.where(unit > 0, unit, psize)[:, None]
         parts.update(rlnAngleRot=rot, rlnAngleTilt=tilt, rlnAnglePsi=psi,
                      rlnOriginXAngst=shift_A[:, 0], rlnOriginYAngst=shift_A[:, 1])
-    split = ds["alignments3D/split"] if "alignments3D/split" in ds else np.arange(n) % 2
+    split = ds[f"{prefix}/split"] if f"{prefix}/split" in ds else np.arange(n) % 2
     parts["rlnRandomSubset"] = split.astype(np.int64) % 2 + 1
-    if "alignments3D/class" in ds:
-        parts["rlnClassNumber"] = ds["alignments3D/class"].astype(np.int64) + 1
+    if f"{prefix}/class" in ds:
+        parts["rlnClassNumber"] = ds[f"{prefix}/class"].astype(np.int64) + 1
     return {"optics": optics, "particles": parts}, names
 
 
