@@ -28,4 +28,4 @@ cryohpc job show P1 J3 | grep -E "fsc|compared"
 PROJECT_DIR="$CRYOHPC_HOME/projects/P1"
 echo
 echo "map:      $PROJECT_DIR/J2/J2_map.mrc"
-echo "FSC plot: $PROJECT_DIR/J2/J2_fsc.png"
+echo "FSC plot: $PROJECT_DIR/J2/J2_fsc.svg"

@@ -74,7 +74,7 @@ def test_one_and_two_ranks_give_the_same_map_close_to_truth(sim_env):
     assert c.resolution_A(0.5) < 5.0  # Nyquist 4 Å, SNR 2
     summary = one.model.output("volume").summary
     assert summary["fsc_0143_A"] < 6.0 and summary["num_particles"] == 1200
-    for suffix in ("map.mrc", "map_half_A.mrc", "map_half_B.mrc", "fsc.png", "fsc.xml"):
+    for suffix in ("map.mrc", "map_half_A.mrc", "map_half_B.mrc", "fsc.svg", "fsc.xml"):
         assert (one.dir / f"{one.uid}_{suffix}").is_file()
     assert "<coordinate><x>" in (one.dir / f"{one.uid}_fsc.xml").read_text()
     # particles pass through untouched
@@ -99,7 +99,7 @@ def test_validate_against_truth_and_half_maps(sim_env):
     assert t["compared"] == "map vs reference" and h["compared"] == "half maps"
     assert h["fsc_0143_A"] == pytest.approx(rec.model.output("volume").summary["fsc_0143_A"], rel=1e-6)
     assert t["fsc_05_A"] < 5.0
-    assert (vs_truth.dir / f"{vs_truth.uid}_fsc.png").stat().st_size > 1000
+    assert (vs_truth.dir / f"{vs_truth.uid}_fsc.svg").stat().st_size > 1000
 
 
 def small_simulation(project, **params):

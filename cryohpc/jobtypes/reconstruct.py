@@ -296,7 +296,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     ctx.log(f"FSC between half maps: {res143:.2f} Å at 0.143, {res05:.2f} Å at 0.5")
     t0 = time.perf_counter()
     uid = ctx.jobfile.job_uid
-    plot_fsc(ctx.job_dir / f"{uid}_fsc.png", {"half maps": curve}, f"{uid} {p['symmetry']}, {len(ds)} particles")
+    plot_fsc(ctx.job_dir / f"{uid}_fsc.svg", {"half maps": curve}, f"{uid} {p['symmetry']}, {len(ds)} particles")
     write_fsc_xml(ctx.job_dir / f"{uid}_fsc.xml", curve, f"{uid} half-map FSC")
     columns = {}
     for prefix, vol in (("map", full), ("map_half_A", half_a), ("map_half_B", half_b)):
@@ -310,7 +310,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     summary = {"fsc_0143_A": res143, "fsc_05_A": res05, "num_particles": len(ds), "box": box, "psize_A": psize,
                "peak_rss_mb": [round(x, 1) for x in peaks],
                "symmetry": p["symmetry"], "map": ctx.relpath(ctx.job_dir / f"{uid}_map.mrc"),
-               "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.png"),
+               "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.svg"),
                "seconds": {k: round(v, 4) for k, v in clock.items()}}
     ctx.save_output("volume", Dataset.from_columns(columns), summary=summary)
     ctx.save_output("particles", ds.select([]))

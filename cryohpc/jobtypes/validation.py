@@ -31,10 +31,10 @@ def run_validate_fsc(ctx: RunContext) -> None:
     res143, res05 = curve.resolution_A(0.143), curve.resolution_A(0.5)
     ctx.log(f"FSC ({label}): {res143:.2f} Å at 0.143, {res05:.2f} Å at 0.5")
     uid = ctx.jobfile.job_uid
-    plot_fsc(ctx.job_dir / f"{uid}_fsc.png", {label: curve}, f"{uid} FSC ({label})",
+    plot_fsc(ctx.job_dir / f"{uid}_fsc.svg", {label: curve}, f"{uid} FSC ({label})",
              threshold=0.5 if label == "map vs reference" else 0.143)
     write_fsc_xml(ctx.job_dir / f"{uid}_fsc.xml", curve, f"{uid} FSC ({label})")
     summary = {"fsc_0143_A": res143, "fsc_05_A": res05, "compared": label,
-               "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.png"),
+               "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.svg"),
                "fsc_curve": [float(x) for x in np.round(curve.fsc, 4)]}
     ctx.save_output("volume", ds.select([]), summary=summary)
