@@ -21,7 +21,8 @@ def curves(draw) -> dict[str, FscCurve]:
     for i in range(draw(st.integers(1, 4))):
         box = 2 * draw(st.integers(2, 150))
         psize = draw(st.floats(0.3, 12))
-        values = draw(st.lists(st.floats(-3, 3), min_size=box // 2 + 1, max_size=box // 2 + 1))
+        values = draw(st.lists(st.floats(-3, 3) | st.just(np.nan), min_size=box // 2 + 1,
+                               max_size=box // 2 + 1))
         made[f"curve {i} <&>"] = FscCurve(np.arange(box // 2 + 1) / (box * psize), np.array(values), box, psize)
     return made
 

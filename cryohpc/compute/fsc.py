@@ -96,7 +96,8 @@ def plot_fsc(path: Path, curves: dict[str, FscCurve], title: str, threshold: flo
         return left + (w - left - right) * f / fmax
 
     def y(v: float) -> float:
-        return top + (h - top - bottom) * (hi - min(max(v, lo), hi)) / (hi - lo)
+        v = min(max(v, lo), hi) if np.isfinite(v) else lo  # a shell without data sits at the bottom
+        return top + (h - top - bottom) * (hi - v) / (hi - lo)
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
            'font-family="sans-serif" font-size="12">',
