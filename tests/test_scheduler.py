@@ -210,6 +210,32 @@ def test_a_site_config_rewritten_within_one_mtime_tick_is_read_again(api):
     assert "bbbb" in lanes() and "aaaa" not in lanes()
 
 
+def test_a_site_config_removed_between_listing_and_reading_costs_the_pass_nothing(api, monkeypatch):
+    """An admin removes a lane's file while a pass lists the folder (seen in CI as a failed
+    pass): the pass goes on with the files that are there, and the next one sees the removal."""
+    from pathlib import Path
+
+    from cryohpc.scheduler.lane_set import LaneSet
+
+    folder = api.instance.paths.site_configs
+    (folder / "gone.yaml").write_text("lanes:\n  - name: gone\n    type: node\n    kind: local\n")
+    lanes = LaneSet(api.instance)
+    assert "gone" in lanes()
+    listing = Path.glob
+
+    def stale_glob(self, pattern):  # the listing still names the file, removed just after
+        names = list(listing(self, pattern))
+        if self == folder:
+            (folder / "gone.yaml").unlink(missing_ok=True)
+        return iter(names)
+
+    monkeypatch.setattr(Path, "glob", stale_glob)
+    lanes.reload()  # raised FileNotFoundError before
+    monkeypatch.undo()
+    lanes.reload(force=True)
+    assert "gone" not in lanes() and "local" in lanes()
+
+
 def test_a_job_queued_for_a_lane_the_pass_has_not_read_yet_is_not_failed(api, project):
     """The pass read the site configs, then a job was queued (its lane checked against the
     files as they are now) for a lane added meanwhile: the pass reads them again instead

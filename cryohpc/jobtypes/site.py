@@ -18,8 +18,14 @@ class SiteJobTypes:
     def _signature(self) -> tuple:
         if self.folder is None or not self.folder.is_dir():
             return (str(self.folder),)
-        files = sorted(self.folder.glob("*.yaml"))
-        return (str(self.folder), *((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists()))
+        sig: list = [str(self.folder)]
+        for f in sorted(self.folder.glob("*.yaml")):
+            try:
+                st = f.stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            sig.append((f.name, st.st_mtime_ns, st.st_size))
+        return tuple(sig)
 
     def specs(self, builtin: dict[str, JobTypeSpec]) -> dict[str, JobTypeSpec]:
         """The site's job types now; a name the package already has is refused (a problem)."""

@@ -6,7 +6,9 @@ Worker targets' reachability is published to the database on change."""
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
 from ..errors import CryohpcError
 from ..instance import Instance
@@ -15,6 +17,18 @@ from ..model import now
 
 log = logging.getLogger("cryohpc.scheduler")
 SETTLE_S = 1.0  # site-config files changed more recently than this are read again next pass
+
+
+def _stats(files: list[Path]) -> list[tuple[Path, os.stat_result]]:
+    """Each file's stat; one removed since the listing (an admin's ``lane remove``) is left
+    out, and the next pass sees the folder as it is then."""
+    out = []
+    for f in files:
+        try:
+            out.append((f, f.stat()))
+        except FileNotFoundError:
+            continue
+    return out
 
 
 class LaneSet:
@@ -35,7 +49,7 @@ class LaneSet:
             return
         folder = self.inst.paths.site_configs
         files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
-        stats = [(f, f.stat()) for f in files]
+        stats = _stats(files)
         stamp = tuple((str(f), st.st_mtime_ns, st.st_size) for f, st in stats)
         if stamp == self._stamp and self.lanes and not force:
             return
