@@ -493,7 +493,7 @@ def test_class3d_of_two_conformations_separates_them_and_select_classes_keeps_on
     assert sel.wait(60) == JobStatus.COMPLETED, sel.model.errors_run
     kept = sel.load_output("particles")
     assert len(kept) == int((cls == mine).sum())
-    assert np.isin(kept["uid"], firsts["uid"]).mean() >= 0.95
+    assert np.isin(kept["uid"], firsts["uid"]).mean() >= 0.9  # as the purity asked above
     print(f"relion_class3d: {purity:.1%} of particles in their conformation's class")
 
 
