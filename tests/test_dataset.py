@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import struct
+
 import numpy as np
 import pytest
 from cryosparc.dataset import Dataset as CsDataset
@@ -190,6 +193,50 @@ def test_hashed_string_codes_equal_the_sorting_ones(values, width):
     assert (col[firsts][codes] == col).all()
     assert len({bytes(x) for x in col[firsts]}) == len(firsts)
     assert firsts.tolist() == sorted(firsts.tolist()) and all(codes[f] == i for i, f in enumerate(firsts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=24), max_size=200), st.sampled_from([8, 16, 24, 5, 13]), st.integers(0, 7),
+       st.integers(1, 3))
+def test_string_codes_of_a_field_read_in_place_equal_those_of_a_copy(values, width, pad, step):
+    """A string field inside a structured array (unaligned, strided, every n-th row) is
+    coded where it lies, and gets exactly the codes of its contiguous copy."""
+    rows = np.zeros(len(values), dtype=[("pad", f"V{pad}") if pad else ("pad", "u1"), ("s", f"S{width}"),
+                                        ("x", "<f4")])
+    rows["s"] = [v[:width] for v in values]
+    field = rows[::step]["s"]
+    codes, firsts = dedupe_rows(field)
+    copy_codes, copy_firsts = dedupe_rows(np.ascontiguousarray(field))
+    assert codes.tolist() == copy_codes.tolist() and firsts.tolist() == copy_firsts.tolist()
+    assert (field[firsts][codes] == field).all()
+
+
+@pytest.mark.parametrize("n", [1_000, 40_000])
+def test_csdat_stores_noise_fields_raw_and_both_readers_get_every_value(tmp_path, n):
+    """Fields lz4 cannot shrink are written uncompressed (CSDAT names its compressed
+    fields); the file reads back equal here and in cryosparc-tools either way."""
+    rng = np.random.default_rng(n)
+    ds = Dataset.allocate(n, [("blob/path", "S32"), ("ctf/df1_A", "<f4"), ("alignments3D/pose", "<f4", (3,)),
+                              ("alignments3D/split", "<u4"), ("blob/idx", "<u4")])
+    ds["blob/path"] = np.array([f"J3/stack_{i // 100:05d}.mrcs".encode() for i in range(n)])
+    ds["ctf/df1_A"] = rng.random(n, dtype=np.float32)
+    ds["alignments3D/pose"] = rng.normal(size=(n, 3)).astype(np.float32)
+    ds["alignments3D/split"] = np.arange(n) % 2
+    ds["blob/idx"] = np.arange(n) % 100
+    path = tmp_path / "p.cs"
+    ds.save(path, compression="lz4")
+    raw = path.read_bytes()
+    header = json.loads(raw[10 : 10 + struct.unpack("<I", raw[6:10])[0]])
+    assert header["compression"] == "lz4"
+    assert {"blob/path", "alignments3D/split", "blob/idx"} <= set(header["compressed_fields"])
+    assert not {"uid", "ctf/df1_A", "alignments3D/pose"} & set(header["compressed_fields"])
+    assert Dataset.load(path) == ds
+    theirs = CsDataset.load(path)
+    for name in ds.fields():
+        if name == "blob/path":
+            assert [s.encode() for s in theirs[name]] == ds[name].tolist()
+        else:
+            assert np.array_equal(theirs[name], ds[name]), name
 
 
 @settings(max_examples=60, deadline=None)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from .blocks import copy_fields
 from .csfile import Compression, field_descr, read_cs, write_cs
 from .hashing import LARGE, match_keys
 
@@ -179,8 +180,7 @@ class Dataset:
         """A new dataset with extra (zero-filled unless given) fields; existing ones are kept."""
         new = [f for f in fields if f[0] not in self]
         out = np.zeros(len(self), dtype=self.descr() + list(new))
-        for n in self.fields():
-            out[n] = self._data[n]
+        copy_fields(self._data, out, self.fields())
         ds = Dataset(out)
         for k, v in (values or {}).items():
             ds[k] = v
@@ -202,8 +202,7 @@ class Dataset:
         if missing:
             raise DatasetError(f"dataset has no field(s) {', '.join(missing)}")
         out = np.empty(len(self), dtype=[field_descr(self._data.dtype, n) for n in keep])
-        for n in keep:
-            out[n] = self._data[n]
+        copy_fields(self._data, out, keep)
         return Dataset(out)
 
     def select_prefixes(self, prefixes: Iterable[str]) -> Dataset:
@@ -291,13 +290,9 @@ class Dataset:
             # this dataset's fields lead the output at the same offsets: copy whole rows
             _rows_as_bytes(out)[:, : self._data.dtype.itemsize] = _rows_as_bytes(self._data)[ia]
         else:
-            left = self._data[ia]
-            for n in self.fields():
-                out[n] = left[n]
+            copy_fields(self._data[ia], out, self.fields())
         if extra:
-            right = other._data[ib]
-            for n in extra:
-                out[n] = right[n]
+            copy_fields(other._data[ib], out, extra)
         return Dataset(out)
 
     def _packed_prefix_of(self, out: np.ndarray) -> bool:
@@ -341,8 +336,10 @@ class Dataset:
         out = np.empty(total, dtype=descr)
         pos = 0
         for d in datasets:
-            for name in common:
-                out[name][pos : pos + len(d)] = d._data[name]
+            if d._data.dtype == out.dtype:
+                out[pos : pos + len(d)] = d._data
+            else:
+                copy_fields(d._data, out, common, start=pos)
             pos += len(d)
         if not allow_duplicate_uids:
             uids = np.sort(out["uid"])

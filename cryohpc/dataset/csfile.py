@@ -21,7 +21,8 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import DatasetError
-from .hashing import LARGE, dedupe_rows
+from .blocks import copy_fields
+from .hashing import LARGE, dedupe_rows, row_words
 
 NUMPY_MAGIC = b"\x93NUMPY"
 CSDAT_MAGIC = b"\x95CSDAT"
@@ -31,6 +32,8 @@ MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
 _LZ4_ACCELERATION = 1000
 _NEVER_COMPRESS = {"uid"}
 _MAX_HEADER_SIZE = 1 << 30
+# Bytes of a field, at each of three places, that lz4 tries before the whole field is.
+_SAMPLE_BYTES = 16384
 
 Compression = Literal["lz4"] | None
 
@@ -234,21 +237,6 @@ def _group_ids(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[starts], groups
 
 
-def _row_words(col: np.ndarray) -> list[np.ndarray]:
-    """Each row's bytes as uint64 words (strided, possibly unaligned views; the last word
-    zero-padded), without copying the column."""
-    n, width = len(col), col.dtype.itemsize
-    words = [np.ndarray((n,), dtype="<u8", buffer=col, offset=8 * k, strides=(width,)) for k in range(width // 8)]
-    tail = width % 8
-    if tail:
-        u8 = col.view(np.uint8).reshape(n, width)
-        last = np.zeros(n, dtype=np.uint64)
-        for j in range(tail):
-            last |= u8[:, width - tail + j].astype(np.uint64) << np.uint64(8 * j)
-        words.append(last)
-    return words
-
-
 def string_codes(col: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     """Distinct values of a bytes column and each row's index into them.
 
@@ -259,7 +247,6 @@ def string_codes(col: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     n = len(col)
     if n == 0:
         return [], np.zeros(0, dtype=np.intp)
-    col = np.ascontiguousarray(col)
     if n >= LARGE:  # one compiled pass over the rows and a hash table (hashing.py)
         codes, firsts = dedupe_rows(col)
         return col[firsts].tolist(), codes
@@ -275,7 +262,7 @@ def string_codes(col: np.ndarray) -> tuple[list[bytes], np.ndarray]:
         head_codes = np.fromiter((index.setdefault(v, len(index)) for v in heads.tolist()), np.intp, len(heads))
         values = list(index)
     else:
-        words = _row_words(heads)
+        words = list(row_words(heads).T)
         h = np.full(len(heads), 0x9E3779B97F4A7C15, dtype=np.uint64)
         for w in words:
             h ^= w
@@ -290,46 +277,69 @@ def string_codes(col: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     return values, head_codes[np.cumsum(is_head) - 1]
 
 
-def _encode_column(arr: np.ndarray, name: str, compress: bool) -> tuple[bytes | np.ndarray, np.ndarray | None]:
-    """One field as the bytes CSDAT stores (strings still as codes, returned separately)."""
-    sub = arr.dtype[name]
-    col = np.ascontiguousarray(arr[name])
-    if _is_string(sub):
-        return b"", col  # offsets need the shared heap: done by the caller
-    data = col.reshape(-1).view(np.uint8)
-    if compress:
-        data = lz4.block.compress(data, mode="fast", acceleration=_LZ4_ACCELERATION, store_size=False)
-    return data, None
+def _columns(arr: np.ndarray) -> dict[str, np.ndarray]:
+    """Every field but the strings as its own contiguous array."""
+    cols = {n: np.empty(arr[n].shape, arr.dtype[n].base) for n in arr.dtype.names if not _is_string(arr.dtype[n])}
+    copy_fields(arr, cols, cols)
+    return cols
+
+
+def _compress(data: np.ndarray) -> bytes:
+    return lz4.block.compress(data, mode="fast", acceleration=_LZ4_ACCELERATION, store_size=False)
+
+
+def _worth_compressing(data: np.ndarray) -> bool:
+    """Whether lz4 shrinks a sample of the field (its start, middle and end) by a tenth.
+
+    Most numeric particle fields (defocus, poses, shifts) are noise to lz4: storing them
+    raw, which CSDAT allows field by field, saves a copy of the column and the time to
+    compress it, and costs at most a tenth more bytes on disk.
+    """
+    if len(data) <= 3 * _SAMPLE_BYTES:
+        return len(_compress(data)) < 0.9 * len(data)
+    mid = len(data) // 2
+    sample = np.concatenate([data[:_SAMPLE_BYTES], data[mid : mid + _SAMPLE_BYTES], data[-_SAMPLE_BYTES:]])
+    return len(_compress(sample)) < 0.9 * len(sample)
+
+
+def _string_offsets(arr: np.ndarray, names: list[str]) -> tuple[dict[str, np.ndarray], bytes]:
+    """Each string field as u64 offsets into one heap of NUL-terminated values."""
+    heap = bytearray(b"\x00")
+    offsets_of: dict[str, np.ndarray] = {}
+    for name in names:
+        col = arr[name]  # coded in place: string_codes reads strided rows
+        values, inverse = string_codes(col if col.dtype.kind == "S" else np.char.encode(col.astype(str)))
+        offsets = np.zeros(len(values), dtype="<u8")
+        for i, b in enumerate(values):
+            if b:
+                offsets[i] = len(heap)
+                heap += b + b"\x00"
+        offsets_of[name] = offsets[inverse].view(np.uint8)
+    return offsets_of, bytes(heap) if len(heap) > 1 else b""
 
 
 def _write_csdat(f, arr: np.ndarray, compression: Compression) -> None:
     names = list(arr.dtype.names)
-    compressed = [n for n in names if compression and n not in _NEVER_COMPRESS]
-    # numpy copies and lz4 release the GIL: fields are extracted and compressed in parallel
+    string_names = [n for n in names if _is_string(arr.dtype[n])]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        encoded = list(pool.map(lambda n: _encode_column(arr, n, n in compressed), names))
-    heap = bytearray(b"\x00")
+        # the string heap is built (numba, no GIL) while the numeric fields are split out
+        strings = pool.submit(_string_offsets, arr, string_names)
+        encoded: dict[str, bytes | np.ndarray] = {n: c.reshape(-1).view(np.uint8) for n, c in _columns(arr).items()}
+        offsets_of, heap = strings.result()
+        encoded.update(offsets_of)
+        compressed = [n for n in names if compression and n not in _NEVER_COMPRESS
+                      and (n in string_names or _worth_compressing(encoded[n]))]
+        # lz4 releases the GIL: fields are compressed in parallel
+        for name, data in zip(compressed, pool.map(lambda n: _compress(encoded[n]), compressed), strict=True):
+            encoded[name] = data
     descr = []
-    columns: list[bytes | np.ndarray] = []
-    for name, (data, strings) in zip(names, encoded, strict=True):
+    for name in names:
         sub = arr.dtype[name]
-        if strings is not None:
-            values, inverse = string_codes(strings if sub.kind == "S" else np.char.encode(strings.astype(str)))
-            offsets = np.zeros(len(values), dtype="<u8")
-            for i, b in enumerate(values):
-                if b:
-                    offsets[i] = len(heap)
-                    heap += b + b"\x00"
-            data = offsets[inverse].view(np.uint8)
-            if name in compressed:
-                data = lz4.block.compress(data, mode="fast", acceleration=_LZ4_ACCELERATION, store_size=False)
+        if name in string_names:
             descr.append([name, "|O"])
         else:
-            entry = [name, sub.base.str]
-            if sub.shape:
-                entry.append(list(sub.shape))
-            descr.append(entry)
-        columns.append(data)
+            descr.append([name, sub.base.str, list(sub.shape)] if sub.shape else [name, sub.base.str])
+    columns = [encoded[n] for n in names]
     header = json.dumps(
         {"length": len(arr), "dtype": descr, "compression": compression, "compressed_fields": compressed}
     ).encode()
@@ -340,4 +350,4 @@ def _write_csdat(f, arr: np.ndarray, compression: Compression) -> None:
         for data in columns:
             f.write(struct.pack("<I", data.nbytes if isinstance(data, np.ndarray) else len(data)))
             f.write(data)
-    f.write(bytes(heap) if len(heap) > 1 else b"")
+    f.write(heap)
