@@ -154,8 +154,8 @@ def insert_slices(xp: ModuleType, acc, values, weights, rots, kx, ky, use_kernel
 def add_friedel_mates(xp: ModuleType, acc) -> tuple:
     """Complete half-plane insertions: A(q) += conj A(-q), W(q) += W(-q). Returns the
     data (re, im) and weight grids."""
-    def mirror(a):
-        return xp.roll(xp.flip(a), 1, axis=(0, 1, 2))
+    def mirror(a):  # index c + k -> c - k, c = n // 2: a flip, moved by one on an even grid
+        return xp.roll(xp.flip(a), 1 - a.shape[0] % 2, axis=(0, 1, 2))
 
     re, im, w = acc[..., 0], acc[..., 1], acc[..., 2]
     return re + mirror(re), im - mirror(im), w + mirror(w)

@@ -198,8 +198,9 @@ extern "C" __global__ void friedel_complete(const float* __restrict__ a, const f
     weight[i] = w;
 }
 
-// data / (weight + lambda) inside the Nyquist sphere, 0 outside, times (-1)^(x+y+z) so
-// an unshifted inverse FFT of the result is the centred one (up to a known sign).
+// data / (weight + lambda) inside the Nyquist sphere less the unpaired planes k = -n/2
+// (gridding.inside_nyquist), 0 outside, times (-1)^(x+y+z) so an unshifted inverse FFT
+// of the result is the centred one (up to a known sign). n is even on the GPU.
 extern "C" __global__ void divide_for_ifft(float2* data, const float* __restrict__ weight, float lam, int n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     int x, y, z;
@@ -208,7 +209,8 @@ extern "C" __global__ void divide_for_ifft(float2* data, const float* __restrict
     float r2 = kx * kx + ky * ky + kz * kz;
     float lim = n / 2.0f;
     float2 d = data[i];
-    float f = r2 <= lim * lim ? ((x + y + z) & 1 ? -1.0f : 1.0f) / (weight[i] + lam) : 0.0f;
+    bool inside = r2 <= lim * lim && x > 0 && y > 0 && z > 0;
+    float f = inside ? ((x + y + z) & 1 ? -1.0f : 1.0f) / (weight[i] + lam) : 0.0f;
     data[i] = make_float2(d.x * f, d.y * f);
 }
 """

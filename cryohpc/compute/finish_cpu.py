@@ -3,9 +3,9 @@
 The accumulator holds half-plane insertions on a centred grid with a margin. The weights'
 pass forms W(k) = W(k) + W(-k) on the centred g³ grid (what :mod:`gridding` needs); the
 data pass writes only the half spectrum a real inverse FFT reads (kx ≥ 0, FFT order),
-Friedel-completed, times the sampling multiplier and (-1)^(kx+ky+kz), which puts the
-map's origin at the grid centre. ``irfftn`` (every core) then does half the work of a
-complex inverse FFT, with no shifted copies; the central box³ is the map. The same arithmetic as
+Friedel-completed, times the sampling multiplier and the phase that puts the map's origin
+at the grid centre ((-1)^(kx+ky+kz) on an even grid). A real inverse FFT (every core) then does half the work
+of a complex one, with no shifted copies; the central box³ is the map. The same arithmetic as
 :func:`backproject.add_friedel_mates` followed by a centred complex inverse (the reference,
 ``use_kernel=False``), to float32 rounding.
 """
@@ -16,6 +16,8 @@ import numba
 import numpy as np
 import scipy.fft
 from numba import prange
+
+from .gridding import sampling_multiplier
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
@@ -36,14 +38,16 @@ def _weights(a, b, use_b, g, out):  # pragma: no cover - compiled
 def _half_spectrum(a, b, use_b, mult, g, out):  # pragma: no cover - compiled
     c = a.shape[0] // 2
     h = g // 2
+    last_positive = (g - 1) // 2  # FFT order: indices beyond it hold negative frequencies
+    odd = g % 2
     for iz in prange(g):
-        kz = iz - g * (iz >= h)
+        kz = iz - g * (iz > last_positive)
         mz = (h - kz) % g  # centred index of -kz: where kx = +g/2 reads the multiplier of -k
         for iy in range(g):
-            ky = iy - g * (iy >= h)
+            ky = iy - g * (iy > last_positive)
             my = (h - ky) % g
-            for kx in range(h + 1):
-                m = mult[kz + h, ky + h, kx + h] if kx < h else mult[mz, my, 0]
+            for kx in range(g // 2 + 1):
+                m = mult[kz + h, ky + h, kx + h] if kx + h < g else mult[mz, my, 0]
                 if m == 0.0:
                     out[iz, iy, kx] = 0.0
                     continue
@@ -52,7 +56,12 @@ def _half_spectrum(a, b, use_b, mult, g, out):  # pragma: no cover - compiled
                 if use_b:
                     re += b[c + kz, c + ky, c + kx, 0] + b[c - kz, c - ky, c - kx, 0]
                     im += b[c + kz, c + ky, c + kx, 1] - b[c - kz, c - ky, c - kx, 1]
-                if (kx + ky + kz) & 1:
+                if odd:  # the origin moves to index h by the phase exp(-2πi k·h / g)
+                    t = -2.0 * np.pi * ((kx + ky + kz) * h % g) / g
+                    pr, pi = np.cos(t), np.sin(t)
+                    out[iz, iy, kx] = complex((re * pr - im * pi) * m, (re * pi + im * pr) * m)
+                    continue
+                if (kx + ky + kz) & 1:  # an even grid's shift by g/2 is the sign (-1)^k
                     m = -m
                 out[iz, iy, kx] = complex(re * m, im * m)
 
@@ -64,10 +73,23 @@ def weights(acc: np.ndarray, other: np.ndarray | None, g: int) -> np.ndarray:
     return out
 
 
-def real_map(acc: np.ndarray, other: np.ndarray | None, mult: np.ndarray, g: int, box: int) -> np.ndarray:
-    """The centred box³ real-space map of ``acc`` (+ ``other``) times ``mult`` (centred g³)."""
+def real_map(acc: np.ndarray, other: np.ndarray | None, g: int, box: int, iterations: int,
+             wiener: float) -> np.ndarray:
+    """The centred box³ real-space map of ``acc`` (+ ``other``).
+
+    Memory beyond the accumulator is the gridding step's three g³ grids, then the half
+    spectrum alone: the multiplier goes as soon as the spectrum holds it, and the inverse
+    FFT runs in place axis by axis, each axis only over the lines the central box needs
+    (all of z, half of the planes along y, a quarter of the rows along x), so no g³ output
+    is ever allocated and two thirds of the last two axes' work is skipped.
+    """
+    mult = sampling_multiplier(np, weights(acc, other, g), iterations, wiener)
     half = np.empty((g, g, g // 2 + 1), np.complex64)
     _half_spectrum(acc, acc if other is None else other, other is not None, mult, g, half)
-    vol = scipy.fft.irfftn(half, s=(g, g, g), workers=-1, overwrite_x=True)
+    del mult
     lo = g // 2 - box // 2
-    return np.ascontiguousarray(vol[lo:lo + box, lo:lo + box, lo:lo + box])
+    scipy.fft.ifft(half, axis=0, overwrite_x=True, workers=-1)
+    planes = half[lo:lo + box]  # contiguous: transformed in place
+    scipy.fft.ifft(planes, axis=1, overwrite_x=True, workers=-1)
+    vol = scipy.fft.irfft(planes[:, lo:lo + box], n=g, axis=2, workers=-1)
+    return np.ascontiguousarray(vol[:, :, lo:lo + box])

@@ -81,8 +81,13 @@ class Reconstructor:
         self._gx = (self.kx * pad).astype(np.float32)  # positions on the oversampled grid
         self._gy = (self.ky * pad).astype(np.float32)
         self._ctf = CtfGrid(xp, self.kx / (box * psize_A), self.ky / (box * psize_A))
-        # the image centre is at box/2: (-1)^(kx+ky) moves the origin there
-        self._centre_sign = xp.asarray(np.where((self.kx + self.ky) % 2, -1.0, 1.0).astype(np.float32))
+        # the image centre is at index box//2: exp(2πi k·(box//2)/box) moves the origin
+        # there, which on an even box is the sign (-1)^(kx+ky)
+        if box % 2 == 0:
+            self._centre_sign = xp.asarray(np.where((self.kx + self.ky) % 2, -1.0, 1.0).astype(np.float32))
+        else:
+            turn = 2 * np.pi * ((self.kx + self.ky) * (box // 2) % box) / box
+            self._centre_sign = xp.asarray(np.exp(1j * turn).astype(np.complex64))
         self.use_kernel = use_kernel
         self.gridding_correction = True
         m = grid_with_margin(self.g)
@@ -90,6 +95,8 @@ class Reconstructor:
         self.count = 0
         self.device = None  # the CUDA kernels' batch pipeline, on CuPy
         if xp is not np and use_kernel:
+            if box % 2:
+                raise ValueError(f"box {box} is odd: the GPU kernels take even boxes only")
             from .reconstruct_cuda import DeviceInserter
 
             self.device = DeviceInserter(box, pad, self.kx, self.ky, (self._ctf.s2, self._ctf.cos2, self._ctf.sin2))
@@ -160,8 +167,7 @@ class Reconstructor:
         elif xp is np and self.use_kernel:  # compiled passes and a real inverse FFT (finish_cpu)
             from . import finish_cpu
 
-            mult = sampling_multiplier(xp, finish_cpu.weights(acc, other, self.g), self.gridding_iterations, wiener)
-            vol = finish_cpu.real_map(acc, other, mult, self.g, self.box)
+            vol = finish_cpu.real_map(acc, other, self.g, self.box, self.gridding_iterations, wiener)
         else:  # the reference: any array module
             if other is not None:
                 acc = acc + other

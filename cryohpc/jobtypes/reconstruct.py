@@ -236,6 +236,9 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     sym = symmetry_matrices(p["symmetry"])
     xp = get_xp("auto" if p["compute_num_gpus"] else "numpy")
     device = use_device(local_rank(ctx.comm)) if xp is not np else None
+    if device is not None and box % 2:
+        raise UserError(f"particles have an odd box ({box} px): the GPU path reconstructs even boxes only; "
+                        "run with compute_num_gpus 0 (the CPU path takes any box), or extract with an even box")
     mine = ds.take(np.array_split(np.arange(len(ds)), ctx.size)[ctx.rank])
     mine = mine.take(direction_order(mine["alignments3D/pose"]))
     ctx.log(f"{len(ds)} particles, box {box}, {psize:.3f} Å/px, symmetry {p['symmetry']}, padding "
