@@ -17,15 +17,21 @@ import numpy as np
 import scipy.fft
 from numba import prange
 
+from .backproject import MARGIN
 from .gridding import sampling_multiplier
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
-def _weights(a, b, use_b, g, out):  # pragma: no cover - compiled
+def _weights(a, b, use_b, g, live_radius, out):  # pragma: no cover - compiled
     c = a.shape[0] // 2
     h = g // 2
     for z in prange(g):
         for y in range(g):
+            if (z - h) ** 2 + (y - h) ** 2 > live_radius * live_radius:
+                # a row insertion never reached: zero, and not read (on shared memory a
+                # read would allocate its pages)
+                out[z, y, :] = 0.0
+                continue
             for x in range(g):
                 kz, ky, kx = z - h, y - h, x - h
                 w = a[c + kz, c + ky, c + kx, 2] + a[c - kz, c - ky, c - kx, 2]
@@ -69,7 +75,7 @@ def _half_spectrum(a, b, use_b, mult, g, out):  # pragma: no cover - compiled
 def weights(acc: np.ndarray, other: np.ndarray | None, g: int) -> np.ndarray:
     """W(k) + W(-k) of ``acc`` (+ ``other``) on the centred g³ grid."""
     out = np.empty((g, g, g), np.float32)
-    _weights(acc, acc if other is None else other, other is not None, g, out)
+    _weights(acc, acc if other is None else other, other is not None, g, g / 2 + MARGIN, out)
     return out
 
 

@@ -38,58 +38,90 @@ try:
         h = int(np.sqrt(h2)) + 1
         return max(0, c - h), min(g, c + h + 1)
 
+    @numba.njit(cache=True, fastmath=True, nogil=True)
+    def _smooth_plane(w, weight, z, tap, inv, out, above):  # pragma: no cover - compiled
+        """``out`` = plane z of (w·W / scale) smoothed along x, then along y (in place,
+        ``above`` keeping row y-1 as it was). Only rows within R+2 of the centre can be
+        non-zero (w·W vanishes beyond R); spans grow to the centre row and then shrink, so
+        where row y-1 was not visited ``above`` still holds the zero that row has there."""
+        g = w.shape[0]
+        c = g // 2
+        r = g / 2
+        out[:, :] = 0.0
+        for y in range(g):
+            lo, hi = _row_span(z, y, c, r + 2, g)
+            for x in range(lo, hi):
+                v = w[z, y, x] * weight[z, y, x]
+                if x > 0:
+                    v += tap * w[z, y, x - 1] * weight[z, y, x - 1]
+                if x < g - 1:
+                    v += tap * w[z, y, x + 1] * weight[z, y, x + 1]
+                out[y, x] = v * inv
+        above[:] = 0.0
+        for y in range(g):
+            lo, hi = _row_span(z, y, c, r + 2, g)
+            for x in range(lo, hi):
+                v = out[y, x]
+                below = out[y + 1, x] if y < g - 1 else np.float32(0.0)
+                out[y, x] = v + tap * (above[x] + below)
+                above[x] = v
+
+    @numba.njit(cache=True, fastmath=True, nogil=True)
+    def _update_plane(w, z, before, here, after, tap, norm, floor, cap, first):  # pragma: no cover - compiled
+        """w /= (w·W) ∗ K on plane z inside the sphere, the z-smoothing from three planes."""
+        g = w.shape[0]
+        c = g // 2
+        r = g / 2
+        for y in range(g):
+            lo, hi = _row_span(z, y, c, r, g)
+            for x in range(lo, hi):
+                if (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 > r * r or min(z, y, x) < first:
+                    continue
+                v = abs(here[y, x] + tap * (before[y, x] + after[y, x])) / norm
+                w[z, y, x] = min(w[z, y, x] / max(v, floor), cap)
+
     @numba.njit(cache=True, fastmath=True, parallel=True)
-    def _iterate_cpu(w, weight, a, iterations, tap, norm, floor, cap, scale):  # pragma: no cover - compiled
-        # Two g³ arrays besides the weights (which are read, never written): w, and a that
-        # holds (w·W) smoothed along x and then, in place plane by plane, along y; the
-        # z-pass reads three planes of a and writes w. w and a start zeroed; only rows
-        # within R+2 of the centre are ever non-zero in a (w·W vanishes beyond R), so each
-        # pass visits those rows' x-ranges alone.
+    def _iterate_cpu(w, weight, iterations, tap, norm, floor, cap, scale, chunks):  # pragma: no cover - compiled
+        # One pass over w and the weights per iteration, and no other g³ grid: each chunk
+        # of z-planes streams through them, holding three smoothed planes (the one before,
+        # this one, the next); the planes just outside each chunk are smoothed first, from
+        # the iteration's w before any chunk updates it.
         g = w.shape[0]
         c = g // 2
         r = g / 2
         inv = np.float32(1.0) / scale  # the weights in units of their scale
         first = 1 - g % 2  # an even grid's planes k = -g/2 are left out (inside_nyquist)
-        for z in prange(g):  # w = 1 inside the sphere, less the unpaired planes (inside_nyquist)
+        for z in prange(g):  # w = 1 inside the sphere
             for y in range(g):
                 for x in range(g):
                     if (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 <= r * r and min(z, y, x) >= first:
                         w[z, y, x] = 1.0
+        starts = np.array([g * i // chunks for i in range(chunks + 1)])
+        edges = np.zeros((chunks, 2, g, g), np.float32)  # the smoothed plane before / after each chunk
         for _ in range(iterations):
-            for z in prange(g):
-                for y in range(g):  # x: a = smoothed (w·W) along x
-                    lo, hi = _row_span(z, y, c, r + 2, g)
-                    for x in range(lo, hi):
-                        v = w[z, y, x] * weight[z, y, x]
-                        if x > 0:
-                            v += tap * w[z, y, x - 1] * weight[z, y, x - 1]
-                        if x < g - 1:
-                            v += tap * w[z, y, x + 1] * weight[z, y, x + 1]
-                        a[z, y, x] = v * inv
-                # y, in place: ``above`` keeps row y-1 as it was before this pass. Spans
-                # grow to the centre row and then shrink, so where row y-1 was not
-                # visited ``above`` still holds the zero that row has there.
-                above = np.zeros(g, np.float32)
-                for y in range(g):
-                    lo, hi = _row_span(z, y, c, r + 2, g)
-                    for x in range(lo, hi):
-                        v = a[z, y, x]
-                        below = a[z, y + 1, x] if y < g - 1 else np.float32(0.0)
-                        a[z, y, x] = v + tap * (above[x] + below)
-                        above[x] = v
-            for z in prange(g):  # z, and the update w /= (w·W) ∗ K inside the sphere
-                for y in range(g):
-                    lo, hi = _row_span(z, y, c, r, g)
-                    for x in range(lo, hi):
-                        if (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 > r * r or min(z, y, x) < first:
-                            continue
-                        v = a[z, y, x]
-                        if z > 0:
-                            v += tap * a[z - 1, y, x]
-                        if z < g - 1:
-                            v += tap * a[z + 1, y, x]
-                        v = abs(v) / norm
-                        w[z, y, x] = min(w[z, y, x] / max(v, floor), cap)
+            for i in prange(chunks):
+                above = np.empty(g, np.float32)
+                if starts[i] > 0:
+                    _smooth_plane(w, weight, starts[i] - 1, tap, inv, edges[i, 0], above)
+                if starts[i + 1] < g:
+                    _smooth_plane(w, weight, starts[i + 1], tap, inv, edges[i, 1], above)
+            for i in prange(chunks):
+                z0, z1 = starts[i], starts[i + 1]
+                if z0 == z1:
+                    continue
+                ring = np.empty((3, g, g), np.float32)
+                above = np.empty(g, np.float32)
+                before = edges[i, 0]
+                here = ring[0]
+                _smooth_plane(w, weight, z0, tap, inv, here, above)
+                for z in range(z0, z1):
+                    after = edges[i, 1]
+                    if z + 1 < z1:
+                        after = ring[(z - z0 + 1) % 3]
+                        _smooth_plane(w, weight, z + 1, tap, inv, after, above)
+                    _update_plane(w, z, before, here, after, tap, norm, floor, cap, first)
+                    before = here
+                    here = after
         for z in prange(g):
             for y in range(g):
                 for x in range(g):
@@ -146,9 +178,10 @@ def sampling_multiplier(xp: ModuleType, weight: object, iterations: int, wiener:
     scale = weight_scale(xp, weight)
     floor, cap = 1e-6, 1.0 / max(wiener, 1e-12)
     if iterations > 0 and xp is np and HAVE_NUMBA and use_kernel:
-        w, a = np.zeros((g, g, g), np.float32), np.zeros((g, g, g), np.float32)
-        _iterate_cpu(w, np.ascontiguousarray(weight, np.float32), a, iterations, np.float32(TAP), np.float32(NORM),
-                     np.float32(floor), np.float32(cap), np.float32(scale))
+        w = np.zeros((g, g, g), np.float32)
+        chunks = min(g, 4 * numba.get_num_threads())  # a few per thread: the sphere's middle planes are busiest
+        _iterate_cpu(w, np.ascontiguousarray(weight, np.float32), iterations, np.float32(TAP), np.float32(NORM),
+                     np.float32(floor), np.float32(cap), np.float32(scale), chunks)
         return w
     inside = inside_nyquist(xp, g)
     if iterations <= 0:

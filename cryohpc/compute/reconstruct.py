@@ -15,6 +15,7 @@ import numpy as np
 
 from .backproject import (
     CHANNELS,
+    MARGIN,
     add_friedel_mates,
     grid_with_margin,
     insert_slices,
@@ -92,6 +93,9 @@ class Reconstructor:
         self.gridding_correction = True
         m = grid_with_margin(self.g)
         self.acc = xp.zeros((HALVES, m, m, m, CHANNELS), dtype=xp.float32)
+        # insertion writes nothing farther than this from the grid centre (Nyquist and
+        # the trilinear corners, which the margin holds)
+        self.live_radius = self.g / 2 + MARGIN
         self.count = 0
         self.device = None  # the CUDA kernels' batch pipeline, on CuPy
         if xp is not np and use_kernel:

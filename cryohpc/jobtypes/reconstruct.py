@@ -252,7 +252,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     rec = Reconstructor(xp, box, psize, pad=p["padding_factor"], gridding_iterations=p["gridding_iterations"])
     node_sum = None
     if device is None:  # CPU ranks of a node accumulate in one shared-memory window
-        node_sum = NodeSum(ctx.comm, rec.acc.shape)
+        node_sum = NodeSum(ctx.comm, rec.acc.shape, live_radius=rec.live_radius)
         rec.acc = node_sum.local
     ckpt = Checkpoint(ctx.job_dir, ctx.rank, signature(mine["uid"], box, psize, p["symmetry"], rec.acc.shape,
                                                        p["padding_factor"], use_ctf))
@@ -280,6 +280,10 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     total = node_sum.total() if node_sum is not None else reduce_sum(ctx.comm, rec.acc)
     clock["reduction"] = time.perf_counter() - t0
     peaks = ctx.comm.allgather(peak_rss_mb())  # the other ranks are done growing
+    if node_sum is not None:  # the other ranks' grids go back while rank 0 finishes
+        if not ctx.is_root:
+            rec.acc = None
+        node_sum.keep_total_only()
     if not ctx.is_root:
         if node_sum is not None:
             node_sum.free()  # collective over the node: rank 0 frees after finishing
