@@ -1,13 +1,13 @@
-"""Finishing a map on the CPU in two compiled passes and a half-size inverse FFT.
+"""Finishing a map on the CPU in compiled passes and a half-size inverse FFT.
 
 The accumulator holds half-plane insertions on a centred grid with a margin. The weights'
 pass forms W(k) = W(k) + W(-k) on the centred g³ grid (what :mod:`gridding` needs); the
 data pass writes only the half spectrum a real inverse FFT reads (kx ≥ 0, FFT order),
 Friedel-completed, times the sampling multiplier and the phase that puts the map's origin
-at the grid centre ((-1)^(kx+ky+kz) on an even grid). A real inverse FFT (every core) then does half the work
-of a complex one, with no shifted copies; the central box³ is the map. The same arithmetic as
-:func:`backproject.add_friedel_mates` followed by a centred complex inverse (the reference,
-``use_kernel=False``), to float32 rounding.
+at the grid centre ((-1)^(kx+ky+kz) on an even grid). A real inverse FFT (every core)
+then does half the work of a complex one, with no shifted copies; the central box³ is
+the map. The same arithmetic as :func:`backproject.add_friedel_mates` followed by a
+centred complex inverse (the reference, ``use_kernel=False``), to float32 rounding.
 """
 
 from __future__ import annotations
@@ -83,11 +83,12 @@ def real_map(acc: np.ndarray, other: np.ndarray | None, g: int, box: int, iterat
              wiener: float) -> np.ndarray:
     """The centred box³ real-space map of ``acc`` (+ ``other``).
 
-    Memory beyond the accumulator is the gridding step's three g³ grids, then the half
-    spectrum alone: the multiplier goes as soon as the spectrum holds it, and the inverse
-    FFT runs in place axis by axis, each axis only over the lines the central box needs
-    (all of z, half of the planes along y, a quarter of the rows along x), so no g³ output
-    is ever allocated and two thirds of the last two axes' work is skipped.
+    Memory beyond the accumulator is two g³ grids at a time: the weights and the
+    multiplier, then the multiplier and the half spectrum (the multiplier goes as soon as
+    the spectrum holds it). The inverse FFT runs in place axis by axis, each axis only
+    over the lines the central box needs (all of z, half of the planes along y, a quarter
+    of the rows along x), so no g³ output is ever allocated and two thirds of the last
+    two axes' work is skipped.
     """
     mult = sampling_multiplier(np, weights(acc, other, g), iterations, wiener)
     half = np.empty((g, g, g // 2 + 1), np.complex64)

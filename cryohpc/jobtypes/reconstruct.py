@@ -251,7 +251,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
         _check_device_memory(ctx, box, p["padding_factor"], batch_size, device)
     rec = Reconstructor(xp, box, psize, pad=p["padding_factor"], gridding_iterations=p["gridding_iterations"])
     node_sum = None
-    if device is None:  # CPU ranks of a node accumulate in one shared-memory window
+    if device is None:  # CPU ranks of a node accumulate in node shared memory (jobrun/node_sum.py)
         node_sum = NodeSum(ctx.comm, rec.acc.shape, live_radius=rec.live_radius)
         rec.acc = node_sum.local
     ckpt = Checkpoint(ctx.job_dir, ctx.rank, signature(mine["uid"], box, psize, p["symmetry"], rec.acc.shape,
