@@ -35,24 +35,27 @@ try:
         fx, fy, fz = np.floor(qx), np.floor(qy), np.floor(qz)
         return int(fx) + c, int(fy) + c, int(fz) + c, qx - fx, qy - fy, qz - fz
 
+    @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+    def _scatter(acc, rots, b, x, y, c, vr, vi, w):  # pragma: no cover - compiled
+        """Add data (vr, vi) and weight w at R_b·(x, y, 0) to the 8 voxels around it, trilinear.
+        acc is (G, G, G, CHANNELS): data re, data im, weight side by side in one voxel."""
+        ix, iy, iz, tx, ty, tz = _cell(rots, b, x, y, c)
+        for dz in range(2):
+            wz = tz if dz else 1.0 - tz
+            for dy in range(2):
+                wzy = wz * (ty if dy else 1.0 - ty)
+                for dx in range(2):
+                    wt = wzy * (tx if dx else 1.0 - tx)
+                    acc[iz + dz, iy + dy, ix + dx, 0] += wt * vr
+                    acc[iz + dz, iy + dy, ix + dx, 1] += wt * vi
+                    acc[iz + dz, iy + dy, ix + dx, 2] += wt * w
+
     @numba.njit(cache=True, fastmath=True, nogil=True)
     def _insert_kernel(acc, val_re, val_im, wts, rots, kx, ky):  # pragma: no cover - compiled
-        # acc is (G, G, G, CHANNELS): data re, data im, weight side by side in one voxel
-        g = acc.shape[0]
-        c = g // 2
+        c = acc.shape[0] // 2
         for b in range(val_re.shape[0]):
             for p in range(val_re.shape[1]):
-                ix, iy, iz, tx, ty, tz = _cell(rots, b, kx[p], ky[p], c)
-                vr, vi, w = val_re[b, p], val_im[b, p], wts[b, p]
-                for dz in range(2):
-                    wz = tz if dz else 1.0 - tz
-                    for dy in range(2):
-                        wzy = wz * (ty if dy else 1.0 - ty)
-                        for dx in range(2):
-                            wt = wzy * (tx if dx else 1.0 - tx)
-                            acc[iz + dz, iy + dy, ix + dx, 0] += wt * vr
-                            acc[iz + dz, iy + dy, ix + dx, 1] += wt * vi
-                            acc[iz + dz, iy + dy, ix + dx, 2] += wt * w
+                _scatter(acc, rots, b, kx[p], ky[p], c, val_re[b, p], val_im[b, p], wts[b, p])
 
     @numba.njit(cache=True, fastmath=True, nogil=True)
     def _extract_kernel(spec_re, spec_im, rots, kx, ky, out_re, out_im):  # pragma: no cover - compiled

@@ -15,13 +15,14 @@ import numpy as np
 
 from .backproject import (
     CHANNELS,
+    HAVE_NUMBA,
     MARGIN,
     add_friedel_mates,
     grid_with_margin,
     insert_slices,
     trilinear_gridding_correction,
 )
-from .ctf import CtfGrid
+from .ctf import CtfGrid, ctf_coefficients
 from .fourier import crop_center, half_plane_points, ifftn_centered, rfft2
 from .gridding import sampling_multiplier
 from .xp import to_numpy
@@ -97,6 +98,15 @@ class Reconstructor:
         # the trilinear corners, which the margin holds)
         self.live_radius = self.g / 2 + MARGIN
         self.count = 0
+        self._points = None  # the half plane's per-point arrays the compiled CPU pass reads
+        if xp is np and use_kernel and HAVE_NUMBA:
+            centre = np.asarray(self._centre_sign).astype(np.complex64)
+            self._points = {
+                "rows": np.asarray(self._rows, np.int64), "cols": np.asarray(self._cols, np.int64),
+                "centre": centre, "kx": self.kx.astype(np.int64), "ky": self.ky.astype(np.int64),
+                "gx": self._gx, "gy": self._gy,
+                **{k: np.ascontiguousarray(np.asarray(getattr(self._ctf, k), np.float32).reshape(-1))
+                   for k in ("s2", "cos2", "sin2")}}
         self.device = None  # the CUDA kernels' batch pipeline, on CuPy
         if xp is not np and use_kernel:
             if box % 2:
@@ -136,6 +146,22 @@ class Reconstructor:
             return
         imgs = xp.asarray(images, dtype=xp.float32) * xp.asarray(sign, dtype=xp.float32)[:, None, None]
         spec = rfft2(xp, imgs)
+        if self._points is not None:  # one compiled pass per particle (insert_cpu)
+            from .insert_cpu import insert_particles
+
+            rows = None
+            if ctf is not None:
+                k = ctf_coefficients(ctf.df1_A, ctf.df2_A, ctf.df_angle_rad, ctf.accel_kv, ctf.cs_mm,
+                                     ctf.amp_contrast, ctf.phase_shift_rad)
+                rows = np.stack([k.df_mean, k.df_half_diff, k.cos2az, k.sin2az, k.a, k.b, k.offset], axis=1)
+            split = np.asarray(split)
+            for h in range(HALVES):
+                which = np.flatnonzero(split == h)
+                if len(which):
+                    insert_particles(self.acc[h], np.ascontiguousarray(spec, np.complex64), which, self._points,
+                                     shifts_px, rows, rots, ops, self.box)
+            self.count += len(images)
+            return
         values = spec[:, self._rows, self._cols] * self._centre_sign  # (B, P), centred origin
         s = xp.asarray(np.asarray(shifts_px, dtype=np.float32))
         phase = (-2 * np.pi / self.box) * (s[:, :1] * xp.asarray(self.kx, dtype=xp.float32)[None]
