@@ -36,44 +36,42 @@ try:
         return int(fx) + c, int(fy) + c, int(fz) + c, qx - fx, qy - fy, qz - fz
 
     @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
-    def _scatter(acc, rots, b, x, y, c, vr, vi, w):  # pragma: no cover - compiled
+    def _corner(k, ix, iy, iz, tx, ty, tz):  # pragma: no cover - compiled
+        """Corner k (0-7) of a cell: its grid indices and trilinear weight."""
+        dx, dy, dz = k & 1, (k >> 1) & 1, k >> 2
+        wt = (tz if dz else 1.0 - tz) * (ty if dy else 1.0 - ty) * (tx if dx else 1.0 - tx)
+        return ix + dx, iy + dy, iz + dz, wt
+
+    @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+    def scatter_point(acc, rots, b, x, y, c, vr, vi, w):  # pragma: no cover - compiled
         """Add data (vr, vi) and weight w at R_b·(x, y, 0) to the 8 voxels around it, trilinear.
         acc is (G, G, G, CHANNELS): data re, data im, weight side by side in one voxel."""
         ix, iy, iz, tx, ty, tz = _cell(rots, b, x, y, c)
-        for dz in range(2):
-            wz = tz if dz else 1.0 - tz
-            for dy in range(2):
-                wzy = wz * (ty if dy else 1.0 - ty)
-                for dx in range(2):
-                    wt = wzy * (tx if dx else 1.0 - tx)
-                    acc[iz + dz, iy + dy, ix + dx, 0] += wt * vr
-                    acc[iz + dz, iy + dy, ix + dx, 1] += wt * vi
-                    acc[iz + dz, iy + dy, ix + dx, 2] += wt * w
+        for k in range(8):
+            cx, cy, cz, wt = _corner(k, ix, iy, iz, tx, ty, tz)
+            acc[cz, cy, cx, 0] += wt * vr
+            acc[cz, cy, cx, 1] += wt * vi
+            acc[cz, cy, cx, 2] += wt * w
 
     @numba.njit(cache=True, fastmath=True, nogil=True)
     def _insert_kernel(acc, val_re, val_im, wts, rots, kx, ky):  # pragma: no cover - compiled
         c = acc.shape[0] // 2
         for b in range(val_re.shape[0]):
             for p in range(val_re.shape[1]):
-                _scatter(acc, rots, b, kx[p], ky[p], c, val_re[b, p], val_im[b, p], wts[b, p])
+                scatter_point(acc, rots, b, kx[p], ky[p], c, val_re[b, p], val_im[b, p], wts[b, p])
 
     @numba.njit(cache=True, fastmath=True, nogil=True)
     def _extract_kernel(spec_re, spec_im, rots, kx, ky, out_re, out_im):  # pragma: no cover - compiled
-        g = spec_re.shape[0]
-        c = g // 2
+        c = spec_re.shape[0] // 2
         for b in range(out_re.shape[0]):
             for p in range(out_re.shape[1]):
                 ix, iy, iz, tx, ty, tz = _cell(rots, b, kx[p], ky[p], c)
                 sr = 0.0
                 si = 0.0
-                for dz in range(2):
-                    wz = tz if dz else 1.0 - tz
-                    for dy in range(2):
-                        wzy = wz * (ty if dy else 1.0 - ty)
-                        for dx in range(2):
-                            wt = wzy * (tx if dx else 1.0 - tx)
-                            sr += wt * spec_re[iz + dz, iy + dy, ix + dx]
-                            si += wt * spec_im[iz + dz, iy + dy, ix + dx]
+                for k in range(8):
+                    cx, cy, cz, wt = _corner(k, ix, iy, iz, tx, ty, tz)
+                    sr += wt * spec_re[cz, cy, cx]
+                    si += wt * spec_im[cz, cy, cx]
                 out_re[b, p] = sr
                 out_im[b, p] = si
 
@@ -89,6 +87,12 @@ CHANNELS = 4  # data re, data im, weight, zero
 def grid_with_margin(g: int) -> int:
     """Size of an accumulator for a padded image size g (frequencies up to g/2)."""
     return g + 2 * MARGIN
+
+
+def live_radius(g: int) -> float:
+    """How far from the centre of an accumulator for padded size g insertion can write:
+    Nyquist and the trilinear corners the margin holds. Voxels beyond stay zero."""
+    return g / 2 + MARGIN
 
 
 def _corners(xp: ModuleType, rots: object, kx: object, ky: object, g: int):

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.fft
 from numba import prange
 
-from .backproject import MARGIN
+from .backproject import live_radius
 from .gridding import sampling_multiplier
 
 
@@ -75,7 +75,7 @@ def _half_spectrum(a, b, use_b, mult, g, out):  # pragma: no cover - compiled
 def weights(acc: np.ndarray, other: np.ndarray | None, g: int) -> np.ndarray:
     """W(k) + W(-k) of ``acc`` (+ ``other``) on the centred g³ grid."""
     out = np.empty((g, g, g), np.float32)
-    _weights(acc, acc if other is None else other, other is not None, g, g / 2 + MARGIN, out)
+    _weights(acc, acc if other is None else other, other is not None, g, live_radius(g), out)
     return out
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .backproject import _scatter
+from .backproject import scatter_point
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
@@ -57,7 +57,7 @@ def _insert_particles(acc, spec, which, rows, cols, centre, kx, ky, gx, gy, shif
                     r[0, i, j] = (ops[o, i, 0] * rots[b, 0, j] + ops[o, i, 1] * rots[b, 1, j]
                                   + ops[o, i, 2] * rots[b, 2, j])
             for p in range(p_count):
-                _scatter(acc, r, 0, gx[p], gy[p], c, values_re[p], values_im[p], weights[p])
+                scatter_point(acc, r, 0, gx[p], gy[p], c, values_re[p], values_im[p], weights[p])
 
 
 def insert_particles(acc_half: np.ndarray, spec: np.ndarray, which: np.ndarray, points: dict[str, np.ndarray],

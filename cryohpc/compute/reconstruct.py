@@ -16,10 +16,10 @@ import numpy as np
 from .backproject import (
     CHANNELS,
     HAVE_NUMBA,
-    MARGIN,
     add_friedel_mates,
     grid_with_margin,
     insert_slices,
+    live_radius,
     trilinear_gridding_correction,
 )
 from .ctf import CtfGrid, ctf_coefficients
@@ -94,9 +94,7 @@ class Reconstructor:
         self.gridding_correction = True
         m = grid_with_margin(self.g)
         self.acc = xp.zeros((HALVES, m, m, m, CHANNELS), dtype=xp.float32)
-        # insertion writes nothing farther than this from the grid centre (Nyquist and
-        # the trilinear corners, which the margin holds)
-        self.live_radius = self.g / 2 + MARGIN
+        self.live_radius = live_radius(self.g)  # insertion writes nothing beyond it
         self.count = 0
         self._points = None  # the half plane's per-point arrays the compiled CPU pass reads
         if xp is np and use_kernel and HAVE_NUMBA:
