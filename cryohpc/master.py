@@ -118,6 +118,7 @@ def run_master(inst: Instance, stop: threading.Event | None = None, install_sign
     inst.paths.master_pid.write_text(str(os.getpid()))
     log.info("master started for %s (pid %d)", inst.home, os.getpid())
     errors = errors or PassErrors()
+    sched = None
     try:
         sched = Scheduler(inst)
         while not stop.is_set():
@@ -133,6 +134,8 @@ def run_master(inst: Instance, stop: threading.Event | None = None, install_sign
             else:
                 wake.wait(max(0.0, pause), stop)
     finally:
+        if sched is not None:
+            sched.close()  # warm workers stop; running jobs go on
         wake.close()
         inst.paths.master_pid.unlink(missing_ok=True)
         lock.release()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """homo_reconstruct against relion_reconstruct --ctf on the same particles, in the same run,
 as a user sees it: from ``job queue`` to ``completed`` with a master process and the
-instance's default settings (1 s poll), beside the worker's phases.
+instance's default settings (1 s poll; the local lane's warm workers for 1 and 2 ranks,
+``--cold`` for none), beside the worker's phases.
 
 RELION simulates the particles (relion_project --ctf, white noise at the requested SNR)
 from the built-in phantom. RELION reconstructs them with one process and its defaults
@@ -37,6 +38,9 @@ from cryohpc.compute.io_mrc import read_volume  # noqa: E402
 from cryohpc.compute.phantom import phantom  # noqa: E402
 from cryohpc.compute.project import Projector  # noqa: E402
 from cryohpc.compute.xp import cupy_usable  # noqa: E402
+from cryohpc.lanes.siteconfig import WARM_RANKS_VAR  # noqa: E402
+
+WARM_UP_S = 5.0  # a warm worker starts 1 s after a job's end and takes ~1.5 s to load everything
 
 
 def noise_sigma_for(box: int, psize: float, snr: float, seed: int) -> float:
@@ -80,6 +84,8 @@ def main() -> None:
     parser.add_argument("--gpu-e2e-n", type=int, default=100000,
                         help="particles for the GPU end-to-end run (0: none); with a usable GPU only")
     parser.add_argument("--gpu-only", action="store_true", help="the GPU figures alone, no RELION comparison")
+    parser.add_argument("--cold", action="store_true",
+                        help="no warm workers on the local lane (as before they existed)")
     args = parser.parse_args()
     if cupy_usable():
         from bench_gpu import report
@@ -91,6 +97,8 @@ def main() -> None:
         sys.exit("RELION is not installed (apt-get install relion)")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.cold:
+            os.environ[WARM_RANKS_VAR] = ""
         api = Api.init(work / "home", work / "projects")  # the defaults a user has
         api.start_master()
         try:
@@ -108,6 +116,7 @@ def run_point(api, project, folder: Path, box: int, n: int, args) -> None:
     imp = project.create_job("import_particles", params={"particle_meta_path": str(data.star)})
     imp.queue()
     assert imp.wait(600).value == "completed", imp.model.errors_run
+    time.sleep(WARM_UP_S)  # the warm worker the import used is replaced before anything is timed
     print(f"\n== box {box}, {n:,} particles, {args.psize} Å/px, SNR {args.snr}; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     relion = relion_reconstruct(data, folder / "relion.mrc")

@@ -17,6 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).parent / "plugins"
 os.environ["CRYOHPC_PLUGINS"] = "cryohpc_testjobs"
+# the built-in local lane starts warm workers by default; tests that are not about them
+# launch cold, so each test's master starts no processes of its own (test_warm_workers.py)
+os.environ["CRYOHPC_LOCAL_WARM_RANKS"] = ""
 if os.geteuid() == 0:  # test machines run as root; Open MPI (RELION's) refuses that unless told
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

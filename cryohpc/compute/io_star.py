@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import starfile
 
 from ..errors import InputFileError
 
@@ -79,6 +78,8 @@ def read_particle_star(path: str | os.PathLike) -> ParticleTable:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such STAR file")
+    import starfile  # here, not at the top: pandas and pyarrow cost every worker 65 MB
+
     try:
         blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnImageName", "rlnMicrographName"])
     except Exception as err:  # starfile raises many kinds on malformed input
@@ -113,5 +114,6 @@ def read_particle_star(path: str | os.PathLike) -> ParticleTable:
 def write_star(path: str | os.PathLike, blocks: dict[str, dict[str, np.ndarray]]) -> None:
     """Write tables ``{block: {column: values}}`` (used to hand data to RELION)."""
     import pandas as pd
+    import starfile
 
     starfile.write({k: pd.DataFrame(v) for k, v in blocks.items()}, path, overwrite=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +60,8 @@ class RunContext:
             return
         if self.size > 1 and all_ranks:
             text = f"[rank {self.rank}] {text}"
-        print(text, flush=True)
+        sys.stdout.write(text + "\n")  # one write a line: ranks of a warm worker share one log file
+        sys.stdout.flush()
         self.events.log(text, level)
 
     def progress(self, done: int, total: int, what: str = "") -> None:

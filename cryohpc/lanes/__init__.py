@@ -15,6 +15,7 @@ from .base import (
     RunHandle,
     RunState,
     job_tag,
+    worker_env,
 )
 from .errors import LaneUnreachable, LaunchRefused, LaunchUnconfirmed
 from .local import LocalLane
@@ -55,4 +56,5 @@ def build_lanes(dirs: list[Path], instance_uid: str = "dev", problems: list[str]
 
 
 __all__ = ["BatchLane", "Lane", "LaneUnreachable", "LaunchRefused", "LaunchRequest", "LaunchUnconfirmed", "Launched",
-           "NodeLane", "PollResult", "RunHandle", "RunState", "build_lane", "job_tag", "build_lanes", "load_lane_configs"]
+           "NodeLane", "PollResult", "RunHandle", "RunState", "build_lane", "job_tag", "build_lanes", "load_lane_configs",
+           "worker_env"]

@@ -28,6 +28,15 @@ def job_tag(instance_uid: str, project_uid: str, job_uid: str) -> str:
     return f"{tag_prefix(instance_uid)}{project_uid}_{job_uid}"
 
 
+def worker_env(gpu_ids: list[int] | None) -> dict[str, str]:
+    """The environment a job's worker gets beyond the lane's (None: GPUs are the batch
+    scheduler's to give)."""
+    env = {"PYTHONUNBUFFERED": "1"}
+    if gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+    return env
+
+
 class RunState(StrEnum):
     """What a lane knows about a launched worker, independent of events."""
 
@@ -145,6 +154,18 @@ class Lane(ABC):
     def poll(self, runs: list[RunHandle]) -> dict[str, PollResult]:
         """State of many runs in one go, keyed by ``RunHandle.ref``; never raises for an
         unanswered query (those runs are ``UNREACHABLE``)."""
+
+    def tend(self) -> None:
+        """Upkeep between the master's passes (the local lane starts its warm workers).
+
+        Raises:
+            CryohpcError, OSError: this lane's upkeep failed; the master goes on.
+        """
+        return None
+
+    def close(self) -> None:
+        """Stop what the lane runs for no job, as the master stops or drops the lane."""
+        return None
 
     @abstractmethod
     def kill(self, run: RunHandle) -> None:

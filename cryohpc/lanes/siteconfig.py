@@ -6,6 +6,7 @@ named ``local`` exists even without any file (this machine, all of it).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from ..errors import ConfigError
 from ..text import check_line
 from ..values import parse_scalar
+
+MAX_WARM_RANKS = 256
 
 
 class SiteModel(BaseModel):
@@ -133,6 +136,15 @@ class NodeLaneConfig(CacheFields):
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for workers")
     poll_interval_s: float = Field(default=5.0, gt=0, description="kind ssh: least time between status queries")
     oversubscribe: bool = Field(default=False, description="let a job's MPI ranks outnumber a machine's CPUs")
+    warm_ranks: list[Annotated[int, Field(ge=1, le=MAX_WARM_RANKS)]] = Field(
+        default_factory=list, description="kind local: rank counts of CPU jobs kept a worker started ahead, "
+                                          "imports and compiled kernels loaded (each waiting rank holds ~190 MB resident)")
+
+    @model_validator(mode="after")
+    def _warm_only_local(self) -> NodeLaneConfig:
+        if self.warm_ranks and self.kind != "local":
+            raise ValueError("warm_ranks applies to kind local only (worker targets start their workers over SSH)")
+        return self
 
 
 SchedulerKind = Literal["slurm", "pbs", "sge"]
@@ -251,8 +263,24 @@ _LANE = TypeAdapter(LaneConfig)
 _WORKER = TypeAdapter(WorkerTarget)
 
 
+WARM_RANKS_VAR = "CRYOHPC_LOCAL_WARM_RANKS"
+DEFAULT_WARM_RANKS = "1,2"  # the default job's one rank, and two: one per core of the smallest machines
+
+
 def default_local_lane() -> NodeLaneConfig:
-    return NodeLaneConfig(name="local", title="This machine")
+    """The lane of this machine when no site config defines ``local``: its warm workers
+    are ``$CRYOHPC_LOCAL_WARM_RANKS`` (comma-separated rank counts; empty for none).
+
+    Raises:
+        ConfigError: that variable is not such a list.
+    """
+    text = os.environ.get(WARM_RANKS_VAR, DEFAULT_WARM_RANKS)
+    try:
+        ranks = [int(part) for part in text.split(",") if part.strip()]
+        return NodeLaneConfig(name="local", title="This machine", warm_ranks=ranks)
+    except (ValueError, ValidationError):
+        raise ConfigError(f"{WARM_RANKS_VAR}={text!r}: expected rank counts between 1 and {MAX_WARM_RANKS} "
+                          "separated by commas, e.g. 1,2 (empty for no warm workers)") from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
@@ -365,7 +393,12 @@ def load_lane_configs(dirs: list[Path], problems: list[str] | None = None) -> di
                 else:
                     lanes[entry.name] = entry
                     origin[entry.name] = path
-    lanes.setdefault("local", default_local_lane())
+    if "local" not in lanes:
+        try:
+            lanes["local"] = default_local_lane()
+        except ConfigError as err:
+            refuse(err)
+            lanes["local"] = NodeLaneConfig(name="local", title="This machine")
     for w in loose:
         lane = lanes.get(w.lane or "")
         if not isinstance(lane, NodeLaneConfig) or lane.kind != "ssh":

@@ -73,7 +73,26 @@ class LaneSet:
         # a file changed within the last second may still be being written (its truncation and
         # its last write can share one coarse mtime tick): read it again at the next pass
         settled = all(time.time() - st.st_mtime > SETTLE_S for _, st in stats)
+        dropped = [lane for lane in self.lanes.values() if all(lane is not kept for kept in fresh.values())]
         self.lanes, self._stamp = fresh, stamp if settled else ()
+        for lane in dropped:  # its running jobs go on; what it ran for no job stops
+            self._guarded(lane, lane.close)
+
+    def tend(self) -> None:
+        """Each lane's upkeep, each in its own guard: one lane's trouble is its own."""
+        for lane in self.lanes.values():
+            self._guarded(lane, lane.tend)
+
+    def close(self) -> None:
+        for lane in self.lanes.values():
+            self._guarded(lane, lane.close)
+
+    @staticmethod
+    def _guarded(lane: Lane, action) -> None:
+        try:
+            action()
+        except (CryohpcError, OSError) as err:
+            log.error("lane %s: %s failed: %s", lane.name, action.__name__, err)
 
     def publish_target_states(self) -> None:
         """Worker targets' reachability for 'cryohpc worker list', written on change only."""

@@ -31,6 +31,7 @@ from ..lanes import (
     NodeLane,
     RunHandle,
     job_tag,
+    worker_env,
 )
 from ..model import Job, Project, Resources, Run, now, set_status
 from ..status import JobStatus, QueueStatus
@@ -123,9 +124,7 @@ class Launcher:
         params = spec.resolve_params(project.default_params, job.params)
         custom = (lane.custom_values(project.cluster_custom_vars, job.cluster_job_custom_vars)
                   if isinstance(lane, BatchLane) else {})
-        env = {"PYTHONUNBUFFERED": "1"}
-        if not isinstance(lane, BatchLane):
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in alloc.gpu_ids)
+        env = worker_env(None if isinstance(lane, BatchLane) else alloc.gpu_ids)
         worker_ranks = 1 if spec.self_launched else alloc.mpi_ranks
         request = request_for(job, project, alloc, job_tag(self.instance_uid, job.project_uid, job.uid),
                               command=lane.worker_command(job_dir, worker_ranks, alloc.target), env=env,

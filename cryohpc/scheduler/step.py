@@ -1,5 +1,6 @@
 """One pass of the master: reload lanes, follow launched jobs, retry pending kills,
-place and launch queued jobs, publish worker targets' states.
+place and launch queued jobs, let lanes tend their warm workers, publish worker targets'
+states.
 
 Every step that concerns one job runs in its own guard: a ``CryohpcError`` fails or holds
 that job alone, with the reason on it. Anything else is a bug: it leaves the pass, and
@@ -63,7 +64,11 @@ class Scheduler:
         self.sweeper.poke()  # files an interrupted clear or delete left behind
         if jobs[JobStatus.QUEUED]:
             self.launch_ready(jobs[JobStatus.QUEUED], active)
+        self.lane_set.tend()
         self.lane_set.publish_target_states()
+
+    def close(self) -> None:
+        self.lane_set.close()
 
     def launch_ready(self, queued: list[Job], active: list[Job]) -> None:
         if {j.queued_lane or "local" for j in queued} - self.lanes.keys():

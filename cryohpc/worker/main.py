@@ -144,9 +144,16 @@ def run_job(job_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cryohpc-worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--job-dir", required=True, type=Path, help="job directory holding job.json")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job-dir", type=Path, help="job directory holding job.json")
+    which.add_argument("--standby", type=int, metavar="RANKS",
+                       help="start warm with RANKS MPI ranks and run the job directory read from stdin")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.standby is not None:
+        from .standby import serve
+
+        return serve(args.standby)
     return run_job(args.job_dir)
 
 

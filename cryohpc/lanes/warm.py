@@ -1,0 +1,144 @@
+"""Warm workers of the local lane: a job starts in milliseconds instead of a second.
+
+For each rank count in the lane's ``warm_ranks`` one worker is kept started with
+``--standby``: launched exactly as a job's worker would be (same launcher, ranks, Python
+and environment, its own session), it has done its imports and loaded its compiled
+kernels, and waits on its standard input. A job whose launch would have run that same
+command line with that same environment is handed to it by writing the job directory to
+that pipe; anything else (GPU jobs, other rank counts) starts cold as before. A standby is
+used once and replaced while the lane runs no job, so its warm-up never takes a core from
+one.
+
+What the launcher itself prints (MPI's abort messages) is kept in an unlinked file and
+appended to the job's log when the run ends, where a cold launch would have put it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ..errors import CryohpcError
+from ..procs import kill_group, process_start_ticks
+
+log = logging.getLogger("cryohpc.lanes")
+
+RETRY_AFTER_S = 60.0  # a standby that died before its job is started again only after this
+CLOSE_GRACE_S = 2.0
+
+
+@dataclass
+class Standby:
+    ranks: int
+    proc: subprocess.Popen
+    output: IO[bytes]  # the launcher's own messages, for the job's log
+    started: float
+
+
+class WarmWorkers:
+    """The standbys of one lane, by rank count."""
+
+    def __init__(self, lane_name: str, ranks: list[int], command: Callable[[int], list[str]], env: dict[str, str]):
+        self.lane_name = lane_name
+        self.ranks = sorted(set(ranks))
+        self._command, self._env = command, env
+        self._idle: dict[int, Standby] = {}
+        self._retry_at: dict[int, float] = {}
+
+    def take(self, command: list[str], env: dict[str, str], job_command: Callable[[int], list[str]]) -> Standby | None:
+        """The idle standby whose job launch would have been ``command`` with ``env``, if any;
+        it leaves the pool whether or not the hand-over then works."""
+        if env != self._env:
+            return None
+        for ranks, standby in list(self._idle.items()):
+            if command == job_command(ranks):
+                del self._idle[ranks]
+                if standby.proc.poll() is None:
+                    return standby
+                self._forget(standby)
+        return None
+
+    def hand_over(self, standby: Standby, job_dir: Path) -> bool:
+        """Give the standby its job; False (and the standby stopped) when it cannot take it."""
+        line = os.fsencode(str(job_dir))
+        if b"\n" in line:
+            self._stop(standby)
+            return False
+        try:
+            standby.proc.stdin.write(line + b"\n")
+            standby.proc.stdin.close()  # the standby's next read ends: one job each
+        except (BrokenPipeError, OSError, ValueError):
+            self._stop(standby)
+            return False
+        return True
+
+    def tend(self, idle_cpus: int) -> None:
+        """Start the missing standbys of at most ``idle_cpus`` ranks (a waiting standby uses
+        no core); forget dead ones."""
+        for ranks, standby in list(self._idle.items()):
+            if standby.proc.poll() is not None:
+                log.warning("lane %s: the warm worker of %d rank(s) exited (%s) before any job; "
+                            "retrying in %.0f s", self.lane_name, ranks, standby.proc.returncode, RETRY_AFTER_S)
+                del self._idle[ranks]
+                self._forget(standby)
+                self._retry_at[ranks] = time.monotonic() + RETRY_AFTER_S
+        for ranks in self.ranks:
+            if ranks in self._idle or ranks > idle_cpus or time.monotonic() < self._retry_at.get(ranks, 0.0):
+                continue
+            try:
+                self._idle[ranks] = self._start(ranks)
+            except (CryohpcError, OSError, ValueError) as err:
+                log.error("lane %s: cannot start a warm worker of %d rank(s): %s", self.lane_name, ranks, err)
+                self._retry_at[ranks] = time.monotonic() + RETRY_AFTER_S
+
+    def close(self) -> None:
+        """Stop every idle standby (they run no job)."""
+        for standby in self._idle.values():
+            self._stop(standby)
+        self._idle.clear()
+
+    def _start(self, ranks: int) -> Standby:
+        output = tempfile.TemporaryFile()  # noqa: SIM115 - kept open until the job's end
+        try:
+            proc = subprocess.Popen(self._command(ranks), cwd=tempfile.gettempdir(), env=self._env,
+                                    stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except BaseException:
+            output.close()
+            raise
+        return Standby(ranks, proc, output, time.monotonic())
+
+    def _stop(self, standby: Standby) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            standby.proc.stdin.close()
+        kill_group(standby.proc.pid, process_start_ticks(standby.proc.pid), grace_s=CLOSE_GRACE_S,
+                   reap=standby.proc.poll)
+        self._forget(standby)
+
+    @staticmethod
+    def _forget(standby: Standby) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            standby.proc.stdin.close()
+        standby.output.close()
+
+
+def append_output(output: IO[bytes], job_dir: Path) -> None:
+    """Copy what the launcher of a handed-over standby printed to the end of the job's log."""
+    try:
+        output.seek(0)
+        text = output.read()
+        if text:
+            with open(job_dir / "job.log", "ab") as job_log:
+                job_log.write(text)
+    except OSError as err:
+        log.warning("launcher output of %s not kept: %s", job_dir, err)
+    finally:
+        output.close()
