@@ -2,7 +2,7 @@
 
 Reports through ``events.jsonl`` only: started, heartbeats, the job's own log and
 progress, outputs, then completed or failed (with the traceback). Exit status 0 means
-completed.
+completed. ``--standby N`` starts warm and takes its job directory later (standby.py).
 """
 
 from __future__ import annotations
