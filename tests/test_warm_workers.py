@@ -165,6 +165,26 @@ def test_a_standby_that_dies_is_replaced_and_a_job_meanwhile_starts_cold(warm_ap
         waiting_for(1, other_than=ready)
 
 
+def test_a_lane_whose_launcher_is_missing_keeps_its_other_warm_workers_and_the_master_serving(warm_api):
+    (warm_api.instance.paths.site_configs / "warm.yaml").write_text(
+        WARM_LANE.format(ranks="1, 2") + "    mpiexec: /nonexistent/mpiexec\n")
+    with running(warm_api, "broken") as project:  # a pass that raised would fail the test on stop
+        ready = waiting_for(1)
+        job = project.create_job("test_sleep", params={"seconds": 0.1})
+        job.queue(lane="warm")
+        assert job.wait(60) == JobStatus.COMPLETED
+        assert job.model.run.pid == ready
+        assert 2 not in standbys().values()
+
+
+def test_a_changed_site_config_stops_the_old_lanes_waiting_workers(warm_api):
+    with running(warm_api, "reload"):
+        old = waiting_for(1)
+        (warm_api.instance.paths.site_configs / "warm.yaml").write_text(WARM_LANE.format(ranks="2"))
+        waiting_for(2)
+        assert gone(old)
+
+
 def test_the_master_leaves_no_waiting_worker_behind(tmp_path, monkeypatch):
     monkeypatch.delenv(WARM_RANKS_VAR)  # the built-in lane's default: one and two ranks
     api = Api.init(tmp_path / "home", tmp_path / "projects", poll_interval_s=0.1)

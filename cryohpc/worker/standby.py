@@ -21,7 +21,7 @@ from pathlib import Path
 from ..jobrun.mpi import world
 
 JOB_TAG = 7  # the MPI tag of the job directory rank 0 sends the others
-IDLE_POLL_S = 0.02  # ranks other than 0 wait sleeping (MPI's blocking receive spins a core): 0.3% of one
+IDLE_POLL_S = 0.02  # ranks other than 0 wait sleeping (MPI's blocking receive spins a core): 0.4% of one
 
 
 def warm_up() -> None:
