@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cryohpc.dataset import Dataset
+from cryohpc.dataset.blocks import THREAD_ROWS, copy_fields
 from cryohpc.dataset.csfile import CSDAT_MAGIC, NUMPY_MAGIC
 from cryohpc.dataset.hashing import dedupe_rows, match_keys
 from cryohpc.errors import DatasetError
@@ -263,3 +264,24 @@ def test_large_joins_and_saves_take_the_hashed_paths_and_agree(tmp_path):
     ds.save(tmp_path / "x.cs", compression="lz4")
     back = CsDataset.load(tmp_path / "x.cs")
     assert [s.encode() if isinstance(s, str) else s for s in back["blob/path"]] == ds["blob/path"].tolist()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 3 * THREAD_ROWS + 7), st.integers(0, 1000), st.booleans())
+def test_copying_fields_block_by_block_on_threads_equals_assigning_each_field(n, start, to_columns):
+    rng = np.random.default_rng(n)
+    dtype = np.dtype([("uid", "<u8"), ("path", "S12"), ("shape", "<u4", (2,)), ("df", "<f4"), ("pad", "u1")])
+    src = np.zeros(n, dtype)
+    src["uid"] = rng.integers(0, 2**63, n, dtype=np.uint64)
+    src["path"] = rng.integers(0, 9, n).astype("S12")
+    src["shape"] = rng.integers(0, 2**31, (n, 2))
+    src["df"] = rng.random(n, dtype=np.float32)
+    names = ["uid", "path", "shape", "df"]
+    if to_columns:
+        dst = {name: np.zeros((start + n, *dtype[name].shape), dtype[name].base) for name in names}
+    else:
+        dst = np.zeros(start + n, dtype)
+    copy_fields(src, dst, names, start=start)
+    for name in names:
+        assert np.array_equal(dst[name][start:], src[name])
+        assert not np.any(dst[name][:start])  # rows before start untouched
