@@ -72,7 +72,8 @@ def ours(project, imported_uid: str, ranks: int) -> dict:
     phases["start-up and hand-over"] = seconds - sum(
         v for k, v in phases.items() if k in ("prepare", "inserting", "reduction", "finish", "write"))
     vol = read_volume(project.dir / out.strings("map/path")[0])[0]
-    return {"seconds": seconds, "vol": vol, "phases": phases, "peak_mb": summary.get("peak_rss_mb", [])}
+    return {"seconds": seconds, "vol": vol, "phases": phases, "peak_mb": summary.get("peak_rss_mb", []),
+            "pss_mb": summary.get("pss_mb", [])}
 
 
 def main() -> None:
@@ -136,7 +137,8 @@ def run_point(api, project, folder: Path, box: int, n: int, args) -> None:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for ranks, r in results.items():
         phases = ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())
-        peak = f"; peak RSS per rank {', '.join(f'{x:.0f}' for x in r['peak_mb'])} MB"
+        peak = (f"; peak RSS per rank {', '.join(f'{x:.0f}' for x in r['peak_mb'])} MB, proportional share "
+                f"(PSS) at its largest phase end {', '.join(f'{x:.0f}' for x in r['pss_mb'])} MB")
         print(f"  cryohpc {ranks} rank(s) phases (s): {phases}{peak} (accumulator {accumulator_mb(box):.0f} MB)")
 
 

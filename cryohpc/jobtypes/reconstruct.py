@@ -212,6 +212,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def pss_mb() -> float:
+    """This process's proportional share of the memory it holds now: a page that k ranks
+    (or libraries) share counts 1/k here, so ranks' figures add up to the node's use, which
+    peak RSS, counting the node's shared accumulators once per rank that touched them,
+    does not. 0 where the kernel does not say."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in text.splitlines() if line.startswith("Pss:")), 0.0)
+
+
 def _check_device_memory(ctx: RunContext, box: int, pad: int, batch: int, device: int) -> None:
     """Refuse, before any work, a reconstruction that cannot fit on this rank's GPU,
     saying what it needs."""
@@ -280,6 +292,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     total = node_sum.total() if node_sum is not None else reduce_sum(ctx.comm, rec.acc)
     clock["reduction"] = time.perf_counter() - t0
     peaks = ctx.comm.allgather(peak_rss_mb())  # the other ranks are done growing
+    shares = ctx.comm.allgather(pss_mb())  # each rank's share of the summed grids, at their largest
     if node_sum is not None:  # the other ranks' grids go back while rank 0 finishes
         if not ctx.is_root:
             rec.acc = None
@@ -297,6 +310,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     rec.acc = xp.asarray(total)
     half_a, half_b, full = rec.finish(p["wiener_constant"])
     clock["finish"] = time.perf_counter() - t0
+    finish_share = pss_mb()  # before the accumulators go
     if node_sum is not None:
         node_sum.free()
     curve = fsc(half_a, half_b, psize)
@@ -315,8 +329,9 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
                f"{_reduced_where(device, node_sum)}"
                if ctx.size > 1 else ""))
     peaks[0] = peak_rss_mb()
+    shares[0] = max(shares[0], finish_share)
     summary = {"fsc_0143_A": res143, "fsc_05_A": res05, "num_particles": len(ds), "box": box, "psize_A": psize,
-               "peak_rss_mb": [round(x, 1) for x in peaks],
+               "peak_rss_mb": [round(x, 1) for x in peaks], "pss_mb": [round(x, 1) for x in shares],
                "symmetry": p["symmetry"], "map": ctx.relpath(ctx.job_dir / f"{uid}_map.mrc"),
                "fsc_plot": ctx.relpath(ctx.job_dir / f"{uid}_fsc.svg"),
                "seconds": {k: round(v, 4) for k, v in clock.items()}}
