@@ -40,7 +40,6 @@ class Standby:
     ranks: int
     proc: subprocess.Popen
     output: IO[bytes]  # the launcher's own messages, for the job's log
-    started: float
 
 
 class WarmWorkers:
@@ -114,7 +113,7 @@ class WarmWorkers:
         except BaseException:
             output.close()
             raise
-        return Standby(ranks, proc, output, time.monotonic())
+        return Standby(ranks, proc, output)
 
     def _stop(self, standby: Standby) -> None:
         with contextlib.suppress(OSError, ValueError):
