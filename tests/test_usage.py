@@ -92,3 +92,46 @@ def test_usage_from_the_command_line_refuses_bad_input_in_one_line(tmp_path):
     assert bad.returncode == 2 and "--since 'last tuesday'" in bad.stderr
     empty = cli(api.instance.home, "usage", check=True)
     assert "no runs match" in empty.stdout
+
+
+PSS_SCENARIO = r"""
+import json, mmap, os, subprocess, sys
+from pathlib import Path
+from cryohpc.jobrun.usage import pss_mb
+
+size = 64 * 2**20
+path = Path("/dev/shm") / f"cryohpc-test-pss-{os.getpid()}"  # shared memory, as the node's accumulators
+with open(path, "w+b") as f:
+    f.truncate(size)
+    shared = mmap.mmap(f.fileno(), size)
+    peer_file = os.dup(f.fileno())
+os.set_inheritable(peer_file, True)
+path.unlink()
+before = pss_mb()
+for i in range(0, size, 4096):
+    shared[i] = 1  # every page touched here
+out = {"alone": pss_mb() - before}
+peer = ("import mmap, sys; m = mmap.mmap(int(sys.argv[1]), 0); "
+        "sys.argv[2] == 'touch' and sum(m[i] for i in range(0, len(m), 4096)); "
+        "print('ready', flush=True); sys.stdin.read()")
+for touch in ("no", "touch"):  # the same process, touching the pages or not
+    base = pss_mb()
+    proc = subprocess.Popen([sys.executable, "-c", peer, str(peer_file), touch], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, pass_fds=(peer_file,))
+    assert proc.stdout.readline() == b"ready\n"
+    out[touch] = base - pss_mb()
+    proc.communicate(b"")
+print(json.dumps(out))
+"""
+
+
+def test_proportional_share_counts_a_page_shared_by_two_processes_half():
+    import json
+    import subprocess
+    import sys
+
+    # in a process of its own: nothing else in it allocates meanwhile
+    out = json.loads(subprocess.run([sys.executable, "-c", PSS_SCENARIO], capture_output=True, text=True,
+                                    timeout=120, check=True).stdout)
+    assert 60 < out["alone"] < 70  # every page once
+    assert 28 < out["touch"] - out["no"] < 36  # half of each page the peer shares

@@ -21,6 +21,23 @@ def _read_bytes() -> int:
     return 0
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pss_mb() -> float:
+    """This process's proportional share of the memory it holds now: a page that k ranks
+    (or libraries) share counts 1/k here, so ranks' figures add up to the node's use, which
+    peak RSS, counting the node's shared accumulators once per rank that touched them,
+    does not. 0 where the kernel does not say."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in text.splitlines() if line.startswith("Pss:")), 0.0)
+
+
 class UsageMeter:
     def __init__(self) -> None:
         self.t0 = time.monotonic()

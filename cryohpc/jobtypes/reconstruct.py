@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from ..jobrun.context import RunContext
 from ..jobrun.mpi import local_rank, mpi_takes_device_buffers, reduce_sum
 from ..jobrun.node_sum import NodeSum
 from ..jobrun.stopping import StopRequested
+from ..jobrun.usage import peak_rss_mb, pss_mb
 from .volumes import write_volume_result
 
 NEEDED = {
@@ -205,23 +205,6 @@ def _reduced_where(device: int | None, node_sum: NodeSum | None) -> str:
     if node_sum is not None:
         return "in shared memory" + (" and across nodes" if node_sum.leaders_across_nodes else "")
     return "on the device" if device is not None and mpi_takes_device_buffers() else "through host memory"
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def pss_mb() -> float:
-    """This process's proportional share of the memory it holds now: a page that k ranks
-    (or libraries) share counts 1/k here, so ranks' figures add up to the node's use, which
-    peak RSS, counting the node's shared accumulators once per rank that touched them,
-    does not. 0 where the kernel does not say."""
-    try:
-        text = Path("/proc/self/smaps_rollup").read_text()
-    except OSError:
-        return 0.0
-    return next((int(line.split()[1]) / 1024 for line in text.splitlines() if line.startswith("Pss:")), 0.0)
 
 
 def _check_device_memory(ctx: RunContext, box: int, pad: int, batch: int, device: int) -> None:

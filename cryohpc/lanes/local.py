@@ -128,22 +128,21 @@ class LocalLane(NodeLane):
             self.warm.close()
 
     def _reap(self) -> None:
-        """Settle the children that exited: the lane may be idle, their launcher's output
-        goes to their log (a job whose end its events told is not polled again)."""
+        """Settle the children that exited (a job whose end its events told is not polled
+        again)."""
         for pid, proc in list(self._children.items()):
             if pid in self._running and proc.poll() is not None:
-                self._ended_at = time.monotonic()
-                self._running.discard(pid)
-                self._keep_launcher_output(pid)
+                self._settle(pid)
 
     def _ended(self, pid: int) -> None:
         self._children.pop(pid, None)
+        self._settle(pid)
+
+    def _settle(self, pid: int) -> None:
+        """A child is gone: the lane may be idle, its launcher's output goes to its log."""
         if pid in self._running:
             self._running.discard(pid)
             self._ended_at = time.monotonic()
-        self._keep_launcher_output(pid)
-
-    def _keep_launcher_output(self, pid: int) -> None:
         kept = self._launcher_output.pop(pid, None)
         if kept is not None:
             append_output(*kept)
