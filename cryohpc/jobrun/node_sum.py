@@ -1,19 +1,26 @@
 """Summing the ranks' accumulators without copying them through MPI messages.
 
-Ranks on one node keep their accumulators in shared memory that every rank of the node
-maps. At the end each rank adds a slab of every other rank's grid into node rank 0's
-grid, in place and in the accumulators' own precision, so the node's sum costs one pass
-over memory split across its ranks instead of a Reduce that sends every byte and needs a
-second grid on the root. With several nodes, the node leaders then reduce in place
-across the network. Afterwards every rank on the root's node can read the total.
+Ranks on one node keep their accumulators in shared memory. At the end each rank sums a
+slab of every rank's grid and puts it into node rank 0's grid, in the accumulators' own
+precision, so the node's sum costs one pass over memory split across its ranks instead
+of a Reduce that sends every byte and needs a second grid on the root. With several
+nodes, the node leaders then reduce in place across the network. Afterwards world rank 0
+holds the total.
 
 The grids are files in ``/dev/shm``, created empty (all zeros, no page allocated until a
 rank writes it: corners no particle reaches never cost memory) and unlinked as soon as
-every rank has mapped them, so nothing outlives the job. Zeroing an MPI window instead
-cost 0.4 s at box 128 and 2.3 s at box 192, before any particle; and once summed, the
-other ranks' grids are unmapped and their memory freed while rank 0 finishes the maps.
-Where ``/dev/shm`` is missing or too small (touching a page it cannot hold would kill the
-rank with SIGBUS), an MPI shared-memory window, zeroed, does the same job.
+every rank has opened them, so nothing outlives the job. Zeroing an MPI window instead
+cost 0.4 s at box 128 and 2.3 s at box 192, before any particle. Each rank maps only its
+own grid and reads and writes the others' slabs through their files (``pread``/``pwrite``
+a plane at a time): a page a rank maps counts in its resident memory, so adding into a
+mapped peer grid made every rank hold its own grid plus its share of the others' (box 128,
+2 ranks: 864 MB a rank for a 536 MB accumulator; through the files, no more than its own
+grid and a plane). Once summed, the other ranks' grids are closed and their memory freed
+while rank 0 finishes the maps. Where ``/dev/shm`` is missing or too small (touching a
+page it cannot hold would kill the rank with SIGBUS), an MPI shared-memory window, zeroed,
+does the same job with mapped peers. A single rank's grid is :func:`cryohpc.zeroed.zeroed`
+memory, for the same reason: ``np.zeros`` of a large array is backed by 2 MB pages that
+bring the corners nothing writes in with the written rows.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..zeroed import zeroed
 from .mpi import idle_barrier
 
 SHM_DIR = "/dev/shm"
@@ -43,27 +51,46 @@ def _shm_has_room(node: Any, nbytes: int) -> bool:
     return bool(node.bcast(room, root=0))
 
 
-def _map_shared_files(node: Any, nbytes: int) -> list[mmap.mmap]:
-    """Each rank creates one empty file of ``nbytes``; every rank maps all of them, in
-    node rank order; the files are unlinked once all are mapped."""
+def _open_shared_files(node: Any, nbytes: int) -> tuple[mmap.mmap, list[int | None]]:
+    """Each rank creates one empty file of ``nbytes`` and maps it; every rank opens the
+    others' files (descriptors in node rank order, None for its own); the files are
+    unlinked once all are open."""
     path = os.path.join(SHM_DIR, f"cryohpc-grid-{os.getpid()}-{secrets.token_hex(6)}")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fds: list[int | None] = []
     try:
         os.ftruncate(fd, nbytes)
-        paths = node.allgather(path)
-        maps = []
-        for other in paths:
-            ofd = fd if other == path else os.open(other, os.O_RDWR)
-            try:
-                maps.append(mmap.mmap(ofd, nbytes))
-            finally:
-                if ofd != fd:
-                    os.close(ofd)
-        node.Barrier()  # every rank has mapped every file
+        own = mmap.mmap(fd, nbytes)
+        for other in node.allgather(path):
+            fds.append(None if other == path else os.open(other, os.O_RDWR))
+        node.Barrier()  # every rank has opened every file
+    except BaseException:
+        for f in fds:
+            if f is not None:
+                os.close(f)
+        raise
     finally:
         os.close(fd)
         os.unlink(path)
-    return maps
+    return own, fds
+
+
+def _read_into(fd: int, out: np.ndarray, offset: int) -> None:
+    view = memoryview(out).cast("B")
+    while len(view):
+        got = os.preadv(fd, [view], offset)
+        if got <= 0:
+            raise OSError(f"short read from a peer's grid at byte {offset}")
+        view, offset = view[got:], offset + got
+
+
+def _write_from(fd: int, data: np.ndarray, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while len(view):
+        put = os.pwrite(fd, view, offset)
+        if put <= 0:
+            raise OSError(f"short write to node rank 0's grid at byte {offset}")
+        view, offset = view[put:], offset + put
 
 
 def _unmap(m: mmap.mmap) -> bool:
@@ -73,6 +100,10 @@ def _unmap(m: mmap.mmap) -> bool:
     except BufferError:
         return False
     return True
+
+
+# a slab without live rows is summed this many floats at a time (4 MB)
+_CHUNK = 1 << 20
 
 
 class NodeSum:
@@ -87,19 +118,19 @@ class NodeSum:
         self._win = None
         self.node = None
         self.leaders_across_nodes = False
-        self._peers: list[np.ndarray | None] = []
-        self._maps: list[mmap.mmap | None] = []
+        self._peers: list[np.ndarray | None] = []  # the MPI window's grids, mapped
+        self._map: mmap.mmap | None = None  # this rank's grid
+        self._fds: list[int | None] = []  # the other ranks' grid files
+        nbytes = int(np.prod(shape)) * 4
         if comm.size == 1:
-            self.local = np.zeros(shape, np.float32)
+            self.local = zeroed(shape)
             return
         from mpi4py import MPI
 
         self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.rank)
-        nbytes = int(np.prod(shape)) * 4
         if _shm_has_room(self.node, nbytes):
-            self._maps = list(_map_shared_files(self.node, nbytes))
-            self._peers = [np.frombuffer(m, np.float32).reshape(shape) for m in self._maps]
-            self.local = self._peers[self.node.rank]  # pages placed where this rank first writes them
+            self._map, self._fds = _open_shared_files(self.node, nbytes)
+            self.local = np.frombuffer(self._map, np.float32).reshape(shape)
         else:
             self._win = MPI.Win.Allocate_shared(nbytes, 4, comm=self.node)
             for r in range(self.node.size):
@@ -112,82 +143,110 @@ class NodeSum:
         self.leaders_across_nodes = self.node.size < comm.size
 
     def total(self) -> np.ndarray | None:
-        """The sum of every rank's ``local``: the array itself on ranks of world rank 0's
-        node, None on the others. Collective over the world communicator."""
+        """The sum of every rank's ``local``: node rank 0's ``local`` on world rank 0, None
+        on the others. Collective over the world communicator."""
         if self.comm.size == 1:
             return self.local
         from mpi4py import MPI
 
         self.node.Barrier()  # every rank of the node has finished adding into its grid
-        leader = self._peers[0]
-        for target, sources in self._my_share(leader):
-            for source in sources:
-                np.add(target, source, out=target)
+        if self._win is not None:
+            for target, sources in self._mapped_share():
+                for source in sources:
+                    np.add(target, source, out=target)
+        else:
+            self._sum_through_files()
         self.node.Barrier()
+        self._close_peers()
+        leader = self.local if self.node.rank == 0 else None
         if self.leaders != MPI.COMM_NULL and self.leaders.size > 1:
             if self.leaders.rank == 0:
                 self.leaders.Reduce(MPI.IN_PLACE, leader, op=MPI.SUM, root=0)
             else:
                 self.leaders.Reduce(leader, None, op=MPI.SUM, root=0)
-        root_node = bool(self.node.bcast(self.comm.rank == 0, root=0))
-        self.node.Barrier()  # the cross-node sum has landed before anyone reads it
-        return leader if root_node else None
+        return leader if self.comm.rank == 0 else None
 
-    def _my_share(self, leader: np.ndarray):
-        """This node rank's part of the sum: (leader block, the peers' same blocks).
+    def _share(self) -> list[tuple[int, int]]:
+        """This node rank's part of the sum, as (first float, count) spans of the flattened
+        grid.
 
         Without ``live_radius``, one contiguous slab of the flattened grid per rank. With
         it, the (leading index, z) planes are shared out and only the rows within that
         radius of the cube's centre are added: no rank ever wrote the others, and on
         memory from ``/dev/shm`` reading them would allocate pages that hold zeros."""
         rank, size = self.node.rank, self.node.size
-        peers = self._peers[1:]
+        total = int(np.prod(self.shape))
         if self.live_radius is None:
-            flat = leader.reshape(-1)
-            lo, hi = (flat.size * rank) // size, (flat.size * (rank + 1)) // size
-            yield flat[lo:hi], [p.reshape(-1)[lo:hi] for p in peers]
-            return
-        m = leader.shape[-2]
+            lo, hi = (total * rank) // size, (total * (rank + 1)) // size
+            return [(a, min(_CHUNK, hi - a)) for a in range(lo, hi, _CHUNK)]
+        m, channels = self.shape[-2], self.shape[-1]
+        row = m * channels
         c, r2 = m // 2, self.live_radius ** 2
-        planes = leader.reshape(-1, m, m, leader.shape[-1])
-        peer_planes = [p.reshape(planes.shape) for p in peers]
-        for unit in range((len(planes) * rank) // size, (len(planes) * (rank + 1)) // size):
+        planes = total // (m * row)
+        spans = []
+        for unit in range((planes * rank) // size, (planes * (rank + 1)) // size):
             dz2 = (unit % m - c) ** 2
             if dz2 > r2:
                 continue
             h = int(np.sqrt(r2 - dz2))
-            rows = slice(max(0, c - h), min(m, c + h + 1))
-            yield planes[unit, rows], [p[unit, rows] for p in peer_planes]
+            first, last = max(0, c - h), min(m, c + h + 1)
+            spans.append((unit * m * row + first * row, (last - first) * row))
+        return spans
+
+    def _sum_through_files(self) -> None:
+        """Add the other ranks' spans of this rank's share into this rank's grid, read
+        through their files; a rank other than node rank 0 then writes the summed spans
+        into rank 0's file. The shares are disjoint: no span is read while written."""
+        flat = self.local.reshape(-1)
+        spans = self._share()
+        buf = np.empty(max((n for _, n in spans), default=0), np.float32)
+        for start, count in spans:
+            mine = flat[start : start + count]
+            for fd in self._fds:
+                if fd is not None:
+                    _read_into(fd, buf[:count], start * 4)
+                    np.add(mine, buf[:count], out=mine)
+            if self.node.rank != 0:
+                _write_from(self._fds[0], mine, start * 4)
+
+    def _mapped_share(self):
+        """(node rank 0's span, the other ranks' same spans) for each span of this rank's
+        share, on the MPI window where every grid is mapped."""
+        leader = self._peers[0].reshape(-1)
+        peers = [p.reshape(-1) for p in self._peers[1:]]
+        for start, count in self._share():
+            yield leader[start : start + count], [p[start : start + count] for p in peers]
+
+    def _close_peers(self) -> None:
+        for fd in self._fds:
+            if fd is not None:
+                os.close(fd)
+        self._fds = []
 
     def keep_total_only(self) -> None:
-        """After :meth:`total`: unmap every grid but the total, so the other ranks' grids
-        are freed while the total is used. The caller drops its own references to
+        """After :meth:`total`: let go of every grid but the total, so the other ranks'
+        grids are freed while the total is used. The caller drops its own references to
         ``local`` first (a grid still referenced stays mapped until the process ends)."""
-        keep = 0 if self.node is not None and self.node.rank == 0 else None
-        self.local = self.local if keep == 0 else None
-        for r, m in enumerate(self._maps):
-            if r == keep or m is None:
-                continue
-            self._peers[r] = None
-            if _unmap(m):
-                self._maps[r] = None
+        if self.node is None or self.node.rank == 0:
+            return
+        self.local = None
+        if self._win is not None:
+            self._peers = [p if r == 0 else None for r, p in enumerate(self._peers)]
+        elif self._map is not None and _unmap(self._map):
+            self._map = None
 
     def free(self) -> None:
-        """Give the window back (collective over the node). Ranks arrive at very different
+        """Give the grids back (collective over the node). Ranks arrive at very different
         times (rank 0 finishes maps first), so they wait in a sleeping barrier: MPI's own
         collectives spin, and a spinning rank takes a core from rank 0's threads."""
-        if self._win is not None:
+        if self.node is not None:
             idle_barrier(self.node)
-            self._peers.clear()
-            self.local = None
+        self._close_peers()
+        self._peers.clear()
+        self.local = None
+        if self._win is not None:
             self._win.Free()
             self._win = None
-        elif self._maps:
-            idle_barrier(self.node)
-            self._peers.clear()
-            self.local = None
-            for m in self._maps:
-                if m is not None:
-                    _unmap(m)
-            self._maps = []
-
+        if self._map is not None:
+            _unmap(self._map)
+            self._map = None
