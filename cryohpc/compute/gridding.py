@@ -21,6 +21,8 @@ from types import ModuleType
 
 import numpy as np
 
+from ..zeroed import zeroed
+
 TAP = 0.115
 NORM = (1 + 2 * TAP) ** 3  # the stencil sums to 1 after this division
 
@@ -122,9 +124,10 @@ try:
                     _update_plane(w, z, before, here, after, tap, norm, floor, cap, first)
                     before = here
                     here = after
-        for z in prange(g):
+        for z in prange(g):  # w is zero outside the sphere: its rows there stay unwritten
             for y in range(g):
-                for x in range(g):
+                lo, hi = _row_span(z, y, c, r, g)
+                for x in range(lo, hi):
                     w[z, y, x] *= inv
 
     HAVE_NUMBA = True
@@ -178,7 +181,7 @@ def sampling_multiplier(xp: ModuleType, weight: object, iterations: int, wiener:
     scale = weight_scale(xp, weight)
     floor, cap = 1e-6, 1.0 / max(wiener, 1e-12)
     if iterations > 0 and xp is np and HAVE_NUMBA and use_kernel:
-        w = np.zeros((g, g, g), np.float32)
+        w = zeroed((g, g, g))  # pages only where the sphere's rows are written
         chunks = min(g, 4 * numba.get_num_threads())  # a few per thread: the sphere's middle planes are busiest
         _iterate_cpu(w, np.ascontiguousarray(weight, np.float32), iterations, np.float32(TAP), np.float32(NORM),
                      np.float32(floor), np.float32(cap), np.float32(scale), chunks)
