@@ -98,12 +98,12 @@ def real_map(acc: np.ndarray, other: np.ndarray | None, g: int, box: int, iterat
              wiener: float) -> np.ndarray:
     """The centred box³ real-space map of ``acc`` (+ ``other``).
 
-    Memory beyond the accumulator is at most two g³ grids' rows that cross the ball (the
-    weights and the multiplier), then the half of the multiplier the spectrum reads and the
-    half spectrum (box 128: 101 MB, against 131 MB with every page of both grids). The inverse FFT runs in place axis by axis, each axis only
-    over the lines the central box needs (all of z, half of the planes along y, a quarter
-    of the rows along x), so no g³ output is ever allocated and two thirds of the last
-    two axes' work is skipped.
+    Memory beyond the accumulator is at most the rows of two g³ grids that cross the ball
+    (the weights and the multiplier), then the half of the multiplier the spectrum reads
+    and the half spectrum: box 128, 101 MB, against 131 MB with every page of both grids.
+    The inverse FFT runs in place axis by axis, each axis only over the lines the central
+    box needs (all of z, half of the planes along y, a quarter of the rows along x), so no
+    g³ output is ever allocated and two thirds of the last two axes' work is skipped.
     """
     mult = half_multiplier(sampling_multiplier(np, weights(acc, other, g), iterations, wiener))
     half = np.empty((g, g, g // 2 + 1), np.complex64)
