@@ -102,7 +102,7 @@ def _unmap(m: mmap.mmap) -> bool:
     return True
 
 
-# a slab without live rows is summed this many floats at a time (4 MB)
+# without a live radius, a rank's slab is summed this many floats at a time (4 MB)
 _CHUNK = 1 << 20
 
 
