@@ -18,22 +18,18 @@ def _table_size(n: int) -> int:
     return 1 << max(4, int(2 * n - 1).bit_length())  # load factor <= 1/2
 
 
-def _kernels():
-    from . import hash_kernels
-
-    return hash_kernels.match, hash_kernels.dedupe
-
-
 def match_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For each of ``a``'s uint64 keys, the index of the equal key of ``b`` (unique), or -1."""
-    match, _ = _kernels()
+    from .hash_kernels import match
+
     return match(np.ascontiguousarray(a, np.uint64), np.ascontiguousarray(b, np.uint64), _table_size(len(b)))
 
 
 def dedupe_rows(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes of a fixed-width bytes column (equal rows, equal codes; in order of first
     appearance) and the first row of each code."""
-    _, dedupe = _kernels()
+    from .hash_kernels import dedupe
+
     return dedupe(row_words(col), _INITIAL_TABLE)
 
 

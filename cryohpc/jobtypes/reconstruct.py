@@ -275,7 +275,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     total = node_sum.total() if node_sum is not None else reduce_sum(ctx.comm, rec.acc)
     clock["reduction"] = time.perf_counter() - t0
     peaks = ctx.comm.allgather(peak_rss_mb())  # the other ranks are done growing
-    shares = ctx.comm.allgather(pss_mb())  # each rank's share of the summed grids, at their largest
+    shares = ctx.comm.allgather(pss_mb())  # each rank's proportional share, the grids still held
     if node_sum is not None:  # the other ranks' grids go back while rank 0 finishes
         if not ctx.is_root:
             rec.acc = None

@@ -116,11 +116,9 @@ class WarmWorkers:
         return Standby(ranks, proc, output)
 
     def _stop(self, standby: Standby) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            standby.proc.stdin.close()
+        self._forget(standby)  # its input ends first: a waiting standby exits by itself
         kill_group(standby.proc.pid, process_start_ticks(standby.proc.pid), grace_s=CLOSE_GRACE_S,
                    reap=standby.proc.poll)
-        self._forget(standby)
 
     @staticmethod
     def _forget(standby: Standby) -> None:
