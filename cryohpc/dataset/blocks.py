@@ -44,3 +44,27 @@ def _copy_rows(src: np.ndarray, dst: np.ndarray | Mapping[str, np.ndarray], name
         rows = slice(start + a, start + a + len(block))
         for name in names:
             dst[name][rows] = block[name]
+
+
+def packed_dtype(dtype: np.dtype) -> np.dtype:
+    """The same fields in the same order, with no gaps between them: what a numpy-format
+    file and every peer expect (a view over some fields of wider rows has gaps)."""
+    return np.dtype([(name, dtype[name]) for name in dtype.names])
+
+
+def packed(arr: np.ndarray) -> np.ndarray:
+    """``arr`` itself when its rows have no gaps, else a copy whose rows have none."""
+    want = packed_dtype(arr.dtype)
+    return arr if arr.dtype == want else _copied_into(arr, want)
+
+
+def packed_copy(arr: np.ndarray) -> np.ndarray:
+    """A private, writable copy of ``arr`` with gap-free rows."""
+    want = packed_dtype(arr.dtype)
+    return np.array(arr, subok=False) if arr.dtype == want else _copied_into(arr, want)
+
+
+def _copied_into(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    out = np.empty(arr.shape, dtype=dtype)
+    copy_fields(arr, out, dtype.names)
+    return out

@@ -9,6 +9,7 @@ numpy-format representation, so a memory-mapped file needs no conversion; use
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
-from .blocks import copy_fields
+from .blocks import copy_fields, packed, packed_copy, packed_dtype
 from .csfile import Compression, field_descr, read_cs, write_cs
 from .hashing import LARGE, match_keys
 
@@ -63,14 +64,66 @@ def _rows_as_bytes(arr: np.ndarray) -> np.ndarray:
 
 
 class Dataset:
-    """A structured array with CryoSPARC ``.cs`` semantics (join on ``uid``, append, split)."""
+    """A structured array with CryoSPARC ``.cs`` semantics (join on ``uid``, append, split).
 
-    __slots__ = ("_data",)
+    Selecting, dropping or renaming fields copies nothing: the new dataset is a view of
+    these rows, and both sides are copy-on-write. While rows are shared, ``array`` and
+    ``ds[field]`` hand out read-only arrays, and ``ds[field] = values`` first gives the
+    dataset written to a private copy, so neither side ever sees the other's writes.
+    Arrays taken out *before* the sharing began are plain numpy views and still write
+    into the shared rows; ``copy()`` gives a dataset independent of them too, and frees
+    the wider rows a narrow selection would otherwise keep alive.
+    """
+
+    # _sharers: the views made from one set of rows, by id (weakly held; one mapping
+    # shared by owner and views alike); _borrowed: this dataset is one of them
+    __slots__ = ("_data", "_sharers", "_borrowed", "__weakref__")
 
     def __init__(self, data: np.ndarray):
         if data.dtype.names is None or "uid" not in data.dtype.names:
             raise DatasetError("a dataset needs a structured array with a 'uid' field")
         self._data = data
+        self._sharers: weakref.WeakValueDictionary[int, Dataset] | None = None
+        self._borrowed = False
+
+    def __reduce__(self):
+        return (Dataset, (packed(self._data),))
+
+    def __copy__(self) -> Dataset:
+        return self.copy()
+
+    # -- copy on write ---------------------------------------------------------------
+    def _shares_rows(self) -> bool:
+        return self._borrowed or bool(self._sharers)
+
+    def _lend(self, rows: np.ndarray) -> Dataset:
+        """A dataset over ``rows``, a view of this one's rows: read-only until it writes."""
+        rows.flags.writeable = False
+        view = Dataset(rows)
+        view._borrowed = True
+        if self._sharers is None:
+            self._sharers = weakref.WeakValueDictionary()
+        view._sharers = self._sharers
+        self._sharers[id(view)] = view
+        return view
+
+    def _own_rows(self) -> None:
+        """Before a write: rows shared with another dataset are copied, so the write
+        stays this dataset's alone."""
+        if not self._shares_rows():
+            return
+        self._data = packed_copy(self._data)
+        self._leave_sharers()
+
+    def _leave_sharers(self) -> None:
+        if self._borrowed and self._sharers is not None:
+            self._sharers.pop(id(self), None)
+        self._sharers, self._borrowed = None, False
+
+    def _rows(self, index: Any) -> np.ndarray:
+        """The rows ``index`` picks, copied, gap-free (a view's rows carry the gaps of the
+        wider rows it was made from)."""
+        return packed(self._data[index])
 
     # -- construction and files -------------------------------------------------
     @classmethod
@@ -119,7 +172,19 @@ class Dataset:
     # -- basic access ---------------------------------------------------------------
     @property
     def array(self) -> np.ndarray:
-        """The underlying structured array (shared, not copied)."""
+        """The underlying structured array, gap-free as a ``.cs`` file holds it (what
+        cryosparc-tools and ``np.save`` accept); read-only while its rows are shared.
+
+        Not copied, except that a selection over wider rows copies its fields out here,
+        once, and then owns them.
+        """
+        if packed_dtype(self._data.dtype) != self._data.dtype:
+            self._data = packed(self._data)
+            self._leave_sharers()
+        if self._shares_rows() and self._data.flags.writeable:
+            view = self._data.view()
+            view.flags.writeable = False
+            return view
         return self._data
 
     def __len__(self) -> int:
@@ -130,16 +195,21 @@ class Dataset:
 
     def __getitem__(self, field: str) -> np.ndarray:
         try:
-            return self._data[field]
+            col = self._data[field]
         except (ValueError, KeyError) as err:
             raise DatasetError(f"dataset has no field {field!r} (fields: {', '.join(self.fields())})") from err
+        if self._shares_rows():
+            col.flags.writeable = False
+        return col
 
     def __setitem__(self, field: str, values: Any) -> None:
         if field not in self:
             raise DatasetError(f"dataset has no field {field!r}; use add_fields first")
         if field == "uid":
             raise DatasetError("uids are the join key and cannot be reassigned in place")
-        self._data[field] = _as_bytes_column(values)
+        values = _as_bytes_column(values)
+        self._own_rows()
+        self._data[field] = values
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Dataset):
@@ -173,7 +243,8 @@ class Dataset:
         return [b.decode() for b in col.tolist()]
 
     def copy(self) -> Dataset:
-        return Dataset(np.array(self._data))
+        """An independent dataset with its own gap-free rows."""
+        return Dataset(packed_copy(self._data))
 
     # -- fields ---------------------------------------------------------------------
     def add_fields(self, fields: Sequence[FieldSpec], values: Mapping[str, Any] | None = None) -> Dataset:
@@ -188,6 +259,8 @@ class Dataset:
 
     def drop_fields(self, names: Iterable[str] | Callable[[str], bool]) -> Dataset:
         """A new dataset without the named fields (or those the predicate picks); ``uid`` stays."""
+        if isinstance(names, str):
+            names = [names]
         drop = set(filter(names, self.fields())) if callable(names) else set(names)
         unknown = drop - set(self.fields())
         if unknown:
@@ -196,14 +269,15 @@ class Dataset:
         return self.select([f for f in self.fields() if f not in drop])
 
     def select(self, names: Sequence[str]) -> Dataset:
-        """A new dataset holding ``uid`` and the named fields, in that order."""
-        keep = ["uid"] + [n for n in names if n != "uid"]
-        missing = [n for n in keep if n not in self]
+        """A new dataset holding ``uid`` and the named fields, in that order (a name given
+        twice is kept once). It shares these rows, copy-on-write (see the class)."""
+        if isinstance(names, (str, bytes)):
+            names = [names]
+        keep = list(dict.fromkeys(["uid", *names]))
+        missing = [str(n) for n in keep if not isinstance(n, str) or n not in self]
         if missing:
             raise DatasetError(f"dataset has no field(s) {', '.join(missing)}")
-        out = np.empty(len(self), dtype=[field_descr(self._data.dtype, n) for n in keep])
-        copy_fields(self._data, out, keep)
-        return Dataset(out)
+        return self._lend(self._data[keep])
 
     def select_prefixes(self, prefixes: Iterable[str]) -> Dataset:
         pre = set(prefixes)
@@ -213,7 +287,8 @@ class Dataset:
         return self.rename_fields({old: new})
 
     def rename_fields(self, mapping: Mapping[str, str] | Callable[[str], str]) -> Dataset:
-        """A new dataset (sharing memory) with fields renamed; ``uid`` cannot be renamed."""
+        """A new dataset with fields renamed, sharing these rows copy-on-write; ``uid``
+        cannot be renamed."""
         names = list(self.fields())
         rename = (lambda n: mapping(n)) if callable(mapping) else (lambda n: mapping.get(n, n))
         new_names = [n if n == "uid" else rename(n) for n in names]
@@ -223,22 +298,24 @@ class Dataset:
             unknown = set(mapping) - set(names)
             if unknown:
                 raise DatasetError(f"cannot rename unknown fields: {', '.join(sorted(unknown))}")
-        data = self._data.view()
-        data.dtype.names = tuple(new_names)
-        return Dataset(data)
+        # a new dtype: setting names on a view's dtype would rename this dataset too
+        dtype = self._data.dtype
+        renamed = np.dtype({"names": new_names, "formats": [dtype[n] for n in names],
+                            "offsets": [dtype.fields[n][1] for n in names], "itemsize": dtype.itemsize})
+        return self._lend(self._data.view(renamed))
 
     def rename_prefix(self, old: str, new: str) -> Dataset:
         return self.rename_fields(lambda n: new + n[len(old) :] if n.startswith(old + "/") else n)
 
     # -- rows -----------------------------------------------------------------------
     def take(self, indices: Sequence[int] | np.ndarray) -> Dataset:
-        return Dataset(self._data[np.asarray(indices, dtype=np.intp)])
+        return Dataset(self._rows(np.asarray(indices, dtype=np.intp)))
 
     def mask(self, mask: np.ndarray) -> Dataset:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (len(self),):
             raise DatasetError(f"mask has shape {mask.shape}, expected ({len(self)},)")
-        return Dataset(self._data[mask])
+        return Dataset(self._rows(mask))
 
     def subset_uids(self, uids: np.ndarray) -> Dataset:
         """The items whose uid is in ``uids``, in this dataset's order."""
@@ -267,7 +344,7 @@ class Dataset:
         out: dict[Any, Dataset] = {}
         for i in np.argsort(first, kind="stable"):
             key = uniq[i].item()
-            out[key.decode() if isinstance(key, bytes) else key] = Dataset(self._data[inverse == i])
+            out[key.decode() if isinstance(key, bytes) else key] = Dataset(self._rows(inverse == i))
         return out
 
     # -- combining ------------------------------------------------------------------
@@ -286,20 +363,25 @@ class Dataset:
         ia, ib = _match_uids(self._data["uid"], other._data["uid"])
         extra = [f for f in other.fields() if f not in self]
         out = np.empty(len(ia), dtype=self.descr() + [field_descr(other._data.dtype, n) for n in extra])
-        if self._data.flags.c_contiguous and self._packed_prefix_of(out):
-            # this dataset's fields lead the output at the same offsets: copy whole rows
-            _rows_as_bytes(out)[:, : self._data.dtype.itemsize] = _rows_as_bytes(self._data)[ia]
+        lead = self._leading_bytes_in(out) if self._data.flags.c_contiguous else 0
+        if lead:
+            # this dataset's fields lead the output at the same offsets (a selection of
+            # the leading fields too, whose rows are wider): copy those bytes of each row
+            _rows_as_bytes(out)[:, :lead] = _rows_as_bytes(self._data)[ia, :lead]
         else:
             copy_fields(self._data[ia], out, self.fields())
         if extra:
             copy_fields(other._data[ib], out, extra)
         return Dataset(out)
 
-    def _packed_prefix_of(self, out: np.ndarray) -> bool:
+    def _leading_bytes_in(self, out: np.ndarray) -> int:
+        """How many leading bytes of each row ``out`` can take as they are from this
+        dataset's rows: all its fields' bytes when they sit at the same offsets in both
+        (``out`` packs them from 0, in this order), else 0."""
         own = self._data.dtype
-        return all(out.dtype.fields[n][1] == own.fields[n][1] for n in own.names) and own.itemsize == sum(
-            own[n].itemsize for n in own.names
-        )
+        if any(out.dtype.fields[n][1] != own.fields[n][1] for n in own.names):
+            return 0
+        return sum(own[n].itemsize for n in own.names)
 
     @staticmethod
     def innerjoin_many(datasets: Sequence[Dataset]) -> Dataset:

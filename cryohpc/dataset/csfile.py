@@ -21,7 +21,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import DatasetError
-from .blocks import copy_fields
+from .blocks import copy_fields, packed
 from .hashing import LARGE, dedupe_rows, row_words
 
 NUMPY_MAGIC = b"\x93NUMPY"
@@ -207,7 +207,7 @@ def write_cs(path: str | os.PathLike, arr: np.ndarray, compression: Compression 
         if csdat or compression:
             _write_csdat(f, arr, compression)
         else:
-            np.save(f, _bytes_strings(arr), allow_pickle=False)
+            np.save(f, _bytes_strings(packed(arr)), allow_pickle=False)
 
 
 def _bytes_strings(arr: np.ndarray) -> np.ndarray:
