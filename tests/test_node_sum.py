@@ -1,7 +1,9 @@
 """Summing the ranks' accumulators through node shared memory, under a real mpiexec:
 the files in /dev/shm and the MPI-window fallback give the same exact sum, over the whole
 grid or over the ball insertion writes, and nothing is left behind in /dev/shm; through the
-files no rank maps another's grid; a single rank's grid holds only the pages written."""
+files no rank maps another's grid, and with the two half sets' totals apart each of ranks
+0 and 1 gives back the half it does not hold; a single rank's grid holds only the pages
+written."""
 
 from __future__ import annotations
 
@@ -43,18 +45,35 @@ def shmem_kb():
     return next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("RssShmem:"))
 
 
+expected = sum(everyone)
+assert ns.halves_apart == (backend == "files" and ball)
 before = shmem_kb()
 total = ns.total()
 grown = shmem_kb() - before
 if backend == "files":
     assert grown < 256, f"rank {comm.rank} mapped {grown} kB of the other ranks' grids while summing"
+if ns.halves_apart:  # half set 0's total on rank 0, half set 1's on rank 1, the other half given back
+    if comm.rank < 2:
+        assert np.array_equal(total[comm.rank], expected[comm.rank]), "wrong half-set sum"
+        assert before - shmem_kb() > 0.9 * mine[0].nbytes / 1024, "the other half set's pages were kept"
+    else:
+        assert total is None
+    if comm.rank == 0:
+        held = shmem_kb()
+        ns.fold_second_half()
+        assert np.array_equal(total[0], expected[0] + expected[1]), "wrong fold of half set 1 into 0"
+        assert shmem_kb() - held < 256, "folding touched the given-back half set"
+        assert ns._fds == [], "rank 1's grid file still open after the fold"
+    ns.free()
+    open(os.path.join(sys.argv[3], f"ok.{comm.rank}"), "w").close()
+    sys.exit(0)
 if comm.rank == 0:
-    assert np.array_equal(total, sum(everyone)), "wrong sum"
+    assert np.array_equal(total, expected), "wrong sum"
 else:
     ns.local = None
 ns.keep_total_only()
 if comm.rank == 0:
-    assert np.array_equal(ns.local, sum(everyone)), "total lost by keep_total_only"
+    assert np.array_equal(ns.local, expected), "total lost by keep_total_only"
     if backend == "files":
         assert ns._fds == [], "other ranks' grid files still open"
 ns.free()

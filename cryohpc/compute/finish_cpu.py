@@ -12,6 +12,8 @@ centred complex inverse (the reference, ``use_kernel=False``), to float32 roundi
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 import scipy.fft
@@ -95,7 +97,7 @@ def half_multiplier(mult: np.ndarray) -> np.ndarray:
 
 
 def real_map(acc: np.ndarray, other: np.ndarray | None, g: int, box: int, iterations: int,
-             wiener: float) -> np.ndarray:
+             wiener: float, threads: int | None = None) -> np.ndarray:
     """The centred box³ real-space map of ``acc`` (+ ``other``).
 
     Memory beyond the accumulator is at most the rows of two g³ grids that cross the ball
@@ -104,14 +106,37 @@ def real_map(acc: np.ndarray, other: np.ndarray | None, g: int, box: int, iterat
     The inverse FFT runs in place axis by axis, each axis only over the lines the central
     box needs (all of z, half of the planes along y, a quarter of the rows along x), so no
     g³ output is ever allocated and two thirds of the last two axes' work is skipped.
+
+    ``threads``: how many cores the compiled passes and the FFTs use (all by default),
+    for a map finished beside another rank's on the same node.
     """
+    with limited_threads(threads):
+        return _real_map(acc, other, g, box, iterations, wiener, threads or -1)
+
+
+@contextmanager
+def limited_threads(threads: int | None):
+    """numba's parallel loops launched from this thread use at most ``threads`` cores."""
+    if threads is None:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _real_map(acc: np.ndarray, other: np.ndarray | None, g: int, box: int, iterations: int, wiener: float,
+              workers: int) -> np.ndarray:
     mult = half_multiplier(sampling_multiplier(np, weights(acc, other, g), iterations, wiener))
     half = np.empty((g, g, g // 2 + 1), np.complex64)
     _half_spectrum(acc, acc if other is None else other, other is not None, mult, g, half)
     del mult
     lo = g // 2 - box // 2
-    scipy.fft.ifft(half, axis=0, overwrite_x=True, workers=-1)
+    scipy.fft.ifft(half, axis=0, overwrite_x=True, workers=workers)
     planes = half[lo:lo + box]  # contiguous: transformed in place
-    scipy.fft.ifft(planes, axis=1, overwrite_x=True, workers=-1)
-    vol = scipy.fft.irfft(planes[:, lo:lo + box], n=g, axis=2, workers=-1)
+    scipy.fft.ifft(planes, axis=1, overwrite_x=True, workers=workers)
+    vol = scipy.fft.irfft(planes[:, lo:lo + box], n=g, axis=2, workers=workers)
     return np.ascontiguousarray(vol[:, :, lo:lo + box])

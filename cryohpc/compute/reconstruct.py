@@ -185,8 +185,9 @@ class Reconstructor:
         self.count += len(images)
 
     # -- finishing ------------------------------------------------------------------------
-    def _map(self, acc, wiener: float, other=None) -> np.ndarray:
-        """The map of ``acc`` (+ ``other``, the second half set, for the full map)."""
+    def map_of(self, acc, wiener: float = 1e-3, other=None, threads: int | None = None) -> np.ndarray:
+        """The map of ``acc`` (+ ``other``, the second half set, for the full map), one
+        half-set grid of the accumulator; ``threads`` limits the CPU path's cores."""
         xp = self.xp
         if self.device is not None:
             from .reconstruct_cuda import finish_map_device
@@ -195,7 +196,7 @@ class Reconstructor:
         elif xp is np and self.use_kernel:  # compiled passes and a real inverse FFT (finish_cpu)
             from . import finish_cpu
 
-            vol = finish_cpu.real_map(acc, other, self.g, self.box, self.gridding_iterations, wiener)
+            vol = finish_cpu.real_map(acc, other, self.g, self.box, self.gridding_iterations, wiener, threads)
         else:  # the reference: any array module
             if other is not None:
                 acc = acc + other
@@ -209,7 +210,7 @@ class Reconstructor:
 
     def finish(self, wiener: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Half map A, half map B, full map (real space, box³, float32)."""
-        half_a = self._map(self.acc[0], wiener)
-        half_b = self._map(self.acc[1], wiener)
-        full = self._map(self.acc[0], wiener, other=self.acc[1])
+        half_a = self.map_of(self.acc[0], wiener)
+        half_b = self.map_of(self.acc[1], wiener)
+        full = self.map_of(self.acc[0], wiener, other=self.acc[1])
         return half_a, half_b, full

@@ -5,7 +5,10 @@ slab of every rank's grid and puts it into node rank 0's grid, in the accumulato
 precision, so the node's sum costs one pass over memory split across its ranks instead
 of a Reduce that sends every byte and needs a second grid on the root. With several
 nodes, the node leaders then reduce in place across the network. Afterwards world rank 0
-holds the total.
+holds the total; or, on one node with the grids in files, world rank 0 holds half set 0's
+total and world rank 1 half set 1's, each having given back the other half's pages, so
+that the two finish their half maps side by side and neither holds both half sets while
+finishing (:attr:`NodeSum.halves_apart`).
 
 The grids are files in ``/dev/shm``, created empty (all zeros, no page allocated until a
 rank writes it: corners no particle reaches never cost memory) and unlinked as soon as
@@ -89,7 +92,7 @@ def _write_from(fd: int, data: np.ndarray, offset: int) -> None:
     while len(view):
         put = os.pwrite(fd, view, offset)
         if put <= 0:
-            raise OSError(f"short write to node rank 0's grid at byte {offset}")
+            raise OSError(f"short write to a peer's grid at byte {offset}")
         view, offset = view[put:], offset + put
 
 
@@ -121,6 +124,8 @@ class NodeSum:
         self._peers: list[np.ndarray | None] = []  # the MPI window's grids, mapped
         self._map: mmap.mmap | None = None  # this rank's grid
         self._fds: list[int | None] = []  # the other ranks' grid files
+        # the two half sets' totals end on world ranks 0 and 1 (one node, grids in files)
+        self.halves_apart = False
         nbytes = int(np.prod(shape)) * 4
         if comm.size == 1:
             self.local = zeroed(shape)
@@ -141,10 +146,17 @@ class NodeSum:
         # node leaders, for a sum across nodes (world rank 0 leads its node: key = world rank)
         self.leaders = comm.Split(0 if self.node.rank == 0 else MPI.UNDEFINED, comm.rank)
         self.leaders_across_nodes = self.node.size < comm.size
+        self.halves_apart = (self._map is not None and not self.leaders_across_nodes and len(shape) == 5
+                             and shape[0] == 2 and live_radius is not None)
 
     def total(self) -> np.ndarray | None:
         """The sum of every rank's ``local``: node rank 0's ``local`` on world rank 0, None
-        on the others. Collective over the world communicator."""
+        on the others. Collective over the world communicator.
+
+        With :attr:`halves_apart`, world rank 0's grid holds the total of half set 0 and
+        world rank 1's the total of half set 1, each rank's other half given back (it
+        reads as zeros and must not be touched: a touched page would be allocated again);
+        :meth:`fold_second_half` then adds half set 1 into rank 0's half set 0."""
         if self.comm.size == 1:
             return self.local
         from mpi4py import MPI
@@ -157,6 +169,12 @@ class NodeSum:
         else:
             self._sum_through_files()
         self.node.Barrier()
+        if self.halves_apart:
+            self._close_peers(keep=1 if self.node.rank == 0 else None)
+            if self.node.rank in (0, 1):
+                self._give_back_half(1 - self.node.rank)
+                return self.local
+            return None
         self._close_peers()
         leader = self.local if self.node.rank == 0 else None
         if self.leaders != MPI.COMM_NULL and self.leaders.size > 1:
@@ -165,6 +183,31 @@ class NodeSum:
             else:
                 self.leaders.Reduce(leader, None, op=MPI.SUM, root=0)
         return leader if self.comm.rank == 0 else None
+
+    def _half_floats(self) -> int:
+        return int(np.prod(self.shape[1:]))
+
+    def _give_back_half(self, half: int) -> None:
+        """Free this rank's pages of one half set (the whole pages inside it)."""
+        start, end = half * self._half_floats() * 4, (half + 1) * self._half_floats() * 4
+        page = mmap.PAGESIZE
+        lo, hi = -(-start // page) * page, (end // page) * page
+        if hi > lo:
+            self._map.madvise(mmap.MADV_REMOVE, lo, hi - lo)
+
+    def fold_second_half(self) -> None:
+        """On world rank 0, after :meth:`total` with :attr:`halves_apart` and once half set
+        0 is no longer needed apart: add world rank 1's half set 1 into half set 0, read
+        through its file, live rows only. Half set 0 then holds the total of both."""
+        flat = self.local.reshape(-1)
+        half = self._half_floats()
+        spans = [(start - half, count) for start, count in self._spans(range(self.shape[1], 2 * self.shape[1]))]
+        buf = np.empty(max((n for _, n in spans), default=0), np.float32)
+        for start, count in spans:
+            _read_into(self._fds[1], buf[:count], (start + half) * 4)
+            mine = flat[start : start + count]
+            np.add(mine, buf[:count], out=mine)
+        self._close_peers()
 
     def _share(self) -> list[tuple[int, int]]:
         """This node rank's part of the sum, as (first float, count) spans of the flattened
@@ -179,12 +222,16 @@ class NodeSum:
         if self.live_radius is None:
             lo, hi = (total * rank) // size, (total * (rank + 1)) // size
             return [(a, min(_CHUNK, hi - a)) for a in range(lo, hi, _CHUNK)]
+        planes = total // (self.shape[-2] ** 2 * self.shape[-1])
+        return self._spans(range((planes * rank) // size, (planes * (rank + 1)) // size))
+
+    def _spans(self, units: range) -> list[tuple[int, int]]:
+        """The live rows of the (leading index, z) planes ``units``, as spans."""
         m, channels = self.shape[-2], self.shape[-1]
         row = m * channels
         c, r2 = m // 2, self.live_radius ** 2
-        planes = total // (m * row)
         spans = []
-        for unit in range((planes * rank) // size, (planes * (rank + 1)) // size):
+        for unit in units:
             dz2 = (unit % m - c) ** 2
             if dz2 > r2:
                 continue
@@ -206,8 +253,9 @@ class NodeSum:
                 if fd is not None:
                     _read_into(fd, buf[:count], start * 4)
                     np.add(mine, buf[:count], out=mine)
-            if self.node.rank != 0:
-                _write_from(self._fds[0], mine, start * 4)
+            keeper = start // self._half_floats() if self.halves_apart else 0
+            if self.node.rank != keeper:
+                _write_from(self._fds[keeper], mine, start * 4)
 
     def _mapped_share(self):
         """(node rank 0's span, the other ranks' same spans) for each span of this rank's
@@ -217,17 +265,18 @@ class NodeSum:
         for start, count in self._share():
             yield leader[start : start + count], [p[start : start + count] for p in peers]
 
-    def _close_peers(self) -> None:
-        for fd in self._fds:
-            if fd is not None:
+    def _close_peers(self, keep: int | None = None) -> None:
+        """Close the other ranks' files, but node rank ``keep``'s."""
+        for r, fd in enumerate(self._fds):
+            if fd is not None and r != keep:
                 os.close(fd)
-        self._fds = []
+        self._fds = [fd if r == keep else None for r, fd in enumerate(self._fds)] if keep is not None else []
 
     def keep_total_only(self) -> None:
         """After :meth:`total`: let go of every grid but the total, so the other ranks'
         grids are freed while the total is used. The caller drops its own references to
         ``local`` first (a grid still referenced stays mapped until the process ends)."""
-        if self.node is None or self.node.rank == 0:
+        if self.node is None or self.node.rank == 0 or (self.halves_apart and self.node.rank == 1):
             return
         self.local = None
         if self._win is not None:

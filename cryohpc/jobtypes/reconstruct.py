@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,6 +122,7 @@ def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path], subsets
     return out
 
 
+HALF_B_TAG = 0x4842  # world rank 1's half map B and its memory figures, to rank 0
 DIRECTION_CHUNK = 4096  # particles (consecutive in the files) ordered by viewing direction at once
 
 
@@ -218,6 +221,44 @@ def _check_device_memory(ctx: RunContext, box: int, pad: int, batch: int, device
         raise UserError(refusal)
 
 
+def _cores_each(ranks: int) -> int:
+    """The cores this rank may run on, shared out among ``ranks`` ranks finishing maps
+    side by side (at least one)."""
+    return max(1, len(os.sched_getaffinity(0)) // ranks)
+
+
+def _finish_second_half(ctx: RunContext, rec: Reconstructor, total: np.ndarray, wiener: float) -> None:
+    """World rank 1, holding half set 1's total: half map B, sent to rank 0 with this
+    rank's peak memory and proportional share (its finishing comes after the gather)."""
+    half_b = np.ascontiguousarray(rec.map_of(total[1], wiener, threads=_cores_each(2)), np.float32)
+    ctx.comm.send((peak_rss_mb(), pss_mb()), dest=0, tag=HALF_B_TAG)
+    ctx.comm.Send(half_b, dest=0, tag=HALF_B_TAG)
+
+
+def _finish_first_half_and_full(ctx: RunContext, rec: Reconstructor, node_sum: NodeSum, total: np.ndarray,
+                                wiener: float, peaks: list, shares: list) -> tuple[np.ndarray, ...]:
+    """World rank 0, holding half set 0's total: half map A beside rank 1's half map B,
+    then half set 1 added into half set 0 and the full map from that, on every core."""
+    half_a = rec.map_of(total[0], wiener, threads=_cores_each(2))
+    node_sum.fold_second_half()
+    peak, share = _receive(ctx.comm.irecv(source=1, tag=HALF_B_TAG))
+    peaks[1], shares[1] = max(peaks[1], peak), max(shares[1], share)
+    half_b = np.empty_like(half_a)
+    _receive(ctx.comm.Irecv(half_b, source=1, tag=HALF_B_TAG))
+    full = rec.map_of(total[0], wiener)  # every core: rank 1 is done
+    return half_a, half_b, full
+
+
+def _receive(req: Any, poll_s: float = 0.005) -> Any:
+    """Wait for an MPI receive, sleeping between tests (a spinning receive would take a
+    core from the rank still finishing)."""
+    while True:
+        done, value = req.test()
+        if done:
+            return value
+        time.sleep(poll_s)
+
+
 def run_homo_reconstruct(ctx: RunContext) -> None:
     t_start = time.perf_counter()
     p = ctx.params
@@ -276,10 +317,13 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
     clock["reduction"] = time.perf_counter() - t0
     peaks = ctx.comm.allgather(peak_rss_mb())  # the other ranks are done growing
     shares = ctx.comm.allgather(pss_mb())  # each rank's proportional share, the grids still held
+    apart = node_sum is not None and node_sum.halves_apart
     if node_sum is not None:  # the other ranks' grids go back while rank 0 finishes
         if not ctx.is_root:
             rec.acc = None
         node_sum.keep_total_only()
+    if apart and ctx.rank == 1:
+        _finish_second_half(ctx, rec, total, p["wiener_constant"])
     if not ctx.is_root:
         if node_sum is not None:
             node_sum.free()  # collective over the node: rank 0 frees after finishing
@@ -287,11 +331,17 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
         return
     # rank 0 finishes the maps with every core of its node, the others waiting in a
     # sleeping barrier (node_sum.free): box 128 on 2 cores, 2.2 s, against 2.7 s with the
-    # three maps spread over the ranks and 4.2 s beside a rank spinning in MPI_Barrier
+    # three maps spread over the ranks and 4.2 s beside a rank spinning in MPI_Barrier.
+    # With the half sets' totals apart (one node), rank 1 finishes half map B on its share
+    # of the cores meanwhile, and rank 0 never holds both half sets with a map's buffers
     ctx.log("Finishing maps")
     t0 = time.perf_counter()
-    rec.acc = xp.asarray(total)
-    half_a, half_b, full = rec.finish(p["wiener_constant"])
+    if apart:
+        half_a, half_b, full = _finish_first_half_and_full(ctx, rec, node_sum, total, p["wiener_constant"],
+                                                           peaks, shares)
+    else:
+        rec.acc = xp.asarray(total)
+        half_a, half_b, full = rec.finish(p["wiener_constant"])
     clock["finish"] = time.perf_counter() - t0
     finish_share = pss_mb()  # before the accumulators go
     if node_sum is not None:
