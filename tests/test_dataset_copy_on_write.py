@@ -12,6 +12,9 @@ from __future__ import annotations
 import gc
 import io
 import pickle
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,11 +49,18 @@ def _values_like(column: np.ndarray, seed: int) -> np.ndarray:
     return rng.integers(0, 1000, size=column.shape).astype(column.dtype)
 
 
+def _same(theirs: CsDataset, model: dict[str, np.ndarray]) -> None:
+    assert theirs.fields() == list(model)
+    for f, v in model.items():
+        np.testing.assert_array_equal(np.asarray(theirs[f]).astype(v.dtype), v, err_msg=f)
+
+
 class Sharing(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         ds, model = _source()
         self.live: list[tuple[Dataset, dict[str, np.ndarray]]] = [(ds, model)]
+        self.dir = tempfile.mkdtemp(prefix="cow-")
 
     def _pick(self, data: st.DataObject) -> int:
         return data.draw(st.integers(0, len(self.live) - 1), label="dataset")
@@ -149,29 +159,35 @@ class Sharing(RuleBasedStateMachine):
         ds, model = self.live[self._pick(data)]
         self.live.append((pickle.loads(pickle.dumps(ds)), {f: v.copy() for f, v in model.items()}))
 
-    @rule(data=st.data(), fmt=st.sampled_from(["numpy", "lz4"]))
+    @rule(data=st.data(), fmt=st.sampled_from(["numpy", "csdat", "lz4"]))
     def saved(self, data: st.DataObject, fmt: str) -> None:
-        """What is saved is the dataset's values, whichever rows it shares; cryosparc-tools
-        reads the file."""
+        """A file holds the dataset's values, whichever rows it shares, and
+        cryosparc-tools reads it."""
+        ds, model = self.live[self._pick(data)]
+        path = Path(self.dir) / f"{fmt}.cs"
+        ds.save(path, csdat=fmt != "numpy", compression="lz4" if fmt == "lz4" else None)
+        _same(CsDataset.load(path), model)
+
+    @rule(data=st.data())
+    def handed_to_peers(self, data: st.DataObject) -> None:
+        """The array a dataset hands out is one numpy saves and cryosparc-tools takes."""
         ds, model = self.live[self._pick(data)]
         buf = io.BytesIO()
-        if fmt == "numpy":
-            np.save(buf, ds.array, allow_pickle=False)
-            loaded = np.load(io.BytesIO(buf.getvalue()), allow_pickle=False)
-            assert list(loaded.dtype.names) == list(model)
-            for f, v in model.items():
-                np.testing.assert_array_equal(loaded[f], v)
-        else:
-            theirs = CsDataset(ds.array)
-            assert theirs.fields() == list(model)
-            for f, v in model.items():
-                np.testing.assert_array_equal(np.asarray(theirs[f]).astype(v.dtype), v)
+        np.save(buf, ds.array, allow_pickle=False)
+        loaded = np.load(io.BytesIO(buf.getvalue()), allow_pickle=False)
+        assert list(loaded.dtype.names) == list(model)
+        for f, v in model.items():
+            np.testing.assert_array_equal(loaded[f], v)
+        _same(CsDataset(ds.array), model)
 
     @precondition(lambda self: len(self.live) > 1)
     @rule(data=st.data())
     def forget(self, data: st.DataObject) -> None:
         del self.live[self._pick(data)]
         gc.collect()
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     @invariant()
     def every_dataset_holds_its_own_values(self) -> None:
