@@ -215,6 +215,31 @@ def test_string_codes_of_a_field_read_in_place_equal_those_of_a_copy(values, wid
     assert (field[firsts][codes] == field).all()
 
 
+_WORDS = st.sampled_from([b"", b"J1/a.mrcs", b"J1/b.mrcs", b"J2/c.mrc", b"x"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_WORDS, min_size=1, max_size=3), max_size=40), st.sampled_from([None, "lz4"]))
+def test_csdat_string_fields_sharing_values_read_back_in_cryosparc_tools(rows, compression):
+    """Several string fields drawing from one small pool (as blob/path and a micrograph
+    path often do): each distinct value sits once in the CSDAT heap, which is how
+    cryosparc-tools reads it (a repeated value read back as the empty string)."""
+    import tempfile
+
+    k = max((len(r) for r in rows), default=1)
+    cols = {f"s/f{j}": np.array([r[j] if j < len(r) else b"" for r in rows], dtype="S16") for j in range(k)}
+    ds = Dataset.from_columns({"uid": np.arange(1, len(rows) + 1, dtype=np.uint64), **cols}) if rows else \
+        Dataset.allocate(0, [(name, "S16") for name in cols])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.cs")
+        ds.save(path, csdat=True, compression=compression)
+        theirs = CsDataset.load(path)
+        ours = Dataset.load(path)
+    for name, values in cols.items():
+        assert [v.encode() if isinstance(v, str) else v for v in theirs[name]] == values.tolist(), name
+        assert ours[name].tolist() == values.tolist(), name
+
+
 @pytest.mark.parametrize("n", [1_000, 40_000])
 def test_csdat_stores_noise_fields_raw_and_both_readers_get_every_value(tmp_path, n):
     """Fields lz4 cannot shrink are written uncompressed (CSDAT names its compressed

@@ -303,8 +303,11 @@ def _worth_compressing(data: np.ndarray) -> bool:
 
 
 def _string_offsets(arr: np.ndarray, names: list[str]) -> tuple[dict[str, np.ndarray], bytes]:
-    """Each string field as u64 offsets into one heap of NUL-terminated values."""
+    """Each string field as u64 offsets into one heap of NUL-terminated values, each
+    distinct value once across all fields: cryosparc-tools interns the heap as it reads
+    it, and an offset to a repeated value reads back as the empty string there."""
     heap = bytearray(b"\x00")
+    placed: dict[bytes, int] = {}
     offsets_of: dict[str, np.ndarray] = {}
     for name in names:
         col = arr[name]  # coded in place: string_codes reads strided rows
@@ -312,8 +315,10 @@ def _string_offsets(arr: np.ndarray, names: list[str]) -> tuple[dict[str, np.nda
         offsets = np.zeros(len(values), dtype="<u8")
         for i, b in enumerate(values):
             if b:
-                offsets[i] = len(heap)
-                heap += b + b"\x00"
+                if b not in placed:
+                    placed[b] = len(heap)
+                    heap += b + b"\x00"
+                offsets[i] = placed[b]
         offsets_of[name] = offsets[inverse].view(np.uint8)
     return offsets_of, bytes(heap) if len(heap) > 1 else b""
 
