@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import db_snapshot
+from conftest import db_snapshot, wait_for
 
 from cryohpc.errors import BuildError, NotFoundError
 from cryohpc.status import JobStatus
 
 
 def run(job, timeout_s: float = 60) -> None:
+    """Queue and wait until the master's last write for the job (its directory's size,
+    measured after the end), so a database snapshot taken next stays still."""
     job.queue()
     status = job.wait(timeout_s)
     assert status == JobStatus.COMPLETED, job.model.errors_run
+    wait_for(lambda: (job.model.size_measured_at or 0) >= job.model.status_times["completed"], 30,
+             "the job's size measured after it completed")
 
 
 @pytest.fixture

@@ -373,7 +373,7 @@ def angular_error_deg(refined: Dataset, truth: Dataset) -> np.ndarray:
 
 
 REFINE = {"particle_diameter_A": 150, "compute_num_ranks": 3, "healpix_order": 1, "local_healpix_order": 3,
-          "offset_range_px": 3, "fast_convergence": True, "initial_lowpass_A": 40}
+          "offset_range_px": 3, "fast_convergence": True, "initial_lowpass_A": 40, "random_seed": 1}
 
 
 def check_refined(project, sim, ref) -> dict:
@@ -410,7 +410,8 @@ def test_class2d_select_refine3d_killed_and_resumed_then_postprocess_from_the_cl
     (api.instance.paths.site_configs / "over.yaml").write_text(OVERSUBSCRIBED)
     sim = simulate(project)
     c2 = create(api, project, "relion_class2d", {"num_classes": 2, "iterations": 3, "particle_diameter_A": 150,
-                                                 "compute_num_ranks": 2, "psi_step_deg": 12, "offset_range_px": 3},
+                                                 "compute_num_ranks": 2, "psi_step_deg": 12, "offset_range_px": 3,
+                                                 "random_seed": 1},
                 {"particles": f"{sim.uid}.particles"}, lane="over")
     assert c2.wait(300) == JobStatus.COMPLETED, c2.model.errors_run
     averages = c2.load_output("class_averages")
@@ -474,7 +475,7 @@ def test_class3d_of_two_conformations_separates_them_and_select_classes_keeps_on
         sims.append(sim)
     c3 = create(api, project, "relion_class3d",
                 {"num_classes": 2, "iterations": 12, "particle_diameter_A": 150, "healpix_order": 1,
-                 "offset_range_px": 3, "initial_lowpass_A": 40, "compute_num_threads": 2},
+                 "offset_range_px": 3, "initial_lowpass_A": 40, "compute_num_threads": 2, "random_seed": 1},
                 {"particles": [f"{s.uid}.particles" for s in sims], "volume": f"{source.uid}.imported_volume_1"})
     assert c3.wait(600) == JobStatus.COMPLETED, c3.model.errors_run
     assert len(c3.load_output("class_volumes")) == 2
