@@ -76,15 +76,14 @@ class Dataset:
     """
 
     # _sharers: the views made from one set of rows, by id (weakly held; one mapping
-    # shared by owner and views alike); _borrowed: this dataset is one of them
-    __slots__ = ("_data", "_sharers", "_borrowed", "__weakref__")
+    # shared by the rows' owner and its views, a view being in it itself)
+    __slots__ = ("_data", "_sharers", "__weakref__")
 
     def __init__(self, data: np.ndarray):
         if data.dtype.names is None or "uid" not in data.dtype.names:
             raise DatasetError("a dataset needs a structured array with a 'uid' field")
         self._data = data
         self._sharers: weakref.WeakValueDictionary[int, Dataset] | None = None
-        self._borrowed = False
 
     def __reduce__(self):
         return (Dataset, (packed(self._data),))
@@ -94,13 +93,12 @@ class Dataset:
 
     # -- copy on write ---------------------------------------------------------------
     def _shares_rows(self) -> bool:
-        return self._borrowed or bool(self._sharers)
+        return bool(self._sharers)  # a view, or an owner with views alive
 
     def _lend(self, rows: np.ndarray) -> Dataset:
         """A dataset over ``rows``, a view of this one's rows: read-only until it writes."""
         rows.flags.writeable = False
         view = Dataset(rows)
-        view._borrowed = True
         if self._sharers is None:
             self._sharers = weakref.WeakValueDictionary()
         view._sharers = self._sharers
@@ -116,9 +114,9 @@ class Dataset:
         self._leave_sharers()
 
     def _leave_sharers(self) -> None:
-        if self._borrowed and self._sharers is not None:
-            self._sharers.pop(id(self), None)
-        self._sharers, self._borrowed = None, False
+        if self._sharers is not None:
+            self._sharers.pop(id(self), None)  # a view leaves; an owner is not in it
+        self._sharers = None
 
     def _rows(self, index: Any) -> np.ndarray:
         """The rows ``index`` picks, copied, gap-free (a view's rows carry the gaps of the

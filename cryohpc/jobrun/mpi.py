@@ -128,6 +128,14 @@ def idle_barrier(comm: Any, poll_s: float = 0.005) -> None:
     """A barrier that sleeps between tests instead of spinning on a core."""
     if comm.size == 1:
         return
-    req = comm.Ibarrier()
-    while not req.Test():
+    wait_sleeping(comm.Ibarrier(), poll_s)
+
+
+def wait_sleeping(req: Any, poll_s: float = 0.005) -> Any:
+    """Complete a non-blocking MPI request, sleeping between tests (MPI's own waits spin
+    and take a core from a rank still working); what a receive got, else None."""
+    while True:
+        done, value = req.test()
+        if done:
+            return value
         time.sleep(poll_s)

@@ -78,22 +78,25 @@ def _open_shared_files(node: Any, nbytes: int) -> tuple[mmap.mmap, list[int | No
     return own, fds
 
 
-def _read_into(fd: int, out: np.ndarray, offset: int) -> None:
-    view = memoryview(out).cast("B")
+def _whole(move, fd: int, data: np.ndarray, offset: int, what: str) -> None:
+    """All of ``data``'s bytes through ``move`` (a pread or pwrite at an offset)."""
+    view = memoryview(data).cast("B")
     while len(view):
-        got = os.preadv(fd, [view], offset)
-        if got <= 0:
-            raise OSError(f"short read from a peer's grid at byte {offset}")
-        view, offset = view[got:], offset + got
+        done = move(fd, view, offset)
+        if done <= 0:
+            raise OSError(f"short {what} a peer's grid at byte {offset}")
+        view, offset = view[done:], offset + done
 
 
 def _write_from(fd: int, data: np.ndarray, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while len(view):
-        put = os.pwrite(fd, view, offset)
-        if put <= 0:
-            raise OSError(f"short write to a peer's grid at byte {offset}")
-        view, offset = view[put:], offset + put
+    _whole(os.pwrite, fd, data, offset, "write to")
+
+
+def _add_from(fd: int, target: np.ndarray, buf: np.ndarray, offset: int) -> None:
+    """``target`` += the floats at byte ``offset`` of a peer's file (read into ``buf``)."""
+    part = buf[: len(target)]
+    _whole(lambda f, v, o: os.preadv(f, [v], o), fd, part, offset, "read from")
+    np.add(target, part, out=target)
 
 
 def _unmap(m: mmap.mmap) -> bool:
@@ -204,9 +207,7 @@ class NodeSum:
         spans = [(start - half, count) for start, count in self._spans(range(self.shape[1], 2 * self.shape[1]))]
         buf = np.empty(max((n for _, n in spans), default=0), np.float32)
         for start, count in spans:
-            _read_into(self._fds[1], buf[:count], (start + half) * 4)
-            mine = flat[start : start + count]
-            np.add(mine, buf[:count], out=mine)
+            _add_from(self._fds[1], flat[start : start + count], buf, (start + half) * 4)
         self._close_peers()
 
     def _share(self) -> list[tuple[int, int]]:
@@ -251,8 +252,7 @@ class NodeSum:
             mine = flat[start : start + count]
             for fd in self._fds:
                 if fd is not None:
-                    _read_into(fd, buf[:count], start * 4)
-                    np.add(mine, buf[:count], out=mine)
+                    _add_from(fd, mine, buf, start * 4)
             keeper = start // self._half_floats() if self.halves_apart else 0
             if self.node.rank != keeper:
                 _write_from(self._fds[keeper], mine, start * 4)

@@ -8,7 +8,6 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,7 +22,7 @@ from ..dataset import Dataset
 from ..errors import InputFileError, UserError
 from ..jobrun.checkpoint import Checkpoint, signature
 from ..jobrun.context import RunContext
-from ..jobrun.mpi import local_rank, mpi_takes_device_buffers, reduce_sum
+from ..jobrun.mpi import local_rank, mpi_takes_device_buffers, reduce_sum, wait_sleeping
 from ..jobrun.node_sum import NodeSum
 from ..jobrun.stopping import StopRequested
 from ..jobrun.usage import peak_rss_mb, pss_mb
@@ -241,22 +240,13 @@ def _finish_first_half_and_full(ctx: RunContext, rec: Reconstructor, node_sum: N
     then half set 1 added into half set 0 and the full map from that, on every core."""
     half_a = rec.map_of(total[0], wiener, threads=_cores_each(2))
     node_sum.fold_second_half()
-    peak, share = _receive(ctx.comm.irecv(source=1, tag=HALF_B_TAG))
+    peak, share = wait_sleeping(ctx.comm.irecv(source=1, tag=HALF_B_TAG))
     peaks[1], shares[1] = max(peaks[1], peak), max(shares[1], share)
     half_b = np.empty_like(half_a)
-    _receive(ctx.comm.Irecv(half_b, source=1, tag=HALF_B_TAG))
+    wait_sleeping(ctx.comm.Irecv(half_b, source=1, tag=HALF_B_TAG))
     full = rec.map_of(total[0], wiener)  # every core: rank 1 is done
     return half_a, half_b, full
 
-
-def _receive(req: Any, poll_s: float = 0.005) -> Any:
-    """Wait for an MPI receive, sleeping between tests (a spinning receive would take a
-    core from the rank still finishing)."""
-    while True:
-        done, value = req.test()
-        if done:
-            return value
-        time.sleep(poll_s)
 
 
 def run_homo_reconstruct(ctx: RunContext) -> None:
