@@ -191,7 +191,13 @@ class Api:
     def jobtype(self, name: str) -> JobTypeSpec:
         return get_jobtype(name)
 
-    def load_dataset(self, path: str | os.PathLike) -> Dataset:
+    @staticmethod
+    def load_dataset(path: str | os.PathLike) -> Dataset:
+        """A ``.cs`` file (either format); no instance is needed to look at one.
+
+        Raises:
+            DatasetError: missing, truncated or malformed file (named).
+        """
         return Dataset.load(path)
 
     # -- lanes, their caches, the master ----------------------------------------------------

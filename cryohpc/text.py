@@ -5,6 +5,7 @@ renderer; templates, not values, are where an admin writes lines."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 LINE_BREAKS = {"\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"}
@@ -49,3 +50,18 @@ def shown(text: str) -> str:
         return text
     return "".join(ch if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") else ch.encode("unicode_escape").decode()
                    for ch in text)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._+=,-]")
+
+
+def plain_file_name(name: str) -> str:
+    """``name`` with every character but ASCII letters, digits and ``._+=,-`` made ``_``:
+    a name that every program reads whole (RELION takes ``#``, ``:``, ``@`` and blanks in
+    a STAR file's image names apart; a line break ends a script's line)."""
+    return "".join(ch if _PLAIN.fullmatch(ch) else "_" for ch in name)
+
+
+def is_plain_path(path: str) -> bool:
+    """True if ``path`` is made of ``/`` and the characters :func:`plain_file_name` keeps."""
+    return bool(path) and all(ch == "/" or _PLAIN.fullmatch(ch) for ch in path)

@@ -12,6 +12,7 @@ from conftest import FAST, cli, db_snapshot
 from cryosparc.dataset import Dataset as CsDataset
 
 from cryohpc.api import Api
+from cryohpc.dataset import Dataset
 from cryohpc.sampledata import write_sample_particles
 
 
@@ -102,6 +103,21 @@ def test_corrupt_cs_file(inst, tmp_path):
     bad.write_bytes(b"\x95CSDAT\xff\x00\x00\x00{")
     proc = cli(inst, "dataset", "show", str(bad))
     assert proc.returncode == 2 and f"error: {bad}: truncated CSDAT file" in proc.stderr
+
+
+def test_dataset_show_needs_no_instance_and_prints_any_bytes_escaped(tmp_path):
+    """Looking at a file is not refused for what its strings hold: bytes that are not
+    UTF-8 and control characters come out escaped, one line per field."""
+    path = tmp_path / "odd.cs"
+    Dataset.from_columns({"blob/path": np.array([b"\xff\xfe", b"a\x1b[2Jb", b"x\ny"]),
+                          "blob/idx": np.arange(3, dtype=np.uint32)}).save(path, csdat=True)
+    proc = cli(tmp_path / "no-instance", "dataset", "show", str(path))
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("blob/path"))
+    assert row.split()[-3:] == ["\\xff\\xfe", "a\\x1b[2Jb", "x\\ny"]
+    assert "\x1b" not in proc.stdout and len(proc.stdout.splitlines()) == 5
+    shown = json.loads(cli(tmp_path / "no-instance", "--json", "dataset", "show", str(path), check=True).stdout)
+    assert [r["blob/path"] for r in shown["rows"]] == ["\\xff\\xfe", "a\x1b[2Jb", "x\ny"]
 
 
 def test_star_missing_columns_fails_the_job_with_its_name(inst, tmp_path):

@@ -215,6 +215,25 @@ def test_string_codes_of_a_field_read_in_place_equal_those_of_a_copy(values, wid
     assert (field[firsts][codes] == field).all()
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=6).map(lambda b: b.rstrip(b"\0")), max_size=20))
+def test_string_fields_read_as_text_or_refused_naming_the_row_and_value(values):
+    """A file's string field need not be UTF-8: ``strings`` and ``split_by`` answer with
+    text or a DatasetError that names the field, the first bad row and its bytes."""
+    ds = Dataset.from_columns({"blob/path": np.array(values, dtype="S6")}) if values else \
+        Dataset.allocate(0, [("blob/path", "S6")])
+    bad = [i for i, v in enumerate(values) if v.decode(errors="replace").encode() != v]  # not UTF-8
+    if not bad:
+        assert ds.strings("blob/path") == [v.decode() for v in values]
+        assert set(ds.split_by("blob/path")) == {v.decode() for v in values}
+        return
+    with pytest.raises(DatasetError) as err:
+        ds.strings("blob/path")
+    assert str(err.value) == f"field 'blob/path' row {bad[0] + 1} holds {values[bad[0]]!r}, which is not UTF-8 text"
+    with pytest.raises(DatasetError, match=r"field 'blob/path' holds b.*, which is not UTF-8 text"):
+        ds.split_by("blob/path")
+
+
 _WORDS = st.sampled_from([b"", b"J1/a.mrcs", b"J1/b.mrcs", b"J2/c.mrc", b"x"])
 
 

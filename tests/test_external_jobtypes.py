@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,9 +30,11 @@ from cryohpc.compute.project import Projector
 from cryohpc.dataset import Dataset
 from cryohpc.errors import ConfigError, InputFileError
 from cryohpc.jobtypes.declared import load_declaration
+from cryohpc.jobtypes.external import Exporter
 from cryohpc.jobtypes.particles import parse_classes
 from cryohpc.jobtypes.star_convert import alignments_from_star, particles_to_star
 from cryohpc.status import JobStatus
+from cryohpc.text import is_plain_path
 
 RELION_MISSING = None if shutil.which("relion_refine") or os.environ.get("CI") else \
     "RELION not installed (scripts/test.sh installs it)"  # in CI a missing RELION fails the tests
@@ -362,6 +365,47 @@ def test_relion_reconstruct_of_exported_particles_matches_the_truth_and_homo_rec
     theirs, ours = fsc(maps["relion_reconstruct"], truth, 2.0), fsc(maps["homo_reconstruct"], truth, 2.0)
     assert theirs.up_to(0.9).min() >= 0.9, theirs.fsc  # noise-free: every shell to 0.9 of Nyquist
     assert ours.up_to(0.9).min() >= theirs.up_to(0.9).min() - 0.01
+
+
+@RELION
+def test_relion_reads_particles_of_a_project_whose_path_it_would_take_apart(api, master, tmp_path):
+    """A project directory with a blank, ``#``, ``:`` and ``@`` in its path: RELION
+    would read ``/x #1: y/...`` as a comment or a file-type suffix, so the program is told
+    of its files relative to the job directory it runs in."""
+    project = api.create_project("odd", project_dir=tmp_path / "cryo #1: a@b c")
+    sim = simulate(project, n=300, box=24, psize=3.0, snr=0)
+    maps, jobs = {}, {}
+    for job_type in ("relion_reconstruct", "homo_reconstruct"):
+        job = jobs[job_type] = project.create_job(job_type)
+        job.connect("particles", sim.uid, "particles")
+        job.queue()
+        assert job.wait(300) == JobStatus.COMPLETED, job.model.errors_run
+        maps[job_type] = read_volume(project.dir / job.load_output("volume").strings("map/path")[0])[0]
+    exported = project.dir / jobs["relion_reconstruct"].model.job_dir / "exported"
+    names = read_particle_star(exported / "particles.star").columns["rlnImageName"]
+    assert all(is_plain_path(n.split("@", 1)[1]) and n.split("@", 1)[1].startswith("../") for n in names)
+    agree = fsc(maps["relion_reconstruct"], maps["homo_reconstruct"], 3.0)
+    assert agree.up_to(0.9).min() >= 0.9, agree.fsc
+
+
+def test_stacks_whose_paths_relion_would_take_apart_are_named_by_plain_links_for_one_run(tmp_path):
+    """A stack RELION cannot be told of by its path (a cache under ``/scratch/#2``, a
+    name with a line break) is named through a link under ``exported/stacks/``, relative
+    to the job directory; the links go when the run is done."""
+    job_dir, odd = tmp_path / "J4", tmp_path / "cache #2"
+    (job_dir / "exported").mkdir(parents=True)
+    odd.mkdir()
+    stacks = [odd / "a.mrcs", odd / "b\nc.mrc", tmp_path / "plain.mrcs"]
+    for i, p in enumerate(stacks):
+        p.write_bytes(bytes([i]))
+    exporter = Exporter(SimpleNamespace(job_dir=job_dir), job_dir / "exported")
+    names = [exporter.star_name(p) for p in stacks + stacks]
+    assert names[:3] == names[3:]
+    assert names[0] == "exported/stacks/000001.mrcs" and names[1] == "exported/stacks/000002.mrc"
+    assert names[2] == str(stacks[2])  # a plain path is told as it is
+    assert [(job_dir / n).read_bytes() for n in names[:3]] == [b"\0", b"\1", b"\2"]
+    exporter.close()
+    assert not (job_dir / "exported" / "stacks").exists() and all(p.exists() for p in stacks)
 
 
 def angular_error_deg(refined: Dataset, truth: Dataset) -> np.ndarray:

@@ -24,7 +24,7 @@ from cryohpc.model import Job, OutputGroup
 from cryohpc.resources import Resources
 from cryohpc.scheduler.job_events import apply_event
 from cryohpc.status import JobStatus
-from cryohpc.text import line_problem, shown
+from cryohpc.text import is_plain_path, line_problem, plain_file_name, shown
 from cryohpc.values import parse_scalar
 
 SHELL_BITS = ["\n", "\r", "\x00", "\x1b[2J", "\u2028", "\x85", "$(touch pwned)", "`touch pwned`", "; touch pwned",
@@ -39,6 +39,16 @@ def test_line_check_matches_unicode_categories(text):
     assert (line_problem(text) is not None) == bad
     assert (shown(text) == text) == (not bad)
     assert line_problem(shown(text)) is None  # what tables print is always one clean line
+
+
+@given(hostile | st.text(max_size=30))
+def test_plain_file_names_keep_length_and_plain_characters_and_change_only_the_rest(name):
+    plain = plain_file_name(name)
+    assert len(plain) == len(name) and is_plain_path(plain) == bool(name) and "/" not in plain
+    assert plain_file_name(plain) == plain
+    for before, after in zip(name, plain, strict=True):
+        assert after == before or (after == "_" and (before == "/" or not is_plain_path(before)))
+    assert line_problem(plain) is None and plain.split() == ([plain] if plain else [])
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.text(max_size=30))

@@ -10,8 +10,10 @@ from conftest import db_snapshot
 
 from cryohpc.compute.geometry import relion_euler_to_matrix, rotvec_to_matrix
 from cryohpc.compute.io_mrc import read_images
+from cryohpc.dataset import Dataset
 from cryohpc.sampledata import write_sample_particles
 from cryohpc.status import JobStatus
+from cryohpc.text import is_plain_path
 
 
 def run_import(project, **params):
@@ -123,6 +125,41 @@ def test_corrupt_cs_import_fails_naming_the_file(api, project, tmp_path, master)
     with pytest.raises(Exception, match="only building jobs can be queued"):
         job.queue()
     assert db_snapshot(api) == before
+
+
+def test_stacks_with_awkward_names_are_linked_under_plain_ones(project, sample, tmp_path, master):
+    """Stack names a file system allows but programs take apart (blanks, ``#``, ``:``,
+    ``@``, a tab, a line break) enter the project under plain link names."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    sources = []
+    for i, name in enumerate(["a b #1: x@y.mrcs", "tab\tand\nbreak 'q\".mrcs"]):
+        sources.append(odd / name)
+        sources[-1].write_bytes(sample.stacks[i].read_bytes())
+    count = 3
+    meta = tmp_path / "odd.cs"
+    Dataset.from_columns({"blob/path": [str(p) for p in sources for _ in range(count)],
+                          "blob/idx": np.tile(np.arange(count, dtype=np.uint32), 2)}).save(meta)
+    job, status = run_import(project, particle_meta_path=str(meta), psize_A=1.5)
+    assert status == JobStatus.COMPLETED, job.model.errors_run
+    ds = job.load_output("imported_particles")
+    paths = ds.strings("blob/path")
+    assert all(is_plain_path(p) for p in paths), paths
+    for k, source in enumerate(sources):
+        link = project.dir / paths[k * count]
+        assert link.resolve() == source.resolve()
+        assert np.array_equal(read_images(link, np.arange(count)), read_images(sample.stacks[k], np.arange(count)))
+
+
+def test_a_cs_whose_paths_are_not_text_fails_naming_file_row_and_bytes(project, tmp_path, master):
+    meta = tmp_path / "latin1.cs"
+    Dataset.from_columns({"blob/path": np.array([b"ok.mrcs", b"caf\xe9.mrcs"]),
+                          "blob/idx": np.zeros(2, np.uint32)}).save(meta, csdat=True)
+    job, status = run_import(project, particle_meta_path=str(meta), psize_A=1.5)
+    assert status == JobStatus.FAILED
+    err = job.model.errors_run[-1]
+    assert err.message == f"{meta}: field 'blob/path' row 2 holds b'caf\\xe9.mrcs', which is not UTF-8 text"
+    assert not err.traceback
 
 
 def test_import_volume(project, sample_volume, master):

@@ -14,14 +14,18 @@ def dataset() -> None:
 
 @dataset.command("show")
 @click.argument("path", type=click.Path())
-@click.option("--rows", default=5, show_default=True, help="rows to print")
+@click.option("--rows", default=5, show_default=True, type=click.IntRange(min=0), help="rows to print")
 @pass_ctx
 def dataset_show(c: Ctx, path, rows) -> None:
     """Fields, dtypes and the first rows of a .cs file (either format)."""
-    ds = c.api.load_dataset(path)
+    from ..api import Api
+
+    ds = Api.load_dataset(path)
     descr = [{"field": d[0], "dtype": str(d[1]), "shape": list(d[2]) if len(d) > 2 else []} for d in ds.descr()]
     head = ds.array[:rows]
-    preview = [{f: (v.decode() if isinstance(v, bytes) else v.tolist() if hasattr(v, "tolist") else v)
+    # a file's bytes need not be UTF-8: shown escaped, not refused (this command is how one looks)
+    preview = [{f: (v.decode(errors="backslashreplace") if isinstance(v, bytes)
+                    else v.tolist() if hasattr(v, "tolist") else v)
                 for f, v in zip(ds.fields(), row, strict=True)} for row in head.tolist()]
     if c.as_json:
         c.emit({"path": path, "items": len(ds), "fields": descr, "rows": preview})

@@ -31,6 +31,27 @@ def _as_bytes_column(values: Any) -> np.ndarray:
     return arr
 
 
+def text_of(raw: bytes, field: str) -> str:
+    """One value of a string field as ``str``. ``.cs`` strings are UTF-8 (cryosparc-tools
+    writes and reads them so); bytes that are not come from a damaged or foreign file.
+
+    Raises:
+        DatasetError: naming the field and the value.
+    """
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise DatasetError(f"field {field!r} holds {raw!r}, which is not UTF-8 text") from None
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def new_uids(n: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """Random unique 64-bit uids, as CryoSPARC makes them."""
     rng = rng or np.random.default_rng()
@@ -234,11 +255,20 @@ class Dataset:
         return [field_descr(self._data.dtype, n) for n in self.fields()]
 
     def strings(self, field: str) -> list[str]:
-        """A string column decoded to Python ``str``."""
+        """A string column decoded to Python ``str``.
+
+        Raises:
+            DatasetError: not a string field, or a value is not UTF-8 (row and value named).
+        """
         col = self[field]
         if col.dtype.kind != "S":
             raise DatasetError(f"field {field!r} is {col.dtype}, not a string field")
-        return [b.decode() for b in col.tolist()]
+        raw = col.tolist()
+        try:
+            return [b.decode() for b in raw]
+        except UnicodeDecodeError:
+            row = next(i for i, b in enumerate(raw) if not _is_utf8(b))
+            raise DatasetError(f"field {field!r} row {row + 1} holds {raw[row]!r}, which is not UTF-8 text") from None
 
     def copy(self) -> Dataset:
         """An independent dataset with its own gap-free rows."""
@@ -342,7 +372,7 @@ class Dataset:
         out: dict[Any, Dataset] = {}
         for i in np.argsort(first, kind="stable"):
             key = uniq[i].item()
-            out[key.decode() if isinstance(key, bytes) else key] = Dataset(self._rows(inverse == i))
+            out[text_of(key, field) if isinstance(key, bytes) else key] = Dataset(self._rows(inverse == i))
         return out
 
     # -- combining ------------------------------------------------------------------

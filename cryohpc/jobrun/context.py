@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..dataset import Dataset
+from ..dataset import Dataset, text_of
 from ..errors import DatasetError, InputFileError
 from ..events import CACHE, OUTPUT, PROGRESS, RUNNING, WAITING, EventWriter
 from ..jobfile import JobFile
@@ -115,9 +115,14 @@ class RunContext:
             yield mapping
 
     # -- paths --------------------------------------------------------------------------
-    def project_path(self, rel: str) -> Path:
-        """Absolute path of a project-relative path (``blob/path`` values are those)."""
-        return self.project_dir / rel
+    def project_path(self, rel: str | bytes, field: str = "blob/path") -> Path:
+        """Absolute path of a project-relative path (``blob/path`` values are those, as
+        the bytes a dataset holds or as text).
+
+        Raises:
+            DatasetError: the bytes are not UTF-8 (the field and value named).
+        """
+        return self.project_dir / (text_of(rel, field) if isinstance(rel, bytes) else rel)
 
     def relpath(self, path: Path) -> str:
         """Project-relative form of a path inside the project directory."""

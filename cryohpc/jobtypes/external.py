@@ -25,6 +25,7 @@ from ..dataset import Dataset
 from ..errors import ConfigError, InputFileError, UserError
 from ..jobrun.context import RunContext
 from ..jobrun.stopping import StopRequested
+from ..text import is_plain_path
 from .declared import ImportDecl, InputDecl, JobTypeDecl, VersionCheck
 from .star_convert import alignments_from_star, particles_to_star
 
@@ -92,12 +93,48 @@ def check_version(check: VersionCheck, job_type: str) -> str:
     return found
 
 
+def program_path(ctx: RunContext, path: Path) -> str:
+    """How the program is told of ``path``: absolute where that is plain text, else
+    relative to the job directory it runs in, where the names are cryohpc's own. RELION
+    takes a file name apart at ``#`` (a comment), ``:`` (a file type) and ``@`` (an image
+    number), so a project under ``/data/run #2`` would otherwise fail in RELION."""
+    name = str(path)
+    if is_plain_path(name):
+        return name
+    rel = os.path.relpath(path, ctx.job_dir)
+    return rel if is_plain_path(rel) else name
+
+
 class Exporter:
     """Inputs as files the program reads, and the variables its template sees."""
 
     def __init__(self, ctx: RunContext, folder: Path):
         self.ctx, self.folder = ctx, folder
         self.names: dict[str, dict[str, int]] = {}  # input -> rlnImageName -> uid
+        self.aliases: dict[Path, str] = {}
+
+    def star_name(self, path: Path) -> str:
+        """The name a STAR file gives RELION for a stack: :func:`program_path`'s if plain,
+        else that of a link under ``exported/stacks/`` named plainly (a line break or a tab
+        cannot even be written into a STAR file)."""
+        name = program_path(self.ctx, path)
+        if is_plain_path(name):
+            return name
+        if path not in self.aliases:
+            links = self.folder / "stacks"
+            links.mkdir(exist_ok=True)
+            suffix = path.suffix if is_plain_path(path.suffix) else ".mrcs"
+            link = links / f"{len(self.aliases) + 1:06d}{suffix}"
+            link.unlink(missing_ok=True)  # a run before this one made it
+            os.symlink(path, link)
+            self.aliases[path] = str(link.relative_to(self.ctx.job_dir))
+        return self.aliases[path]
+
+    def close(self) -> None:
+        """Remove the links :meth:`star_name` made: like the cache's copies they serve one
+        run (a job export would otherwise copy the stacks they point to)."""
+        shutil.rmtree(self.folder / "stacks", ignore_errors=True)
+        self.aliases.clear()
 
     def export(self, decl: InputDecl, stack: Any) -> dict[str, Any]:
         ctx = self.ctx
@@ -106,20 +143,20 @@ class Exporter:
         ds = ctx.load_input(decl.name, passthrough=True)
         info: dict[str, Any] = {"connected": True, "count": len(ds)}
         if decl.export == "star":
-            blocks, names = particles_to_star(ds, lambda rel: str(stack(rel)))
+            blocks, names = particles_to_star(ds, lambda rel: self.star_name(stack(rel)))
             path = self.folder / f"{decl.name}.star"
             write_star(path, blocks)
             self.names[decl.name] = dict(zip(names, ds["uid"].tolist(), strict=True))
-            info.update(star=str(path), has_ctf="ctf/df1_A" in ds, has_alignments3D="alignments3D/pose" in ds,
+            info.update(star=program_path(ctx, path), has_ctf="ctf/df1_A" in ds, has_alignments3D="alignments3D/pose" in ds,
                         box=int(ds["blob/shape"][0, -1]), psize_A=float(ds["blob/psize_A"][0]))
         elif decl.export == "cs":
             path = self.folder / f"{decl.name}.cs"
             ds.save(path)
-            info["cs"] = str(path)
+            info["cs"] = program_path(ctx, path)
         else:
             for prefix in ds.prefixes():
                 if f"{prefix}/path" in ds:
-                    info[prefix] = str(ctx.project_path(ds.strings(f"{prefix}/path")[0]))
+                    info[prefix] = program_path(ctx, ctx.project_path(ds.strings(f"{prefix}/path")[0]))
                     if f"{prefix}/psize_A" in ds:
                         info[f"{prefix}_psize_A"] = float(ds[f"{prefix}/psize_A"][0])
                     if f"{prefix}/shape" in ds:
@@ -329,21 +366,21 @@ def run_external(ctx: RunContext) -> None:
     exporter = Exporter(ctx, exported)
     star_inputs = [i for i in decl.inputs if i.export == "star" and ctx.jobfile.inputs.get(i.name)]
     stacks = sorted({p for i in star_inputs for p in ctx.load_input(i.name, passthrough=True).strings("blob/path")})
-    with ctx.cached([ctx.project_path(p) for p in stacks]) as mapping:
+    with ctx.cached([ctx.project_path(p) for p in stacks]) as mapping, contextlib.closing(exporter):
         def stack(rel: str) -> Path:
             return mapping.get(ctx.project_path(rel).resolve(), ctx.project_path(rel).resolve())
 
         inputs = {i.name: exporter.export(i, stack) for i in decl.inputs}
         threads = max(1, res.cpus // max(ranks, 1))
-        variables = {**ctx.params, "params": ctx.params, "inputs": inputs, "out": str(out), "ranks": ranks,
-                     "threads": threads, "gpus": res.gpus, "job_dir": str(ctx.job_dir)}
+        variables = {**ctx.params, "params": ctx.params, "inputs": inputs, "out": program_path(ctx, out),
+                     "ranks": ranks, "threads": threads, "gpus": res.gpus, "job_dir": program_path(ctx, ctx.job_dir)}
         checkpoint = None
         if decl.continue_ is not None:
             found = matches(out, decl.continue_.checkpoint)
             checkpoint = found[-1] if found else None
         if checkpoint is not None:
             ctx.log(f"continuing from {checkpoint.relative_to(ctx.job_dir)}")
-            args = _render(decl.continue_.args, {**variables, "checkpoint": str(checkpoint)}, f"{name} continue.args")
+            args = _render(decl.continue_.args, {**variables, "checkpoint": program_path(ctx, checkpoint)}, f"{name} continue.args")
         else:
             args = _render(decl.args, variables, f"{name} args")
         argv = [*_launcher(ctx, exe, ranks), exe, *args]

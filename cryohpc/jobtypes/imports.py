@@ -11,8 +11,9 @@ import numpy as np
 from ..compute.io_mrc import MrcInfo, read_info, read_volume, write_volume
 from ..compute.io_star import ParticleTable, read_particle_star
 from ..dataset import Dataset
-from ..errors import InputFileError
+from ..errors import DatasetError, InputFileError
 from ..jobrun.context import RunContext
+from ..text import plain_file_name
 from .star_convert import ALIGN3D_FIELDS, alignments_from_star
 
 CTF_FIELDS = [
@@ -66,7 +67,7 @@ class StackLinker:
         src = _find_stack(ref, self.meta, self.ctx.params.get("particle_blob_path"))
         info = read_info(src)
         sig = _import_sig(src)
-        link = self.dest / f"{sig:016x}_{src.name}"
+        link = self.dest / f"{sig:016x}_{plain_file_name(src.name)}"
         if not link.exists():
             os.symlink(src.resolve(), link)
         out = (info, self.ctx.relpath(self.ctx.job_dir) + f"/imported/{link.name}", sig)
@@ -163,7 +164,11 @@ def _cs_to_dataset(ctx: RunContext, meta: Path) -> Dataset:
         if f not in ds:
             raise InputFileError(f"{meta}: has no field {f!r}; cannot locate the particle images")
     existing = ds["blob/psize_A"] if "blob/psize_A" in ds else None
-    blob, _ = _blob_columns(ctx, meta, ds.strings("blob/path"), ds["blob/idx"].astype(np.int64), existing)
+    try:
+        refs = ds.strings("blob/path")
+    except DatasetError as err:
+        raise InputFileError(f"{meta}: {err}") from None
+    blob, _ = _blob_columns(ctx, meta, refs, ds["blob/idx"].astype(np.int64), existing)
     keep = ds.drop_fields([f for f in ds.fields() if f.startswith("blob/")])
     keep = keep.add_fields([(k, v.dtype, v.shape[1:]) if v.ndim > 1 else (k, v.dtype) for k, v in blob.items()], blob)
     if ctx.params.get("ignore_poses"):
@@ -198,7 +203,7 @@ def run_import_volume(ctx: RunContext) -> None:
         raise InputFileError(f"{src}: the MRC header has no pixel size; set psize_A")
     dest_dir = ctx.job_dir / "imported"
     dest_dir.mkdir(exist_ok=True)
-    dest = dest_dir / f"{ctx.jobfile.job_uid}_{src.stem}.mrc"
+    dest = dest_dir / f"{ctx.jobfile.job_uid}_{plain_file_name(src.stem)}.mrc"
     write_volume(dest, data, psize)
     ds = Dataset.from_columns({
         f"{kind}/path": [ctx.relpath(dest)],

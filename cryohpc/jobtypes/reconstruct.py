@@ -60,7 +60,7 @@ def _check_stacks(ctx: RunContext, ds: Dataset) -> tuple[int, float]:
     uniq, inverse = np.unique(paths, return_inverse=True)
     boxes = set()
     for i, rel in enumerate(uniq.tolist()):
-        path = ctx.project_path(rel.decode())
+        path = ctx.project_path(rel)
         if not path.exists():
             raise InputFileError(f"blob/path {rel.decode()!r} points nowhere (no file {path})")
         info = read_info(path)
@@ -109,7 +109,7 @@ def _read_batch(ctx: RunContext, part: Dataset, local: dict[Path, Path], subsets
         cuts = np.flatnonzero(np.r_[True, paths[order][1:] != paths[order][:-1]])
         groups = np.split(order, cuts[1:])
     for rows in groups:
-        source = ctx.project_path(paths[rows[0]].decode()).resolve()
+        source = ctx.project_path(paths[rows[0]]).resolve()
         idx = part["blob/idx"][rows].astype(np.int64)
         if subsets and source in subsets:  # a compact copy: its image i is subsets[source][i]
             idx = np.searchsorted(subsets[source], idx)
@@ -290,7 +290,7 @@ def run_homo_reconstruct(ctx: RunContext) -> None:
         ctx.log(f"resumed from checkpoint: {done} of {len(mine)} particles already inserted", all_ranks=True)
     align_scale = (mine["alignments3D/psize_A"] / mine["blob/psize_A"]) if "alignments3D/psize_A" in mine else None
     todo = mine.take(np.arange(done, len(mine)))
-    stacks = sorted({ctx.project_path(x.decode()) for x in np.unique(todo["blob/path"]).tolist()})
+    stacks = sorted({ctx.project_path(x) for x in np.unique(todo["blob/path"]).tolist()})
     subsets = _subsets(ctx, todo) if len(todo) and ctx.cache_enabled else {}
     clock = {"prepare": time.perf_counter() - t_start, "read_threads": 0.0, "read_wait": 0.0}
     t0 = time.perf_counter()

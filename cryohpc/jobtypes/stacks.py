@@ -29,7 +29,7 @@ def _read_in_order(ctx: RunContext, part: Dataset, local: dict[Path, Path], box:
     paths = part["blob/path"]
     for rel in np.unique(paths):
         where = np.flatnonzero(paths == rel)
-        source = ctx.project_path(rel.decode()).resolve()
+        source = ctx.project_path(rel).resolve()
         out[where] = read_images(local.get(source, source), part["blob/idx"][where].astype(np.int64))
     return out
 
@@ -59,7 +59,7 @@ def _check(ctx: RunContext, ds: Dataset) -> int:
         raise InputFileError(f"particles have different or non-square image sizes: {sorted(boxes)}")
     box = next(iter(boxes))[0]
     for rel in np.unique(ds["blob/path"]).tolist():
-        path = ctx.project_path(rel.decode())
+        path = ctx.project_path(rel)
         if not path.exists():
             raise InputFileError(f"blob/path {rel.decode()!r} points nowhere (no file {path})")
         if read_info(path).shape[1:] != (box, box):
@@ -85,7 +85,7 @@ def _rewrite(ctx: RunContext, new_box: int | None, dtype, what: str) -> None:
             + (", float16" if dtype == np.float16 else "") + f", {ctx.size} rank(s)")
     needed = ds.take(np.concatenate([np.arange(starts[k], min(len(ds), starts[k] + per)) for k in mine])) \
         if mine else ds.take(np.arange(0))
-    stacks = sorted({ctx.project_path(x.decode()) for x in np.unique(needed["blob/path"]).tolist()})
+    stacks = sorted({ctx.project_path(x) for x in np.unique(needed["blob/path"]).tolist()})
     with ctx.cached(stacks) as local:
         for i, k in enumerate(mine):
             part = ds.take(np.arange(starts[k], min(len(ds), starts[k] + per)))
