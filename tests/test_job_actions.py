@@ -3,6 +3,7 @@ master and worker (local lane); selections, plans and the operation journal."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from conftest import cli, db_snapshot
 from cryohpc.actions import restart_lock
 from cryohpc.api import Selection
 from cryohpc.dataset import Dataset
-from cryohpc.errors import BuildError, NotFoundError, UserError
+from cryohpc.errors import BuildError, InputFileError, NotFoundError, UserError
 from cryohpc.status import JobStatus
 
 
@@ -326,6 +327,34 @@ def test_a_job_refused_at_run_time_is_reported_and_the_rest_done(api, project, m
     out = project.run_plan(plan)
     assert [(i.job_uid, i.outcome) for i in out.items] == [(ok.uid, "done"), (late.uid, "failed")]
     assert "only building jobs can be queued" in out.items[1].detail
+
+
+def test_an_import_reads_only_what_the_manifest_lists(api, project, master, tmp_path):
+    """An export folder is another user's input: what its manifest does not list (a link
+    to someone's private file, a link to a folder that loops) is never read or copied, and
+    a listed file swapped for a link or for other bytes is refused, naming it."""
+    job = run(iterate(project, iterations=1, n=2))
+    where = job.export(tmp_path / "ex")
+    secret = tmp_path / "private" / "id_rsa"
+    secret.parent.mkdir()
+    secret.write_text("PRIVATE KEY")
+    (where / "files" / "notes.txt").symlink_to(secret)
+    (where / "files" / "loop").symlink_to(where / "files")
+    imported = project.import_job(where)
+    copied = {p.relative_to(imported.dir) for p in imported.dir.rglob("*")}
+    assert not {Path("notes.txt"), Path("loop")} & copied
+    assert all("PRIVATE" not in p.read_text(errors="replace") for p in imported.dir.rglob("*") if p.is_file())
+    listed = next((where / "files").glob("stack_it*.bin"))
+    original = listed.read_bytes()
+    before = project.job_uids()
+    for swap, says in [(lambda: (listed.unlink(), listed.symlink_to(secret)), "missing (or a link)"),
+                       (lambda: listed.write_bytes(bytes(b ^ 0xFF for b in original)), "SHA-256 differs from the manifest")]:
+        swap()
+        with pytest.raises(InputFileError, match=f"{listed}: .*{re.escape(says)}"):
+            project.import_job(where)
+        assert project.job_uids() == before and not list(project.dir.glob(".importing-*"))
+        listed.unlink()
+        listed.write_bytes(original)
 
 
 def test_export_refuses_what_is_not_completed(api, project):

@@ -6,16 +6,20 @@ An export holds ``job.json`` (type, params, outputs, where it came from), ``file
 to outside the job, such as particle stacks), and ``manifest.json`` (size and SHA-256
 of every file, written last: an export without it is incomplete). Paths inside the
 exported ``.cs`` files are relative to ``files/``; importing makes them the new job's.
-An import checks every checksum and path before anything is written.
+An import checks every path before it copies, and every checksum as it copies into a
+hidden staging folder, which becomes the job's directory only when all are right; an
+entry the manifest does not list is never read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -25,7 +29,7 @@ from pydantic import ValidationError
 
 from ..builder import checked_params, job_dir_abs
 from ..dataset import Dataset
-from ..errors import InputFileError, OutputFileError, UserError
+from ..errors import DatasetError, InputFileError, OutputFileError, UserError
 from ..exitcode import SUPERVISOR_FILE
 from ..instance import Instance
 from ..jobfile import JOB_FILE
@@ -195,9 +199,9 @@ def export_job(inst: Instance, project_uid: str, job_uid: str, dest: str | os.Pa
 
 
 # -- import ---------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, raw: bytes | None = None) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads((path.read_bytes() if raw is None else raw).decode("utf-8"))
     except FileNotFoundError:
         raise InputFileError(f"{path}: missing; is {path.parent} a complete cryohpc job export?") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
@@ -215,25 +219,65 @@ def _safe_rel(value: str, where: str) -> PurePosixPath:
 
 
 def verify_export(source: Path) -> tuple[dict, dict[str, dict]]:
-    """The export's document and manifest, every file checked against its checksum.
+    """The export's document and manifest; every listed path checked (inside the export,
+    a regular file and not a link, of the listed size) and the document's checksum.
+    The other files' checksums are checked as :func:`_copy_listed` reads them.
 
     Raises:
         InputFileError: naming the file whose size, checksum or path is wrong.
     """
     manifest = _read_json(source / MANIFEST)
-    doc = _read_json(source / EXPORT_DOC)
+    _read_json(source / EXPORT_DOC)  # a missing or foreign document is named before the manifest's flaws
     files = manifest.get("files")
     if not isinstance(files, dict) or EXPORT_DOC not in files:
         raise InputFileError(f"{source / MANIFEST}: no file list naming {EXPORT_DOC}")
+    root = source.resolve()
     for rel, entry in files.items():
         _safe_rel(rel, str(source / MANIFEST))
         path = source / rel
-        if path.is_symlink() or not path.is_file():
+        if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(root):
             raise InputFileError(f"{path}: listed in the manifest but missing (or a link)")
-        if not isinstance(entry, dict) or path.stat().st_size != entry.get("bytes") \
-                or _sha256(path) != entry.get("sha256"):
+        if not isinstance(entry, dict) or path.stat().st_size != entry.get("bytes"):
             raise InputFileError(f"{path}: size or SHA-256 differs from the manifest; the export is damaged")
+    doc = _read_json(source / EXPORT_DOC, _copy_checked(source / EXPORT_DOC, None, files[EXPORT_DOC]))
     return doc, files
+
+
+def _copy_checked(src: Path, dst: Path | None, entry: dict) -> bytes:
+    """Copy ``src`` to ``dst`` (or, with no ``dst``, return its bytes), refusing it unless
+    it is still a regular file, not a link, whose bytes have the listed SHA-256: what is
+    used is what was checked, even if the folder changes while the import runs."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        raise InputFileError(f"{src}: listed in the manifest but missing (or a link)") from None
+    h, kept = hashlib.sha256(), []
+    with os.fdopen(fd, "rb") as fin, (open(dst, "xb") if dst else contextlib.nullcontext()) as fout:
+        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+            raise InputFileError(f"{src}: listed in the manifest but not a regular file")
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            h.update(block)
+            if fout is None:
+                kept.append(block)
+            else:
+                fout.write(block)
+    if h.hexdigest() != entry.get("sha256"):
+        raise InputFileError(f"{src}: size or SHA-256 differs from the manifest; the export is damaged")
+    return b"".join(kept)
+
+
+def _copy_listed(source: Path, staging: Path, files: dict[str, dict]) -> None:
+    """The manifest's files under ``files/`` into ``staging``, each checked as it is
+    copied, and nothing else: an entry the manifest does not list (a link to a folder, to
+    another user's file, a loop) is never read."""
+    staging.mkdir()
+    for rel in sorted(files):
+        parts = PurePosixPath(rel).parts
+        if parts[0] != "files" or len(parts) < 2:
+            continue
+        target = staging.joinpath(*parts[1:])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_checked(source / rel, target, files[rel])
 
 
 def import_job(inst: Instance, project_uid: str, source: str | os.PathLike, workspace: str | None = None) -> Job:
@@ -271,7 +315,7 @@ def import_job(inst: Instance, project_uid: str, source: str | os.PathLike, work
               status=JobStatus.COMPLETED, status_times={"completed": now()}, completed_count=1,
               tags=[str(t) for t in doc["job"].get("tags") or []])
     with _staged(staging, f"importing {source} into {project_uid}"):
-        shutil.copytree(source / "files", staging)
+        _copy_listed(source, staging, files)
         _rebase_cs(staging, uid, files, where)
         for g in outputs:
             for r in g.results:
@@ -297,7 +341,11 @@ def _rebase_cs(staging: Path, uid: str, files: dict, where: str) -> None:
         changed = False
         for field in _path_fields(ds):
             values = []
-            for value in ds.strings(field):
+            try:
+                texts = ds.strings(field)
+            except DatasetError as err:
+                raise InputFileError(f"{where}: {cs.name}: {err}") from None
+            for value in texts:
                 rel = _safe_rel(value, f"{cs.name} field {field}")
                 if f"files/{rel}" not in files:
                     raise InputFileError(f"{where}: {cs.name} field {field} names {value!r}, which the export lacks")
