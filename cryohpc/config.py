@@ -23,9 +23,9 @@ class InstanceConfig(BaseModel):
 
     instance_uid: str = Field(default_factory=lambda: secrets.token_hex(4), description="tags cluster jobs")
     projects_root: str = Field(description="default parent of new project directories")
-    poll_interval_s: float = Field(default=1.0, gt=0, description="master loop period")
-    heartbeat_interval_s: float = Field(default=10.0, gt=0, description="worker heartbeat period")
-    heartbeat_timeout_s: float = Field(default=120.0, gt=0, description="a job silent this long has failed")
+    poll_interval_s: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="master loop period")
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, allow_inf_nan=False, description="worker heartbeat period")
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False, description="a job silent this long has failed")
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
@@ -58,11 +58,14 @@ def init_instance(home: Path, projects_root: Path | None = None, **settings) -> 
             paths.templates.mkdir(exist_ok=True)
             paths.jobtypes.mkdir(exist_ok=True)
         return load_config(home)
+    try:  # checked before anything is made: a refused setting leaves no half instance
+        cfg = InstanceConfig(projects_root=str((projects_root or home / "projects").resolve()), **settings)
+    except ValidationError as err:
+        raise ConfigError(f"cannot create an instance at {home}: {_first_error(err)}") from None
     home.mkdir(parents=True, exist_ok=True)
     paths.site_configs.mkdir(exist_ok=True)
     paths.templates.mkdir(exist_ok=True)
     paths.jobtypes.mkdir(exist_ok=True)
-    cfg = InstanceConfig(projects_root=str((projects_root or home / "projects").resolve()), **settings)
     tmp = paths.config.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     os.replace(tmp, paths.config)

@@ -217,6 +217,25 @@ def test_non_finite_float_params_are_refused_naming_the_param(project, value, me
         project.create_job("import_particles", params={"psize_A": value})
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["--poll-interval-s", "--heartbeat-interval-s", "--heartbeat-timeout-s"]),
+       st.sampled_from(["0", "-1", "nan", "inf", "-inf", "1e400", "x", "0.25"]))
+def test_instance_settings_are_refused_before_anything_is_made(option, value):
+    """``init`` with a setting that is not a positive finite number says which and makes
+    no folder (a half-made instance would be taken for a made one next time)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        proc = cli(home, "init", option, value)
+        if value == "0.25":
+            assert proc.returncode == 0 and (home / "config.yaml").is_file(), proc.stderr
+            return
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert option[2:].replace("-", "_") in proc.stderr or f"'{value}' is not a valid float" in proc.stderr
+        assert not home.exists()
+
+
 def test_huge_ints_priorities_and_negative_seeds_are_refused(project):
     with pytest.raises(BuildError, match="'max_items': 100000000000000000000 is outside the 64-bit integer range"):
         project.create_job("subset_particles", params={"max_items": 10**20})
