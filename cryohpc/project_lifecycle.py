@@ -159,6 +159,9 @@ def attach(inst: Instance, project_dir: str) -> Project:
     for job in jobs:
         if not (root / job.job_dir).resolve().is_relative_to(root):
             raise InputFileError(f"{source}: job {job.uid} names directory {job.job_dir!r} outside the project")
+        for name in (m for g in job.outputs for r in g.results for m in r.metafiles):
+            if not (root / name).resolve().is_relative_to(root):  # jobs downstream would read it
+                raise InputFileError(f"{source}: job {job.uid} names output file {name!r} outside the project")
         if job.status == JobStatus.QUEUED or job.status.active:
             raise InputFileError(f"{source}: job {job.uid} is recorded as {job.status.value}; a detached project's "
                                  "jobs are never queued or running")

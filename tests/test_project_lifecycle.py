@@ -5,6 +5,7 @@ compacted afterwards."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -114,6 +115,13 @@ def test_attach_refuses_damaged_metadata_with_the_file_named(simulated, api, tmp
         bad["jobs"][0][field] = value
         meta.write_text(json.dumps(bad))
         with pytest.raises(InputFileError, match=message):
+            api.attach_project(root)
+    for outside in ("../../etc/passwd", "/etc/passwd", "J1/../../x.cs"):
+        bad = json.loads(json.dumps(doc))
+        bad["jobs"][0]["job_dir"] = "J1"
+        bad["jobs"][0]["outputs"][0]["results"][0]["metafiles"][0] = outside
+        meta.write_text(json.dumps(bad))
+        with pytest.raises(InputFileError, match=f"job J1 names output file {re.escape(repr(outside))} outside"):
             api.attach_project(root)
     meta.write_text("{not json")
     with pytest.raises(InputFileError, match=str(meta)):
