@@ -286,7 +286,7 @@ def test_add_copies_the_config_and_its_template_remove_and_dump_round_trip(api, 
     busy = cli(api.instance.home, "lane", "remove", "gpu", "--yes")
     assert busy.returncode != 0 and "queued or running" in busy.stderr and "gpu" in api.lanes()
     job.kill()
-    cli(api.instance.home, "lane", "remove", "gpu", "--yes", check=True)
+    cli(api.instance.home, "lane", "remove", "gpu", "-y", check=True)  # -y as every command takes it
     assert "gpu" not in api.lanes() and not (api.instance.paths.site_configs / "gpu.yaml").exists()
 
 

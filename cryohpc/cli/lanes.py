@@ -117,7 +117,7 @@ def lane_add(c: Ctx, path, replace) -> None:
 
 @lane.command("remove")
 @click.argument("name")
-@click.option("--yes", is_flag=True, help="do not ask")
+@click.option("-y", "--yes", is_flag=True, help="do not ask")
 @pass_ctx
 def lane_remove(c: Ctx, name, yes) -> None:
     """Remove a lane's site config (refused while jobs are queued or running on it)."""
@@ -187,7 +187,7 @@ def _values(values_file: str | None, pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--dir", "dest", type=click.Path(file_okay=False), help="write here instead of site-configs/")
 @click.option("--replace", is_flag=True, help="overwrite an earlier import of the same name")
 @click.option("--dry-run", is_flag=True, help="show the changes, write nothing")
-@click.option("--yes", is_flag=True, help="write without asking")
+@click.option("-y", "--yes", is_flag=True, help="write without asking")
 @pass_ctx
 def lane_import_cryosparc(c: Ctx, folder, name, kind, values_file, value_pairs, type_pairs, dest, replace, dry_run,
                           yes) -> None:
