@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import db_snapshot
 
 from cryohpc.compute.geometry import relion_euler_to_matrix, rotvec_to_matrix
-from cryohpc.compute.io_mrc import read_images
+from cryohpc.compute.io_mrc import read_images, read_info, read_volume
+from cryohpc.compute.io_star import read_particle_star
 from cryohpc.dataset import Dataset
+from cryohpc.errors import InputFileError
 from cryohpc.sampledata import write_sample_particles
 from cryohpc.status import JobStatus
 from cryohpc.text import is_plain_path
@@ -170,6 +173,18 @@ def test_import_volume(project, sample_volume, master):
     assert ds["map/shape"].tolist() == [[16, 16, 16]]
     assert np.allclose(ds["map/psize_A"], 2.0)
     assert (project.dir / ds.strings("map/path")[0]).is_file()
+
+
+@pytest.mark.parametrize("where, says", [("folder", "a folder"), ("/dev/null", "not a regular file"),
+                                         ("missing", "no such file")])
+def test_a_path_that_is_not_a_file_says_what_it_is(tmp_path, where, says):
+    path = tmp_path if where == "folder" else tmp_path / where if where != "/dev/null" else Path(where)
+    with pytest.raises(InputFileError, match=f"^{re.escape(str(path))}: {says}; a STAR file was expected$"):
+        read_particle_star(path)
+    if where != "/dev/null":  # an empty device reads as a truncated MRC file
+        for read in (read_info, read_volume):
+            with pytest.raises(InputFileError, match=f"^{re.escape(str(path))}: {says}; an MRC file was expected$"):
+                read(path)
 
 
 def test_rotation_conventions_known_case():

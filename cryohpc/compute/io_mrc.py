@@ -46,13 +46,17 @@ def read_info(path: str | os.PathLike) -> MrcInfo:
             dtype = m.data.dtype
             vs = float(m.voxel_size.x)
             is_stack = m.is_image_stack() or path.suffix == ".mrcs"
-    except FileNotFoundError as err:
-        raise InputFileError(f"{path}: no such MRC file") from err
+    except (FileNotFoundError, IsADirectoryError) as err:
+        raise InputFileError(f"{path}: {_not_a_file(path)}; an MRC file was expected") from err
     except (ValueError, OSError, EOFError, OverflowError, MemoryError, RuntimeWarning) as err:
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
     if len(shape) == 2:
         shape = (1, *shape)
     return MrcInfo(path=path, shape=tuple(int(s) for s in shape), dtype=dtype, psize_A=vs, is_stack=is_stack)
+
+
+def _not_a_file(path: Path) -> str:
+    return "a folder" if path.is_dir() else "no such file"
 
 
 def read_images(path: str | os.PathLike, indices: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
@@ -87,8 +91,8 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     try:
         with _strict(), mrcfile.open(path, mode="r", permissive=False) as m:
             return np.asarray(m.data, dtype=np.float32), float(m.voxel_size.x)
-    except FileNotFoundError as err:
-        raise InputFileError(f"{path}: no such MRC file") from err
+    except (FileNotFoundError, IsADirectoryError) as err:
+        raise InputFileError(f"{path}: {_not_a_file(path)}; an MRC file was expected") from err
     except (ValueError, OSError, EOFError, OverflowError, MemoryError, RuntimeWarning) as err:
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
 

@@ -77,7 +77,8 @@ def read_particle_star(path: str | os.PathLike) -> ParticleTable:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"{path}: no such STAR file")
+        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        raise InputFileError(f"{path}: {what}; a STAR file was expected")
     import starfile  # here, not at the top: pandas and pyarrow cost every worker 65 MB
 
     try:
