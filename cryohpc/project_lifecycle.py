@@ -16,6 +16,7 @@ from .atomic import atomic_path
 from .errors import InputFileError, UserError
 from .instance import Instance
 from .model import Job, Project, Workspace, now
+from .named_files import read_named_file
 from .status import JobStatus
 from .store import Tx
 from .text import line_problem, one_line
@@ -94,11 +95,11 @@ def refuse_overlap(tx: Tx, path: Path, except_uid: str | None = None) -> None:
 
 
 def _read_json(path: Path, what: str) -> dict:
+    if not path.exists():
+        raise InputFileError(f"{path}: no {what} there")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no {what} there") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(read_named_file(path, f"a {what}").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputFileError(f"{path}: not a readable {what} ({err})") from None
     if not isinstance(data, dict):
         raise InputFileError(f"{path}: not a {what} (a JSON object was expected)")

@@ -35,6 +35,7 @@ from ..instance import Instance
 from ..jobfile import JOB_FILE
 from ..jobtypes import get_jobtype
 from ..model import Job, OutputGroup, now
+from ..named_files import read_named_file
 from ..status import JobStatus
 from ..store import Tx
 from .common import Refused, owner
@@ -200,11 +201,11 @@ def export_job(inst: Instance, project_uid: str, job_uid: str, dest: str | os.Pa
 
 # -- import ---------------------------------------------------------------------------------
 def _read_json(path: Path, raw: bytes | None = None) -> dict:
+    if raw is None and not path.exists():
+        raise InputFileError(f"{path}: missing; is {path.parent} a complete cryohpc job export?")
     try:
-        data = json.loads((path.read_bytes() if raw is None else raw).decode("utf-8"))
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: missing; is {path.parent} a complete cryohpc job export?") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+        data = json.loads((read_named_file(path, "a JSON file of a job export") if raw is None else raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
         raise InputFileError(f"{path}: not readable JSON ({err})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputFileError(f"{path}: not a cryohpc job export (format {FORMAT!r} expected)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
+from ..named_files import read_named_file
 from .kit import Ctx, _parse_assignments, _table, confirm_or_refuse, pass_ctx
 
 
@@ -161,7 +162,7 @@ def _values(values_file: str | None, pairs: tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     if values_file:
         try:
-            text = Path(values_file).read_text(encoding="utf-8")
+            text = read_named_file(values_file, "CryoSPARC's cluster configuration values").decode("utf-8")
         except UnicodeDecodeError:
             raise click.BadParameter(f"{values_file}: not UTF-8 text", param_hint="--values") from None
         try:

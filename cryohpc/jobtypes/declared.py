@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..named_files import read_named_file
 from ..resources import Resources
 from .spec import (
     CPUS_PER_RANK,
@@ -240,8 +241,9 @@ def load_declaration(path: Path) -> JobTypeSpec:
     Raises:
         ConfigError: naming the file, the line and the problem.
     """
+    raw = read_named_file(path, "a job type declaration (YAML)", ConfigError)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
         data = yaml.safe_load(text)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
@@ -249,8 +251,6 @@ def load_declaration(path: Path) -> JobTypeSpec:
         mark = getattr(err, "problem_mark", None)
         raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML: "
                           f"{getattr(err, 'problem', None) or err}") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a job type declaration is a mapping (name:, title:, program:, args: ...)")
     try:

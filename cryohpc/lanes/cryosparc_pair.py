@@ -21,6 +21,7 @@ import yaml
 from jinja2 import meta
 
 from ..errors import ConfigError
+from ..named_files import read_named_file
 from .cryosparc_script import CRYOHPC_ONLY, PROVIDED, Change, to_cryohpc, to_cryosparc
 from .schedulers import KINDS
 
@@ -52,7 +53,7 @@ def _read_pair(folder: Path) -> tuple[dict[str, Any], str]:
         if not p.is_file():
             raise ConfigError(f"{p}: not found (a CryoSPARC cluster folder holds {INFO_NAME} and {SCRIPT_NAME})")
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info = json.loads(read_named_file(info_path, INFO_NAME, ConfigError).decode("utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{info_path}: not UTF-8 text") from err
     except json.JSONDecodeError as err:
@@ -60,7 +61,7 @@ def _read_pair(folder: Path) -> tuple[dict[str, Any], str]:
     if not isinstance(info, dict):
         raise ConfigError(f"{info_path}: expected a JSON object with name, qsub_cmd_tpl...")
     try:
-        script = script_path.read_text(encoding="utf-8")
+        script = read_named_file(script_path, SCRIPT_NAME, ConfigError).decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{script_path}: not UTF-8 text") from err
     return info, script

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from ..errors import ConfigError
+from ..named_files import read_named_file
 from ..text import check_line
 from ..values import parse_scalar
 
@@ -305,10 +306,7 @@ def load_site_config(path: Path) -> list[SiteEntry]:
     """Raises:
     ConfigError: YAML syntax, unknown key or wrong type; the message names file, line, key.
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from err
+    raw = read_named_file(path, "a site config (YAML)", ConfigError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -1,0 +1,40 @@
+"""Reading a small file that a user or a site admin names (a site config, a declaration,
+an export's manifest, a detached project's metadata): only a regular file of bounded
+size is read. ``/dev/zero`` or a FIFO named by mistake or malice would otherwise hang
+the command or fill its memory."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from .errors import InputFileError, UserError
+
+LIMIT_BYTES = 256 * 2**20  # far beyond any config or manifest (a 100,000-file export lists ~15 MB)
+
+
+def read_named_file(path: str | os.PathLike, what: str, error: type[UserError] = InputFileError,
+                    limit_bytes: int = LIMIT_BYTES) -> bytes:
+    """The bytes of ``path``.
+
+    Raises:
+        ``error``: naming the file and why it is not ``what`` (missing, a folder, a device
+            or FIFO, unreadable, larger than ``limit_bytes``).
+    """
+    path = Path(path)
+    try:  # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file; {what} was expected") from None
+    except OSError as err:
+        raise error(f"{path}: cannot be read ({err.strerror or err})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise error(f"{path}: {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}; {what} was expected")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise error(f"{path}: larger than {limit_bytes // 2**20} MB, too large for {what}")
+    return data
