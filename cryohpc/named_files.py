@@ -1,7 +1,8 @@
-"""Reading a small file that a user or a site admin names (a site config, a declaration,
-an export's manifest, a detached project's metadata): only a regular file of bounded
-size is read. ``/dev/zero`` or a FIFO named by mistake or malice would otherwise hang
-the command or fill its memory."""
+"""Files a user or a site admin names are read only if they are regular files: a small
+one (a site config, a declaration, an export's manifest, a detached project's metadata)
+up to a bound, and a data file (``.cs``, MRC, STAR) after :func:`refuse_unless_regular`.
+``/dev/zero`` or a FIFO named by mistake or malice would otherwise hang the command or
+fill its memory."""
 
 from __future__ import annotations
 
@@ -32,9 +33,30 @@ def read_named_file(path: str | os.PathLike, what: str, error: type[UserError] =
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise error(f"{path}: {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}; {what} was expected")
+        raise error(f"{path}: {_kind(mode)}; {what} was expected")
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit_bytes + 1)
     if len(data) > limit_bytes:
         raise error(f"{path}: larger than {limit_bytes // 2**20} MB, too large for {what}")
     return data
+
+
+def refuse_unless_regular(path: str | os.PathLike, what: str, error: type[UserError] = InputFileError) -> None:
+    """For readers that open the file themselves (numpy, mrcfile, starfile).
+
+    Raises:
+        ``error``: naming the file and what it is instead (missing, a folder, a device or
+            FIFO, whose open would block).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: no such file; {what} was expected") from None
+    except OSError as err:
+        raise error(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: {_kind(mode)}; {what} was expected")
+
+
+def _kind(mode: int) -> str:
+    return "a folder" if stat.S_ISDIR(mode) else "not a regular file"

@@ -112,7 +112,7 @@ def test_truncated_files_give_named_error(tmp_path, compression):
 
 
 def test_missing_file_and_missing_uid(tmp_path):
-    with pytest.raises(DatasetError, match="no such .cs file"):
+    with pytest.raises(DatasetError, match="no such file; a .cs file was expected"):
         Dataset.load(tmp_path / "nope.cs")
     np.save(tmp_path / "nouid.npy", np.zeros(3, dtype=[("x", "<f4")]))
     with pytest.raises(DatasetError, match="no 'uid' field"):

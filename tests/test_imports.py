@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from cryohpc.compute.geometry import relion_euler_to_matrix, rotvec_to_matrix
 from cryohpc.compute.io_mrc import read_images, read_info, read_volume
 from cryohpc.compute.io_star import read_particle_star
 from cryohpc.dataset import Dataset
-from cryohpc.errors import InputFileError
+from cryohpc.errors import DatasetError, InputFileError
 from cryohpc.sampledata import write_sample_particles
 from cryohpc.status import JobStatus
 from cryohpc.text import is_plain_path
@@ -176,15 +177,18 @@ def test_import_volume(project, sample_volume, master):
 
 
 @pytest.mark.parametrize("where, says", [("folder", "a folder"), ("/dev/null", "not a regular file"),
-                                         ("missing", "no such file")])
-def test_a_path_that_is_not_a_file_says_what_it_is(tmp_path, where, says):
+                                         ("fifo", "not a regular file"), ("missing", "no such file")])
+def test_a_data_path_that_is_not_a_regular_file_says_what_it_is(tmp_path, where, says):
     path = tmp_path if where == "folder" else tmp_path / where if where != "/dev/null" else Path(where)
+    if where == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer forever
     with pytest.raises(InputFileError, match=f"^{re.escape(str(path))}: {says}; a STAR file was expected$"):
         read_particle_star(path)
-    if where != "/dev/null":  # an empty device reads as a truncated MRC file
-        for read in (read_info, read_volume):
-            with pytest.raises(InputFileError, match=f"^{re.escape(str(path))}: {says}; an MRC file was expected$"):
-                read(path)
+    for read in (read_info, read_volume, read_images):
+        with pytest.raises(InputFileError, match=f"^{re.escape(str(path))}: {says}; an MRC file was expected$"):
+            read(path)
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(path))}: {says}; a .cs file was expected$"):
+        Dataset.load(path)
 
 
 def test_rotation_conventions_known_case():

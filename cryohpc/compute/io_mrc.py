@@ -13,6 +13,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import InputFileError
+from ..named_files import refuse_unless_regular
 
 
 @contextlib.contextmanager
@@ -40,14 +41,13 @@ def read_info(path: str | os.PathLike) -> MrcInfo:
         InputFileError: missing, not an MRC file, or shorter than its header says.
     """
     path = Path(path)
+    refuse_unless_regular(path, "an MRC file")
     try:
         with _strict(), mrcfile.mmap(path, mode="r", permissive=False) as m:
             shape = m.data.shape
             dtype = m.data.dtype
             vs = float(m.voxel_size.x)
             is_stack = m.is_image_stack() or path.suffix == ".mrcs"
-    except (FileNotFoundError, IsADirectoryError) as err:
-        raise InputFileError(f"{path}: {_not_a_file(path)}; an MRC file was expected") from err
     except (ValueError, OSError, EOFError, OverflowError, MemoryError, RuntimeWarning) as err:
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
     if len(shape) == 2:
@@ -55,15 +55,12 @@ def read_info(path: str | os.PathLike) -> MrcInfo:
     return MrcInfo(path=path, shape=tuple(int(s) for s in shape), dtype=dtype, psize_A=vs, is_stack=is_stack)
 
 
-def _not_a_file(path: Path) -> str:
-    return "a folder" if path.is_dir() else "no such file"
-
-
 def read_images(path: str | os.PathLike, indices: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Images of a stack (all, or those at ``indices``) as float32, shape (n, y, x); into
     ``out`` when given (e.g. pinned memory a GPU copies from), with a single copy from the
     file when the indices are one ascending run."""
     path = Path(path)
+    refuse_unless_regular(path, "an MRC file")
     try:
         with _strict(), mrcfile.mmap(path, mode="r", permissive=False) as m:
             data = m.data if m.data.ndim == 3 else m.data[None]
@@ -88,11 +85,10 @@ def read_images(path: str | os.PathLike, indices: np.ndarray | None = None, out:
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     path = Path(path)
+    refuse_unless_regular(path, "an MRC file")
     try:
         with _strict(), mrcfile.open(path, mode="r", permissive=False) as m:
             return np.asarray(m.data, dtype=np.float32), float(m.voxel_size.x)
-    except (FileNotFoundError, IsADirectoryError) as err:
-        raise InputFileError(f"{path}: {_not_a_file(path)}; an MRC file was expected") from err
     except (ValueError, OSError, EOFError, OverflowError, MemoryError, RuntimeWarning) as err:
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({err})") from err
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputFileError
+from ..named_files import refuse_unless_regular
 
 
 @dataclass
@@ -76,9 +77,7 @@ def read_particle_star(path: str | os.PathLike) -> ParticleTable:
         InputFileError: unreadable file, no particle table, or an optics group missing.
     """
     path = Path(path)
-    if not path.is_file():
-        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
-        raise InputFileError(f"{path}: {what}; a STAR file was expected")
+    refuse_unless_regular(path, "a STAR file")
     import starfile  # here, not at the top: pandas and pyarrow cost every worker 65 MB
 
     try:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import DatasetError
+from ..named_files import refuse_unless_regular
 from .blocks import copy_fields, packed
 from .hashing import LARGE, dedupe_rows, row_words
 
@@ -54,6 +55,7 @@ def read_cs(path: str | os.PathLike, mmap: bool | None = None) -> np.ndarray:
             names the file and what is wrong.
     """
     path = Path(path)
+    refuse_unless_regular(path, "a .cs file", DatasetError)
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
@@ -69,10 +71,8 @@ def read_cs(path: str | os.PathLike, mmap: bool | None = None) -> np.ndarray:
                     f"{path}: not a .cs file (starts with {magic!r}; expected a numpy "
                     f"array {NUMPY_MAGIC!r} or a CSDAT stream {CSDAT_MAGIC!r})"
                 )
-    except FileNotFoundError as err:
-        raise DatasetError(f"{path}: no such .cs file") from err
-    except IsADirectoryError as err:
-        raise DatasetError(f"{path}: is a directory, not a .cs file") from err
+    except OSError as err:  # gone or changed since it was checked
+        raise DatasetError(f"{path}: cannot be read ({err.strerror or err})") from err
     if arr.dtype.names is None or "uid" not in arr.dtype.names:
         raise DatasetError(f"{path}: has no 'uid' field; every .cs dataset needs one")
     return arr
