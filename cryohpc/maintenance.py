@@ -21,6 +21,11 @@ def backup(inst: Instance, dest: Path) -> Path:
     dest = Path(dest).expanduser().resolve()
     if dest.is_dir():
         raise UserError(f"{dest} is a directory; give the backup file's name")
+    if dest.exists() and not dest.is_file():  # the copy is renamed into place: it would replace a device or FIFO
+        raise UserError(f"{dest} is not a regular file; give the backup file's name")
+    db = inst.paths.db.resolve()
+    if dest in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        raise UserError(f"{dest} is the instance's own database; give the backup another name")
     inst.store.backup(dest)
     return dest
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 
 import pytest
@@ -29,6 +31,21 @@ def test_backup_while_the_master_runs_then_restore(api, project, master, tmp_pat
     assert done.uid in uids and later.uid not in uids
     assert fresh.find_project(project.uid).find_job(done.uid).status == JobStatus.COMPLETED
     master.start()
+
+
+def test_a_backup_never_replaces_a_device_a_fifo_or_the_live_database(api, project, tmp_path):
+    """The copy is renamed into place, so a destination that is not a regular file (as
+    root, /dev/full itself) or the instance's own database would be replaced by it."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    db = api.instance.paths.db
+    # (not /dev/null: were this to regress, a root CI would lose the device)
+    for dest, says in [(fifo, "is not a regular file"), (db, "is the instance's own database"),
+                       (db.with_name(db.name + "-wal"), "own database")]:
+        proc = cli(api.instance.home, "backup", str(dest))
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert Api(api.instance.home).find_project(project.uid).uid == project.uid
 
 
 def test_a_damaged_backup_is_refused(api, tmp_path):
