@@ -52,6 +52,12 @@ def shown(text: str) -> str:
                    for ch in text)
 
 
+def shown_lines(text: str) -> str:
+    """``text`` of several lines for a terminal: its line breaks kept, every other control
+    character escaped as :func:`shown` does."""
+    return "\n".join(shown(line) for line in text.split("\n"))
+
+
 _PLAIN = re.compile(r"[A-Za-z0-9._+=,-]")
 
 

@@ -14,6 +14,7 @@ from cryosparc.dataset import Dataset as CsDataset
 from cryohpc.api import Api
 from cryohpc.dataset import Dataset
 from cryohpc.sampledata import write_sample_particles
+from cryohpc.status import JobStatus
 
 
 @pytest.fixture
@@ -118,6 +119,22 @@ def test_dataset_show_needs_no_instance_and_prints_any_bytes_escaped(tmp_path):
     assert "\x1b" not in proc.stdout and len(proc.stdout.splitlines()) == 5
     shown = json.loads(cli(tmp_path / "no-instance", "--json", "dataset", "show", str(path), check=True).stdout)
     assert [r["blob/path"] for r in shown["rows"]] == ["\\xff\\xfe", "a\x1b[2Jb", "x\ny"]
+
+
+def test_job_show_keeps_a_programs_line_breaks_and_escapes_its_terminal_codes(inst):
+    """A failed program's last lines and a scheduler's reason reach ``job show``: their
+    line breaks stay, and escape sequences cannot clear or rewrite the user's terminal."""
+    cli(inst, "job", "create", "P1", "test_sleep", check=True)
+    api = Api(inst)
+    with api.store.write() as tx:
+        job = tx.get_job("P1", "J1")
+        job.status = JobStatus.FAILED
+        job.add_run_error("relion_refine exited 1:\n\x1b[2J\x1b[Hfake prompt$ \rsecond line\x07")
+        job.run.cluster_status, job.run.reason = "PD\x1b]0;title\x07", "Resources\x1b[31m"
+        tx.put_job(job)
+    out = cli(inst, "job", "show", "P1", "J1", check=True).stdout
+    assert not any(ch in out for ch in "\x1b\x07\r")
+    assert "error: relion_refine exited 1:\n\\x1b[2J\\x1b[Hfake prompt$ \\rsecond line\\x07\n" in out
 
 
 def test_star_missing_columns_fails_the_job_with_its_name(inst, tmp_path):

@@ -24,7 +24,7 @@ from cryohpc.model import Job, OutputGroup
 from cryohpc.resources import Resources
 from cryohpc.scheduler.job_events import apply_event
 from cryohpc.status import JobStatus
-from cryohpc.text import is_plain_path, line_problem, plain_file_name, shown
+from cryohpc.text import is_plain_path, line_problem, plain_file_name, shown, shown_lines
 from cryohpc.values import parse_scalar
 
 SHELL_BITS = ["\n", "\r", "\x00", "\x1b[2J", "\u2028", "\x85", "$(touch pwned)", "`touch pwned`", "; touch pwned",
@@ -39,6 +39,13 @@ def test_line_check_matches_unicode_categories(text):
     assert (line_problem(text) is not None) == bad
     assert (shown(text) == text) == (not bad)
     assert line_problem(shown(text)) is None  # what tables print is always one clean line
+
+
+@given(st.lists(hostile | st.text(max_size=12), max_size=4).map("\n".join))
+def test_shown_lines_keep_the_line_breaks_and_escape_everything_else(text):
+    out = shown_lines(text)
+    assert out.split("\n") == [shown(line) for line in text.split("\n")]
+    assert all(line_problem(line) is None for line in out.split("\n"))
 
 
 @given(hostile | st.text(max_size=30))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from ..errors import CryohpcError
+from ..text import shown_lines
 from . import (
     caches,
     cleanup,
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         err.show()
         return EXIT_ERROR
     except CryohpcError as err:
-        click.echo(f"error: {err}", err=True)
+        click.echo(f"error: {shown_lines(str(err))}", err=True)
         return EXIT_ERROR
     except SystemExit as err:
         return err.code if isinstance(err.code, int) else 0

@@ -9,6 +9,7 @@ import time
 import click
 
 from ..api import CleanupOptions
+from ..text import shown_lines
 from .kit import Ctx, _dump, _table, confirm_or_refuse, pass_ctx
 from .projects import project
 
@@ -81,7 +82,7 @@ def cleanup(c: Ctx, project_uid, workspace, preview, measure, yes, **choices) ->
         c.emit(pv.as_dict(), _preview_text(pv) + ("" if pv.to_do or not options.any() else "\nnothing to do"))
         return
     if not c.as_json:
-        click.echo(_preview_text(pv))
+        click.echo(shown_lines(_preview_text(pv)))
     confirm_or_refuse(yes, f"{len(pv.to_do)} job(s) would be cleared, trimmed or deleted; add --yes to go "
                            "ahead without a prompt (or --preview to see it only)",
                       f"free {human(pv.freed_bytes)} from {len(pv.to_do)} job(s)?")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..text import shown
+from ..text import shown, shown_lines
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -38,8 +38,8 @@ class Ctx:
     def emit(self, data: Any, text: str | None = None) -> None:
         if self.as_json:
             click.echo(json.dumps(data, indent=2, default=str))
-        elif text is not None:
-            click.echo(text)
+        elif text is not None:  # messages and reasons from programs and schedulers: no terminal codes
+            click.echo(shown_lines(text))
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

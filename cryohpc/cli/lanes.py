@@ -10,6 +10,7 @@ import click
 import yaml
 
 from ..named_files import read_named_file
+from ..text import shown_lines
 from .kit import Ctx, _parse_assignments, _table, confirm_or_refuse, pass_ctx
 
 
@@ -34,7 +35,7 @@ def lane_list(c: Ctx) -> None:
                          "gpus": ",".join(map(str, cap.gpu_ids)) or "-", "title": cfg.title})
     c.emit(rows, _table(rows, ["name", "type", "cpus", "ram_gb", "gpus", "title"]))
     for problem in c.api.lane_problems():  # broken files cost only their own lanes; say which
-        click.echo(f"warning: site config problem (its lanes are left out): {problem}", err=True)
+        click.echo(f"warning: site config problem (its lanes are left out): {shown_lines(problem)}", err=True)
 
 
 @lane.command("show")
@@ -203,7 +204,7 @@ def lane_import_cryosparc(c: Ctx, folder, name, kind, values_file, value_pairs, 
         c.emit({**data, "written": []}, summary + "\n(dry run: nothing written)")
         return
     if not c.as_json:
-        click.echo(summary)
+        click.echo(shown_lines(summary))
     confirm_or_refuse(yes, "writing the imported lane needs --yes (or look first with --dry-run)",
                       "Write this lane (guessed types as shown)?")
     paths = c.api.install_ported(ported, dest, replace=replace)
