@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .errors import InputFileError, UserError
 
@@ -23,17 +24,13 @@ def read_named_file(path: str | os.PathLike, what: str, error: type[UserError] =
         ``error``: naming the file and why it is not ``what`` (missing, a folder, a device
             or FIFO, unreadable, larger than ``limit_bytes``).
     """
-    path = Path(path)
-    try:  # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+    with _refused_as(path, what, error):  # O_NONBLOCK: a FIFO opens at once, not when a writer comes
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise error(f"{path}: no such file; {what} was expected") from None
-    except OSError as err:
-        raise error(f"{path}: cannot be read ({err.strerror or err})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    try:  # before fdopen, which refuses a folder with its own error
+        _require_regular(path, os.fstat(fd).st_mode, what, error)
+    except UserError:
         os.close(fd)
-        raise error(f"{path}: {_kind(mode)}; {what} was expected")
+        raise
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit_bytes + 1)
     if len(data) > limit_bytes:
@@ -48,15 +45,21 @@ def refuse_unless_regular(path: str | os.PathLike, what: str, error: type[UserEr
         ``error``: naming the file and what it is instead (missing, a folder, a device or
             FIFO, whose open would block).
     """
-    try:
+    with _refused_as(path, what, error):
         mode = os.stat(path).st_mode
+    _require_regular(path, mode, what, error)
+
+
+@contextmanager
+def _refused_as(path: str | os.PathLike, what: str, error: type[UserError]) -> Iterator[None]:
+    try:
+        yield
     except FileNotFoundError:
         raise error(f"{path}: no such file; {what} was expected") from None
     except OSError as err:
         raise error(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
+def _require_regular(path: str | os.PathLike, mode: int, what: str, error: type[UserError]) -> None:
     if not stat.S_ISREG(mode):
-        raise error(f"{path}: {_kind(mode)}; {what} was expected")
-
-
-def _kind(mode: int) -> str:
-    return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise error(f"{path}: {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}; {what} was expected")

@@ -31,25 +31,18 @@ def _as_bytes_column(values: Any) -> np.ndarray:
     return arr
 
 
-def text_of(raw: bytes, field: str) -> str:
+def text_of(raw: bytes, field: str, row: int | None = None) -> str:
     """One value of a string field as ``str``. ``.cs`` strings are UTF-8 (cryosparc-tools
     writes and reads them so); bytes that are not come from a damaged or foreign file.
 
     Raises:
-        DatasetError: naming the field and the value.
+        DatasetError: naming the field, the row (0-based ``row``, shown from 1) and the value.
     """
     try:
         return raw.decode()
     except UnicodeDecodeError:
-        raise DatasetError(f"field {field!r} holds {raw!r}, which is not UTF-8 text") from None
-
-
-def _is_utf8(raw: bytes) -> bool:
-    try:
-        raw.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+        where = f"field {field!r}" + ("" if row is None else f" row {row + 1}")
+        raise DatasetError(f"{where} holds {raw!r}, which is not UTF-8 text") from None
 
 
 def new_uids(n: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -265,10 +258,9 @@ class Dataset:
             raise DatasetError(f"field {field!r} is {col.dtype}, not a string field")
         raw = col.tolist()
         try:
-            return [b.decode() for b in raw]
+            return [b.decode() for b in raw]  # the common case, without a call per row
         except UnicodeDecodeError:
-            row = next(i for i, b in enumerate(raw) if not _is_utf8(b))
-            raise DatasetError(f"field {field!r} row {row + 1} holds {raw[row]!r}, which is not UTF-8 text") from None
+            return [text_of(b, field, i) for i, b in enumerate(raw)]  # raises at the first bad row
 
     def copy(self) -> Dataset:
         """An independent dataset with its own gap-free rows."""
