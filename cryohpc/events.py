@@ -35,6 +35,12 @@ FAILED = "failed"
 STOPPED = "stopped"  # stopped on request (the scheduler's time-limit warning), checkpoints saved
 USAGE = "usage"  # what one rank used
 
+# What a local lane's warm worker (worker/standby.py) prints, unbuffered, on its output:
+# READY once warmed up and waiting for its job, TAKEN the moment it has read the job it is
+# handed. A hand-over to a ready standby counts only once it said TAKEN (lanes/warm.py).
+STANDBY_READY = b"cryohpc standby: ready\n"
+STANDBY_TAKEN = b"cryohpc standby: job taken\n"
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="ignore")

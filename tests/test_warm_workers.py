@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from cryohpc.api import Api
 from cryohpc.compute.io_mrc import read_volume
 from cryohpc.errors import ConfigError
+from cryohpc.events import STANDBY_READY, STANDBY_TAKEN
 from cryohpc.lanes import load_lane_configs, warm
+from cryohpc.lanes.local import LocalLane
 from cryohpc.lanes.siteconfig import MAX_WARM_RANKS, WARM_RANKS_VAR, default_local_lane
 from cryohpc.procs import descendants, process_start_ticks
 from cryohpc.status import JobStatus
@@ -139,6 +141,8 @@ def test_what_the_mpi_launcher_says_of_a_killed_rank_reaches_the_jobs_log(warm_a
         assert gone(ready)
         # hydra prints this itself, to its own output: a cold launch has it in job.log too
         wait_for(lambda: "BAD TERMINATION" in (job.dir / "job.log").read_text(), 20, "the launcher's output")
+        log = (job.dir / "job.log").read_text()
+        assert STANDBY_READY.decode() not in log and STANDBY_TAKEN.decode() not in log  # the standby's words are the lane's
 
 
 def test_killing_a_job_in_a_warm_worker_stops_it(warm_api):
@@ -158,12 +162,50 @@ def test_a_standby_that_dies_is_replaced_and_a_job_meanwhile_starts_cold(warm_ap
     with running(warm_api, "dies") as project:
         ready = waiting_for(1)
         os.killpg(ready, signal.SIGKILL)
+        assert gone(ready)  # dead before the job comes (the race with a dying one is the next test's)
         job = project.create_job("test_sleep", params={"seconds": 0.1})
         job.queue(lane="warm")
         assert job.wait(60) == JobStatus.COMPLETED
         assert job.model.run.pid != ready
         waiting_for(1, other_than=ready)
 
+
+@pytest.mark.parametrize("script", [f"printf '{STANDBY_READY.decode()}'; read line; exit 3",
+                                    f"printf '{STANDBY_READY.decode()}'; read line; exec sleep 60"])
+def test_a_standby_whose_pipe_takes_the_job_but_that_never_says_so_leaves_it_to_a_cold_start(
+        warm_api, monkeypatch, script):
+    """As a ready standby killed while its job is handed to it: the line goes into its pipe,
+    and then it exits (or hangs) without a word. The job must run all the same, cold."""
+    monkeypatch.setattr(warm, "TAKE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(LocalLane, "_standby_command",
+                        lambda self, ranks: ["sh", "-c", script, "standby", "--standby", str(ranks)])
+    with running(warm_api, "mute") as project:
+        ready = waiting_for(1)
+        job = project.create_job("test_sleep", params={"seconds": 0.1})
+        job.queue(lane="warm")
+        assert job.wait(60) == JobStatus.COMPLETED, job.model.errors_run
+        assert job.model.run.pid != ready
+        assert gone(ready)
+
+
+
+def test_a_standby_still_warming_up_is_handed_its_job_without_holding_the_master(tmp_path, monkeypatch):
+    """Not ready yet, it is not waited for: the job waits in its pipe, the master goes on."""
+    monkeypatch.setattr(warm, "TAKE_TIMEOUT_S", 60.0)
+    env = dict(os.environ)
+    workers = warm.WarmWorkers("w", [1], lambda ranks: ["sh", "-c", "exec sleep 120"], env)
+    workers.tend(idle_cpus=1)
+    standby = workers.take(["job"], env, lambda ranks: ["job"])
+    assert standby is not None
+    try:
+        t0 = time.monotonic()
+        assert workers.hand_over(standby, tmp_path)
+        assert time.monotonic() - t0 < 20  # a wait for its word would have lasted 60 s
+        assert standby.proc.poll() is None
+    finally:
+        os.killpg(standby.proc.pid, signal.SIGKILL)
+        standby.proc.wait()
+        standby.output.close()
 
 def test_a_lane_whose_launcher_is_missing_keeps_its_other_warm_workers_and_the_master_serving(warm_api):
     (warm_api.instance.paths.site_configs / "warm.yaml").write_text(

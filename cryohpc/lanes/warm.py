@@ -9,6 +9,12 @@ that pipe; anything else (GPU jobs, other rank counts) starts cold as before. A 
 used once and replaced while the lane runs no job, so its warm-up never takes a core from
 one.
 
+A standby says on its output when it is ready (warmed up, reading its input) and when it
+has taken its job. A hand-over to a ready standby counts only once it said it took the job:
+one that died just before, whose pipe still took the line, would otherwise fail the job
+with it; without that word the job starts cold. One still warming up is not waited for (the
+master goes on serving; the job waits in the pipe until the warm-up ends).
+
 What the launcher itself prints (MPI's abort messages) is kept in an unlinked file and
 appended to the job's log when the run ends, where a cold launch would have put it.
 """
@@ -27,12 +33,14 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import CryohpcError
+from ..events import STANDBY_READY, STANDBY_TAKEN
 from ..procs import kill_group, process_start_ticks
 
 log = logging.getLogger("cryohpc.lanes")
 
 RETRY_AFTER_S = 60.0  # a standby that died before its job is started again only after this
 CLOSE_GRACE_S = 2.0
+TAKE_TIMEOUT_S = 10.0  # a ready standby answers in milliseconds; past this it is stopped and the job starts cold
 
 
 @dataclass
@@ -71,10 +79,17 @@ class WarmWorkers:
         if b"\n" in line:
             self._stop(standby)
             return False
+        ready = _said(standby, STANDBY_READY, wait_s=0.0)
         try:
             standby.proc.stdin.write(line + b"\n")
             standby.proc.stdin.close()  # the standby's next read ends: one job each
         except (BrokenPipeError, OSError, ValueError):
+            self._stop(standby)
+            return False
+        if ready and not _said(standby, STANDBY_TAKEN, wait_s=TAKE_TIMEOUT_S):
+            log.warning("lane %s: the warm worker of %d rank(s) did not take %s (%s); starting it cold",
+                        self.lane_name, standby.ranks, job_dir,
+                        "it exited" if standby.proc.poll() is not None else "no answer")
             self._stop(standby)
             return False
         return True
@@ -127,11 +142,30 @@ class WarmWorkers:
         standby.output.close()
 
 
+def _said(standby: Standby, word: bytes, wait_s: float) -> bool:
+    """Whether the standby printed ``word``, waiting up to ``wait_s`` for it; False as soon
+    as the standby is seen to have exited without it."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.0005
+    while True:
+        exited = standby.proc.poll() is not None  # before the read: what it printed before exiting counts
+        try:
+            fd = standby.output.fileno()
+            if word in os.pread(fd, os.fstat(fd).st_size, 0):
+                return True
+        except (OSError, ValueError):
+            return False
+        if exited or time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
 def append_output(output: IO[bytes], job_dir: Path) -> None:
     """Copy what the launcher of a handed-over standby printed to the end of the job's log."""
     try:
         output.seek(0)
-        text = output.read()
+        text = output.read().replace(STANDBY_READY, b"", 1).replace(STANDBY_TAKEN, b"", 1)
         if text:
             with open(job_dir / "job.log", "ab") as job_log:
                 job_log.write(text)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..events import STANDBY_READY, STANDBY_TAKEN
 from ..jobrun.mpi import world
 
 JOB_TAG = 7  # the MPI tag of the job directory rank 0 sends the others
@@ -55,6 +56,8 @@ def next_job(comm) -> Path | None:
     """The job directory the master hands over, on every rank; None at the end of input."""
     if comm.rank == 0:
         line = os.fsdecode(sys.stdin.buffer.readline().rstrip(b"\n"))
+        if line:
+            os.write(1, STANDBY_TAKEN)  # the lane waits for this before it counts the job as handed over
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # the job reads nothing of the master's pipe
         os.close(devnull)
@@ -95,6 +98,8 @@ def serve(ranks: int) -> int:
     except Exception as err:  # noqa: BLE001 - a job started cold still runs
         print(f"warm-up failed, the job will load its kernels itself: {type(err).__name__}: {err}",
               file=sys.stderr, flush=True)
+    if comm.rank == 0:
+        os.write(1, STANDBY_READY)  # from now on it answers a hand-over at once
     job_dir = next_job(comm)
     if job_dir is None:
         return 0
