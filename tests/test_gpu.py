@@ -155,7 +155,8 @@ def test_two_ranks_share_one_gpu_through_the_master(tmp_path):
         maps = {}
         for ranks, gpus in ((2, 1), (1, 0)):
             job = project.create_job("homo_reconstruct", params={"compute_num_ranks": ranks, "compute_num_gpus": gpus,
-                                                                 "batch_size": 64, "checkpoint_every_s": 0})
+                                                                 "batch_size": 64, "checkpoint_every_s": 0,
+                                                                 "compute_share_gpus": ranks > gpus})
             job.connect("particles", sim.uid, "particles")
             job.queue()
             assert job.wait(300).value == "completed", job.model.errors_run
@@ -164,6 +165,17 @@ def test_two_ranks_share_one_gpu_through_the_master(tmp_path):
             if ranks == 2:
                 assert "2 rank(s) on cupy (GPU 0)" in log
                 assert "reduction across 2 ranks" in log
+                # each rank reports its GPU time and its pool's peak, which holds at least
+                # its two half-set accumulators
+                acc_bytes = Reconstructor(np, 32, 2.0).acc.nbytes
+                usage = job.model.runs[-1].usage
+                assert sorted(u["rank"] for u in usage) == [0, 1]
+                assert all(0 < u["gpu_s"] <= u["wall_s"] for u in usage), usage
+                assert all(u["gpu_peak_bytes"] >= acc_bytes for u in usage), (usage, acc_bytes)
+                gpu_hours = sum(r["gpu_hours"] for r in api.usage(by=("type",)) if r["type"] == "homo_reconstruct")
+                assert gpu_hours == pytest.approx(sum(u["gpu_s"] for u in usage) / 3600, rel=1e-6)
+            else:
+                assert all("gpu_s" not in u or u["gpu_s"] == 0 for u in job.model.runs[-1].usage)
         assert close(maps[1], maps[2]) < TOL
     finally:
         master.stop()

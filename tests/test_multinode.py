@@ -380,6 +380,36 @@ def test_a_rank_takes_the_gpus_its_node_gave(env, expected):
     assert placed.gpu == (expected.split(",")[0] if expected else None) and placed.local_size == 1
 
 
+
+class OneNodeRanks:
+    """Rank ``rank`` of ``size`` ranks, all on one node (what Split_type(SHARED) says)."""
+
+    def __init__(self, rank: int, size: int):
+        self.rank, self.size = rank, size
+
+    def Split_type(self, _kind):  # noqa: N802
+        return self
+
+    def Free(self):  # noqa: N802
+        pass
+
+
+@pytest.mark.parametrize("ranks, gpus", [(2, "3"), (3, "1,4"), (5, "0,2")])
+def test_ranks_outnumbering_a_nodes_gpus_stop_unless_the_job_lets_them_share(ranks, gpus):
+    from cryohpc.errors import UserError
+    from cryohpc.jobrun.gpus import place_rank
+
+    with pytest.raises(UserError, match=f"{ranks} ranks run on .* gave it {len(gpus.split(','))} GPU.*compute_share_gpus"):
+        place_rank(OneNodeRanks(0, ranks), 1, {"SLURM_STEP_GPUS": gpus})
+    ids = gpus.split(",")
+    placed = [place_rank(OneNodeRanks(r, ranks), 1, {"SLURM_STEP_GPUS": gpus}, share=True) for r in range(ranks)]
+    assert [p.gpu for p in placed] == [ids[r % len(ids)] for r in range(ranks)]  # in turn, every GPU used
+    assert {p.local_size for p in placed} == {ranks}
+    # as many GPUs as ranks (or more): each rank its own, share or not
+    own = [place_rank(OneNodeRanks(r, ranks), 1, {"CUDA_VISIBLE_DEVICES": ",".join(map(str, range(ranks)))})
+           for r in range(ranks)]
+    assert [p.gpu for p in own] == [str(r) for r in range(ranks)]
+
 def test_a_killed_job_that_checkpoints_saves_at_sigterm_and_a_resume_goes_on(tmp_path):
     """SIGTERM (a kill here; a scheduler's preemption or cancel on a cluster) asks a job that
     looks for stops to save and stop within the grace, before any SIGKILL."""

@@ -37,9 +37,11 @@ class Placement:
                 + (f"GPU {self.gpu}" if self.gpu is not None else "no GPU"))
 
 
-def place_rank(comm, gpus_asked: int, environ: MutableMapping[str, str] | None = None) -> Placement:
+def place_rank(comm, gpus_asked: int, environ: MutableMapping[str, str] | None = None,
+               share: bool = False) -> Placement:
     """This rank's host, local rank and GPU; ``CUDA_VISIBLE_DEVICES`` set to the node's
-    own GPUs. Collective (every rank calls it).
+    own GPUs. Collective (every rank calls it). With ``share`` (the job's
+    compute_share_gpus), a node's ranks take its GPUs in turn, as RELION's ranks do.
 
     Raises:
         UserError: the job asked for GPUs and this node has fewer than its ranks, so two
@@ -58,9 +60,9 @@ def place_rank(comm, gpus_asked: int, environ: MutableMapping[str, str] | None =
     if ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     host = socket.gethostname()
-    if gpus_asked > 0 and ids is not None and local_size > len(ids):
+    if gpus_asked > 0 and ids is not None and local_size > len(ids) and not share:
         raise UserError(f"{local_size} ranks run on {host} but the scheduler gave it {len(ids)} GPU(s) "
-                        f"({','.join(ids)}): "
-                        "ranks would share a GPU; ask for as many GPUs per node as ranks per node")
+                        f"({','.join(ids)}): ranks would share a GPU; ask for as many GPUs per node as "
+                        "ranks per node, or set compute_share_gpus to let them take turns")
     gpu = ids[local_rank % len(ids)] if ids else None
     return Placement(host, local_rank, local_size, gpu if gpus_asked > 0 else None)

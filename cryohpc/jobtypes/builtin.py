@@ -142,6 +142,9 @@ COMPUTE_PARAMS = (
               help="GPUs to use (0: CPUs only); ranks are spread over them"),
     ParamSpec(name="compute_num_nodes", type="int", default=1, min=1, title="Number of nodes",
               help="cluster lanes: machines the ranks are spread over (ranks and GPUs divided evenly)"),
+    ParamSpec(name="compute_share_gpus", type="bool", default=False, title="Ranks may share GPUs",
+              help="let a node's ranks take turns on fewer GPUs than ranks (each rank needs its own "
+                   "share of the GPU's memory); off, such a job stops at once"),
 )
 SYMMETRY_PATTERN = {"pattern": r"[CcDd][1-9]\d*", "pattern_help": "use C<n> or D<n>, e.g. C1, C4, D2"}
 COMPUTE_RESOURCES = {"mpi_ranks": "compute_num_ranks", "gpus": "compute_num_gpus", "nodes": "compute_num_nodes"}

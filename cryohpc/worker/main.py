@@ -94,7 +94,7 @@ def run_job(job_dir: Path) -> int:
         if not spec.self_launched:
             from ..jobrun.gpus import place_rank
 
-            placement = place_rank(comm, jobfile.resources.gpus)
+            placement = place_rank(comm, jobfile.resources.gpus, share=bool(jobfile.params.get("compute_share_gpus")))
             ctx.log(placement.describe(comm.rank, comm.size), all_ranks=True)
             if placement.gpu is not None:
                 ctx.usage.gpu_bound()
