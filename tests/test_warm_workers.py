@@ -170,17 +170,19 @@ def test_a_standby_that_dies_is_replaced_and_a_job_meanwhile_starts_cold(warm_ap
         waiting_for(1, other_than=ready)
 
 
-@pytest.mark.parametrize("script", [f"printf '{STANDBY_READY.decode()}'; read line; exit 3",
-                                    f"printf '{STANDBY_READY.decode()}'; read line; exec sleep 60"])
+@pytest.mark.parametrize("after_reading", ["exit 3", "exec sleep 60"])
 def test_a_standby_whose_pipe_takes_the_job_but_that_never_says_so_leaves_it_to_a_cold_start(
-        warm_api, monkeypatch, script):
+        warm_api, monkeypatch, tmp_path, after_reading):
     """As a ready standby killed while its job is handed to it: the line goes into its pipe,
     and then it exits (or hangs) without a word. The job must run all the same, cold."""
+    said_ready = tmp_path / "ready"
+    script = f"printf '{STANDBY_READY.decode()}'; : > '{said_ready}'.$1; read line; {after_reading}"
     monkeypatch.setattr(warm, "TAKE_TIMEOUT_S", 1.0)
     monkeypatch.setattr(LocalLane, "_standby_command",
-                        lambda self, ranks: ["sh", "-c", script, "standby", "--standby", str(ranks)])
+                        lambda self, ranks: ["sh", "-c", script, "standby", str(ranks), "--standby", str(ranks)])
     with running(warm_api, "mute") as project:
         ready = waiting_for(1)
+        wait_for(lambda: Path(f"{said_ready}.1").exists(), 30, "the stand-in's word that it is ready")
         job = project.create_job("test_sleep", params={"seconds": 0.1})
         job.queue(lane="warm")
         assert job.wait(60) == JobStatus.COMPLETED, job.model.errors_run
