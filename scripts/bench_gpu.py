@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cryohpc.compute.geometry import random_rotations
+from cryohpc.compute.gpu_budget import accumulator_bytes
 from cryohpc.compute.reconstruct import CtfParams, Reconstructor
 
 _ATOMICS = r"""
@@ -322,7 +323,7 @@ def report(e2e_n: int, box: int) -> None:
                              + ", ".join(f"{k} {v:.2f}" for k, v in row["phases"].items()))
                 print(f"{row['what']}: {row['seconds']:.1f} s from queue to result{extra}")
                 if "usage" in row:
-                    acc = Reconstructor(np, box, 1.5).acc.nbytes
+                    acc = accumulator_bytes(box, pad=2)  # homo_reconstruct's default padding
                     print("  usage by rank: " + "; ".join(f"GPU {s:.1f} s, pool peak {b / 1e9:.2f} GB"
                                                          for s, b in row["usage"])
                           + f" (the two half-set accumulators: {acc / 1e9:.2f} GB)")

@@ -21,6 +21,7 @@ from cryohpc.compute import backproject_cuda  # noqa: E402
 from cryohpc.compute.backproject import CHANNELS, extract_slices, insert_slices  # noqa: E402
 from cryohpc.compute.backproject_cuda import z_slabs  # noqa: E402
 from cryohpc.compute.geometry import random_rotations  # noqa: E402
+from cryohpc.compute.gpu_budget import accumulator_bytes  # noqa: E402
 from cryohpc.compute.phantom import phantom  # noqa: E402
 from cryohpc.compute.project import Projector  # noqa: E402
 from cryohpc.compute.reconstruct import CtfParams, Reconstructor  # noqa: E402
@@ -167,7 +168,7 @@ def test_two_ranks_share_one_gpu_through_the_master(tmp_path):
                 assert "reduction across 2 ranks" in log
                 # each rank reports its GPU time and its pool's peak, which holds at least
                 # its two half-set accumulators
-                acc_bytes = Reconstructor(np, 32, 2.0).acc.nbytes
+                acc_bytes = accumulator_bytes(32, Reconstructor(np, 32, 2.0).pad)
                 usage = job.model.runs[-1].usage
                 assert sorted(u["rank"] for u in usage) == [0, 1]
                 assert all(0 < u["gpu_s"] <= u["wall_s"] for u in usage), usage
